@@ -1,0 +1,1 @@
+"""ASVP Lab: can a restoration model defend itself at runtime against distillation?"""

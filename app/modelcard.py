@@ -1,0 +1,61 @@
+"""Model cards for bundled teachers: the recipe at training time, measured quality from evaluate."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+QUALITY_START, QUALITY_END = "<!-- quality:start -->", "<!-- quality:end -->"
+
+CARD = """---
+license: mit
+library_name: pytorch
+tags: [image-restoration, asvp-lab, {task}]
+---
+# ASVP Lab teacher: {title}
+
+A small U-Net restoration teacher (`UNetTeacher`, {params:,} parameters, {mb:.1f} MB in float32) for
+the ASVP Lab, a lab for testing runtime defenses against knowledge-distillation theft.
+
+## Training
+- Data: permissively licensed clean images bundled with scikit-image (public domain / CC0) and the
+  sporco wheel (BSD-3): {images}. No benchmark image was used.
+- Degradation: `app.tasks.TASKS["{task}"].degrade` (seeded, synthetic: {doc})
+- Recipe: `{recipe}`
+- Command: `{command}` ({minutes:.0f} min on 2 CPU cores)
+- Log: `train.log` beside this card.
+
+## Measured quality
+{quality_start}
+Not measured yet: run `python -m app.evaluate --write-cards`.
+{quality_end}
+
+## Licence
+MIT (weights and code).
+"""
+
+
+def write_card(folder: Path, task, recipe: dict, params: int, train_minutes: float) -> None:
+    from app.data import TEACHER_IMAGES
+
+    doc = (task.degrade.__doc__ or task.title).strip().splitlines()[0]
+    (folder / "README.md").write_text(CARD.format(
+        task=task.name, title=task.title, params=params, mb=params * 4 / 1e6, images=", ".join(TEACHER_IMAGES),
+        doc=doc, recipe=json.dumps(recipe),
+        command="python -m app.train " + " ".join(f"--{k} {v}" for k, v in recipe.items()), minutes=train_minutes, quality_start=QUALITY_START,
+        quality_end=QUALITY_END))
+
+
+def write_quality(folder: Path, markdown: str) -> None:
+    """Replace the measured-quality block of a card with freshly measured text."""
+    card = folder / "README.md"
+    block = f"{QUALITY_START}\n{markdown.strip()}\n{QUALITY_END}"
+    pattern = re.escape(QUALITY_START) + ".*?" + re.escape(QUALITY_END)
+    card.write_text(re.sub(pattern, lambda _: block, card.read_text(), flags=re.S))
+
+
+def read_quality(folder: Path) -> str:
+    """The measured-quality block of a card (what the app shows next to a loaded teacher)."""
+    text = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
+    m = re.search(re.escape(QUALITY_START) + "(.*?)" + re.escape(QUALITY_END), text, flags=re.S)
+    return m.group(1).strip() if m else "No measured quality in the model card."
