@@ -6,6 +6,7 @@ the defense hooks in.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -98,9 +99,12 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
         nn.init.zeros_(self.tail[0].weight)
         nn.init.zeros_(self.tail[0].bias)
 
+    def features(self, x):
+        """The hidden map a feature-KD attacker aligns with the teacher's hooked layer."""
+        return self.body(x) + self.colour(x.mean((2, 3), keepdim=True))
+
     def forward(self, x):
-        feat = self.body(x) + self.colour(x.mean((2, 3), keepdim=True))
-        return upsample_input(x, self.scale) + self.tail(feat)
+        return upsample_input(x, self.scale) + self.tail(self.features(x))
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}
@@ -108,3 +112,10 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetT
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def restore(model: nn.Module, img: np.ndarray) -> np.ndarray:
+    """Run a restoration net on one float RGB image in [0, 1]; returns the same layout, clipped."""
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+    return model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from app import degrade
 
-BENCHMARKS = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks"
 
 
 @dataclass(frozen=True)

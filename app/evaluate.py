@@ -1,0 +1,79 @@
+"""Score every bundled teacher on its benchmark: `python -m app.evaluate [--write-cards]`.
+
+Prints, per task, PSNR/SSIM of the degraded input (bicubic upsampling for SR) and of the teacher,
+writes results/teachers.md, and with --write-cards puts the same figures in each model card.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from app.benchmarks import benchmark_pairs
+from app.degrade import bicubic_resize
+from app.hub import bundled_teachers, load_teacher
+from app.metrics import score
+from app.modelcard import write_quality
+from app.nets import restore
+from app.tasks import TASKS
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+COMMAND = "python -m app.evaluate --write-cards"
+
+
+def input_baseline(task, degraded: np.ndarray, shape) -> np.ndarray:
+    """What the user already has: the degraded image, bicubic-upsampled to the target for SR."""
+    return bicubic_resize(degraded, shape[:2]) if task.scale > 1 else degraded
+
+
+def evaluate_task(task, model, limit: int | None = None) -> dict[str, float]:
+    """Mean PSNR/SSIM of input and teacher over the task's benchmark pairs."""
+    rows = []
+    for _, degraded, target in benchmark_pairs(task, limit):
+        inp = score(input_baseline(task, degraded, target.shape), target, task)
+        out = score(restore(model, degraded), target, task)
+        rows.append((inp["psnr"], inp["ssim"], out["psnr"], out["ssim"]))
+    m = np.mean(rows, axis=0)
+    return {"pairs": len(rows), "input_psnr": m[0], "input_ssim": m[1], "teacher_psnr": m[2], "teacher_ssim": m[3]}
+
+
+def describe(task) -> str:
+    data = f"synthetic pairs from {task.synthetic_eval_from} targets" if task.synthetic_eval_from else task.benchmark
+    conv = f"Y channel, {task.crop_border}px border crop" if task.y_channel else "RGB"
+    return f"{data} ({conv})"
+
+
+def table(results: dict) -> str:
+    lines = ["| task | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {describe(TASKS[name])} | {r['pairs']} | {r['input_psnr']:.2f} / {r['input_ssim']:.4f} "
+                     f"| {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['teacher_psnr'] - r['input_psnr']:+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS))
+    p.add_argument("--limit", type=int, default=None, help="pairs per task (default: all)")
+    p.add_argument("--write-cards", action="store_true")
+    args = p.parse_args(argv)
+    folders = bundled_teachers()
+    results = {}
+    for name in args.tasks:
+        results[name] = evaluate_task(TASKS[name], load_teacher(name).model, args.limit)
+        print(table({name: results[name]}).splitlines()[-1], flush=True)
+    text = table(results)
+    print("\n" + text)
+    if args.write_cards and args.limit is None:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "teachers.md").write_text(f"# Bundled teachers on the dev benchmarks\n\nMeasured by `{COMMAND}` "
+                                             "(deterministic: fixed weights, fixed pairs).\n\n" + text + "\n")
+        for name, r in results.items():
+            write_quality(folders[name], f"Measured by `{COMMAND}` on {describe(TASKS[name])}, {r['pairs']} pairs:\n\n"
+                          + table({name: r}))
+
+
+if __name__ == "__main__":
+    main()
