@@ -21,8 +21,6 @@ SOURCES = {
     "brick": ("skimage", "data/brick.png"),  # CC0 (cc0textures)
     "grass": ("skimage", "data/grass.png"),  # CC0 (cc0textures)
     "gravel": ("skimage", "data/gravel.png"),  # CC0 (cc0textures)
-    "chelsea": ("skimage", "data/chelsea.png"),  # CC0 (Stefan van der Walt)
-    "coffee": ("skimage", "data/coffee.png"),  # CC0 (Rachel Michetti)
     "kodim23": ("sporco", "data/kodim23.png"),  # BSD-3 (sporco)
     "sail": ("sporco", "data/sail.png"),  # BSD-3 (sporco)
     "barbara": ("sporco", "data/barbara.png"),  # BSD-3 (sporco)
@@ -32,7 +30,8 @@ SOURCES = {
 }
 TEACHER_IMAGES = ("astronaut", "rocket", "immunohistochemistry", "brick", "grass", "gravel",
                   "kodim23", "sail", "barbara")
-ATTACKER_IMAGES = ("chelsea", "coffee", "monarch", "tulips", "grace_hopper")
+ATTACKER_IMAGES = ("monarch", "tulips", "grace_hopper")
+# held out from both: the app's examples (assets/chelsea.png, assets/coffee.png)
 
 
 def source_path(name: str) -> Path:

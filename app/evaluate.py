@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from app.benchmarks import benchmark_pairs
-from app.degrade import bicubic_resize
 from app.hub import bundled_teachers, load_teacher
 from app.metrics import score
 from app.modelcard import write_quality
@@ -22,16 +21,11 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 COMMAND = "python -m app.evaluate --write-cards"
 
 
-def input_baseline(task, degraded: np.ndarray, shape) -> np.ndarray:
-    """What the user already has: the degraded image, bicubic-upsampled to the target for SR."""
-    return bicubic_resize(degraded, shape[:2]) if task.scale > 1 else degraded
-
-
 def evaluate_task(task, model, limit: int | None = None) -> dict[str, float]:
     """Mean PSNR/SSIM of input and teacher over the task's benchmark pairs."""
     rows = []
     for _, degraded, target in benchmark_pairs(task, limit):
-        inp = score(input_baseline(task, degraded, target.shape), target, task)
+        inp = score(task.input_baseline(degraded, target.shape), target, task)
         out = score(restore(model, degraded), target, task)
         rows.append((inp["psnr"], inp["ssim"], out["psnr"], out["ssim"]))
     m = np.mean(rows, axis=0)

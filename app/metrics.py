@@ -36,3 +36,26 @@ def score(restored: np.ndarray, target: np.ndarray, task) -> dict[str, float]:
     """PSNR and SSIM of `restored` against `target` under the task's convention."""
     kw = dict(crop_border=task.crop_border, test_y_channel=task.y_channel)
     return {"psnr": calculate_psnr(restored, target, **kw), "ssim": calculate_ssim(restored, target, **kw)}
+
+
+
+def _radial_bands(img: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Band centres (cycles/pixel, 0 to Nyquist), total power and pixel count per radial band."""
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    power = np.abs(np.fft.fft2(grey - grey.mean())) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(grey.shape[0]), np.fft.fftfreq(grey.shape[1]), indexing="ij")
+    edges = np.linspace(0, 0.5, bins + 1)
+    band = np.clip(np.digitize(np.hypot(fy, fx), edges) - 1, 0, bins - 1).ravel()
+    return (edges[:-1] + edges[1:]) / 2, np.bincount(band, power.ravel(), bins), np.bincount(band, minlength=bins)
+
+
+def radial_spectrum(img: np.ndarray, bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power per radial frequency band: is a perturbation a colour cast or a texture?"""
+    centres, total, count = _radial_bands(img, bins)
+    return centres, total / np.maximum(count, 1)
+
+
+def high_frequency_share(img: np.ndarray) -> float:
+    """Share of an image's (mean-removed) energy above half the Nyquist frequency."""
+    centres, total, _ = _radial_bands(img, 64)
+    return float(total[centres > 0.25].sum() / max(total.sum(), 1e-20))

@@ -54,8 +54,7 @@ def write_quality(folder: Path, markdown: str) -> None:
     card.write_text(re.sub(pattern, lambda _: block, card.read_text(), flags=re.S))
 
 
-def read_quality(folder: Path) -> str:
-    """The measured-quality block of a card (what the app shows next to a loaded teacher)."""
-    text = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
-    m = re.search(re.escape(QUALITY_START) + "(.*?)" + re.escape(QUALITY_END), text, flags=re.S)
+def read_quality(card: str) -> str:
+    """The measured-quality block of a card's text (what the app shows next to a loaded teacher)."""
+    m = re.search(re.escape(QUALITY_START) + "(.*?)" + re.escape(QUALITY_END), card, flags=re.S)
     return m.group(1).strip() if m else "No measured quality in the model card."

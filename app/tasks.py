@@ -39,6 +39,10 @@ class Task:
     def crop_border(self) -> int:
         return self.scale if self.scale > 1 else 0
 
+    def input_baseline(self, degraded: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """What the user already has: the degraded image, bicubic-upsampled to `shape` for SR."""
+        return degrade.bicubic_resize(degraded, shape[:2]) if self.scale > 1 else degraded
+
     def make_pair(self, clean: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(degraded, clean) with the clean side cropped so SR sizes match exactly."""
         if self.scale > 1:

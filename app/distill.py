@@ -1,0 +1,137 @@
+"""The attacker: distil a quick student from the answers of a (defended or clean) teacher.
+
+The attacker owns degraded images but no ground truth (disjoint from the teacher's training
+images and from the benchmarks); it queries the teacher and fits a small student to the answers.
+`distill` is a generator of progress events so a UI can stream it; with one seed, the clean- and
+the defended-taught students see the same queries, initial weights and batch order.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.asvp import ASVPConfig, FeatureRecord, defend
+from app.data import ATTACKER_IMAGES, PairPool
+from app.nets import QuickStudent
+
+ATTACKS = ("output", "feature", "adaptive")
+MAX_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Attack:
+    """Threat model and budget.
+
+    `output`: L1 to the teacher's answers (black box). `feature`: plus `feature_weight` times L1
+    between an adapter of the student's hidden map and the teacher's feature at the hooked layer
+    (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers with a
+    trimmed L1 that ignores the worst-fitting `trim` fraction of pixels.
+    """
+
+    kind: str = "output"
+    steps: int = 150
+    batch: int = 16
+    patch: int = 48  # student input side; the teacher's answer is `scale` times larger for SR
+    queries: int = 96
+    lr: float = 4e-3
+    feature_weight: float = 0.1
+    lowpass_sigma: float = 1.0
+    trim: float = 0.2
+
+    def __post_init__(self):
+        if self.kind not in ATTACKS:
+            raise ValueError(f"unknown attacker {self.kind!r}; choose one of {', '.join(ATTACKS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"student budget must be 1..{MAX_STEPS} steps, got {self.steps}")
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    loss: float
+    feature_loss: float
+    student: nn.Module
+
+
+def query_images(task, attack: Attack, seed: int) -> torch.Tensor:
+    """The attacker's own degraded patches (N x 3 x p x p), reproducible from the seed."""
+    pool = PairPool(task, ATTACKER_IMAGES, variants=2, seed=seed)
+    x, _ = pool.batch(np.random.default_rng(seed), attack.queries, attack.patch)
+    return x
+
+
+@torch.no_grad()
+def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk: int = 32):
+    """The teacher's answers (and features at the hooked layer) for every query, in chunks."""
+    answers, feats = [], []
+    for part in x.split(chunk):
+        record = FeatureRecord()
+        with defend(teacher, defense, record):
+            answers.append(teacher(part))
+        feats.append(record.exposed[defense.layers[0]])
+    return torch.cat(answers), torch.cat(feats)
+
+
+def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=img.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).repeat(img.shape[1], 1, 1, 1)
+    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k[..., None, :], groups=img.shape[1])
+    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k[..., :, None], groups=img.shape[1])
+
+
+def trimmed_l1(pred: torch.Tensor, target: torch.Tensor, trim: float) -> torch.Tensor:
+    """L1 over the (1 - trim) best-fitting pixels: outliers injected by a defense get no say."""
+    err = (pred - target).abs().mean(1).flatten()
+    keep = max(1, int(err.numel() * (1 - trim)))
+    return err.topk(keep, largest=False).values.mean()
+
+
+def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed: int,
+            every: int = 10) -> Iterator[Progress]:
+    """Train a student on the teacher's answers; yield progress every `every` steps and at the end."""
+    x = query_images(task, attack, seed)
+    y, t_feat = ask_teacher(teacher, x, defense)
+    if attack.kind == "adaptive":
+        y = gaussian_lowpass(y, attack.lowpass_sigma)
+    torch.manual_seed(seed)
+    student = QuickStudent(scale=task.scale)
+    adapter = nn.Conv2d(student.tail[0].in_channels, t_feat.shape[1], 1)
+    params = list(student.parameters()) + (list(adapter.parameters()) if attack.kind == "feature" else [])
+    opt = torch.optim.Adam(params, lr=attack.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)
+    order = torch.Generator().manual_seed(seed)
+    for step in range(1, attack.steps + 1):
+        idx = torch.randint(len(x), (attack.batch,), generator=order)
+        pred = student(x[idx])
+        fit = trimmed_l1(pred, y[idx], attack.trim) if attack.kind == "adaptive" else F.l1_loss(pred, y[idx])
+        feat_loss = torch.zeros(())
+        if attack.kind == "feature":
+            mapped = F.adaptive_avg_pool2d(adapter(student.features(x[idx])), t_feat.shape[-2:])
+            feat_loss = F.l1_loss(mapped, t_feat[idx])
+        loss = fit + attack.feature_weight * feat_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % every == 0 or step == attack.steps:
+            yield Progress(step, attack.steps, fit.item(), feat_loss.item(), student)
+
+
+def clean_twin(defense: ASVPConfig) -> ASVPConfig:
+    """The same hooks with the perturbation off: the undefended teacher of a pair."""
+    return dataclasses.replace(defense, a=1.0)
+
+
+def distill_pair(teacher, task, defense: ASVPConfig, attack: Attack, seed: int, every: int = 10):
+    """Clean- and defended-taught students in lockstep: yields (clean Progress, defended Progress)."""
+    yield from zip(distill(teacher, task, clean_twin(defense), attack, seed, every),
+                   distill(teacher, task, defense, attack, seed, every))

@@ -1,0 +1,172 @@
+"""Headless sweeps: `python -m app.experiments [--tasks ...] [--seeds 0 1 2] [--quick]`.
+
+Protocol (DESIGN.md section 4): teacher delta = metric(defended teacher) - metric(clean teacher);
+student delta = metric(student taught by the defended teacher) - metric(student taught by the
+clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
+student beats the degraded input. Stage 1 screens ASVP settings against the output-KD attacker;
+stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
+baselines at matched teacher cost. Everything lands in results/: sweep.csv, RESULTS.md, figures
+and defaults.json (the per-task defaults the app starts from).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.asvp import ASVPConfig, defend
+from app.baselines import calibrate, output_noise
+from app.benchmarks import benchmark_pairs
+from app.distill import Attack, clean_twin, distill
+from app.hub import load_teacher
+from app.metrics import score
+from app.nets import restore
+from app.report import write_report
+from app.tasks import TASKS
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+SCREEN = [dict(layout=lo, layers=(ly,), k=k, a=a) for lo in ("channel", "spatial") for ly in ("mid", "dec1")
+          for k, a in ((1, 1.5), (1, 3.0), (4, 2.0), (8, 3.0))]
+SCREEN += [dict(layout="channel", layers=("mid",), k=16, a=2.0, tau=tau) for tau in (0.5, 0.9)]
+QUICK_SCREEN = [dict(layout="channel", layers=("mid",), k=1, a=3.0), dict(layout="spatial", layers=("dec1",), k=1, a=2.0)]
+
+
+def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `n` benchmark pairs, centre-cropped to `crop` px (target side) to keep sweeps fast."""
+    out = []
+    for _, degraded, target in benchmark_pairs(task, n):
+        s, c = task.scale, min(crop, *target.shape[:2]) // task.scale
+        i, j = (degraded.shape[0] - c) // 2, (degraded.shape[1] - c) // 2
+        out.append((degraded[i:i + c, j:j + c], target[i * s:(i + c) * s, j * s:(j + c) * s]))
+    return out
+
+
+def mean_score(model, pairs, task) -> dict[str, float]:
+    rows = [score(restore(model, x), y, task) for x, y in pairs]
+    return {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim")}
+
+
+def teacher_score(teacher, defense: ASVPConfig, pairs, task) -> dict[str, float]:
+    with defend(teacher, defense):
+        return mean_score(teacher, pairs, task)
+
+
+def train_student(teacher, task, defense, attack, seed):
+    *_, last = distill(teacher, task, defense, attack, seed, every=attack.steps)
+    return last.student
+
+
+class Sweep:
+    """One task's measurements, with clean-taught students cached per (attacker, layer, seed)."""
+
+    def __init__(self, task, teacher, pairs, seeds, budget: int):
+        self.task, self.teacher, self.pairs, self.seeds, self.budget = task, teacher, pairs, seeds, budget
+        self.inputs = {k: float(np.mean([score(task.input_baseline(x, y.shape), y, task)[k] for x, y in pairs]))
+                       for k in ("psnr", "ssim")}
+        self._clean = {}
+
+    def clean_student(self, attack: Attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
+        key = (attack, defense.layers, seed)
+        if key not in self._clean:
+            student = train_student(self.teacher, self.task, clean_twin(defense), attack, seed)
+            self._clean[key] = mean_score(student, self.pairs, self.task)
+        return self._clean[key]
+
+    def measure(self, stage: str, family: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
+        """Rows (one per seed) for one defense under one attacker; `sigma` adds output noise."""
+        attack = Attack(kind=attack_kind, steps=self.budget)
+        t_clean = teacher_score(self.teacher, clean_twin(defense), self.pairs, self.task)
+        with output_noise(self.teacher, sigma):
+            t_def = teacher_score(self.teacher, defense, self.pairs, self.task)
+        rows = []
+        for seed in self.seeds:
+            s_clean = self.clean_student(attack, defense, seed)
+            with output_noise(self.teacher, sigma):
+                student = train_student(self.teacher, self.task, defense, attack, seed)
+            s_def = mean_score(student, self.pairs, self.task)
+            rows.append(dict(
+                task=self.task.name, stage=stage, family=family, attack=attack_kind, seed=seed,
+                layout=defense.layout, layer=defense.layers[0], k=defense.k, a=round(defense.a, 4), tau=defense.tau,
+                placement=defense.placement, directions=defense.directions,
+                noise_sigma=round(sigma, 5),
+                input_psnr=self.inputs["psnr"], input_ssim=self.inputs["ssim"],
+                teacher_clean_psnr=t_clean["psnr"], teacher_clean_ssim=t_clean["ssim"],
+                teacher_psnr=t_def["psnr"], teacher_ssim=t_def["ssim"],
+                student_clean_psnr=s_clean["psnr"], student_clean_ssim=s_clean["ssim"],
+                student_psnr=s_def["psnr"], student_ssim=s_def["ssim"]))
+        return rows
+
+
+def protection(rows: list[dict]) -> float:
+    """Student dB lost per dB the teacher pays (teacher cost floored at 0.1 dB)."""
+    s = np.mean([r["student_clean_psnr"] - r["student_psnr"] for r in rows])
+    t = np.mean([r["teacher_clean_psnr"] - r["teacher_psnr"] for r in rows])
+    return float(s / max(t, 0.1))
+
+
+def teacher_drop(teacher, defense, pairs, task, sigma: float = 0.0) -> float:
+    """dB the served teacher loses to the defense (ASVP `defense`, or output noise `sigma`)."""
+    clean = teacher_score(teacher, clean_twin(defense), pairs, task)["psnr"]
+    with output_noise(teacher, sigma):
+        return clean - teacher_score(teacher, defense, pairs, task)["psnr"]
+
+
+def run_task(task, seeds, budget: int, quick: bool) -> tuple[list[dict], dict]:
+    """Stage 1 screen, stage 2 attackers, baselines; returns rows and the chosen defaults."""
+    teacher = load_teacher(task.name).model
+    pairs = eval_pairs(task, n=2 if quick else 6, crop=128 if quick else 256)
+    sweep = Sweep(task, teacher, pairs, seeds, budget)
+    rows, screened = [], []
+    for setting in QUICK_SCREEN if quick else SCREEN:
+        defense = ASVPConfig(**setting)
+        r = sweep.measure("screen", "asvp", defense, "output")
+        rows += r
+        screened.append((protection(r), defense))
+        print(f"{task.name} screen {setting}: protection {screened[-1][0]:.2f}", flush=True)
+    best = max(screened, key=lambda p: p[0])[1]
+    for defense in (best, dataclasses.replace(best, placement="exposed")):
+        for kind in ("output", "feature", "adaptive"):
+            rows += sweep.measure("attackers", "asvp", defense, kind)
+    cost = teacher_drop(teacher, best, pairs, task)
+    for directions in ("random", "bottom"):
+        probe = lambda a, d=directions: teacher_drop(teacher, dataclasses.replace(best, directions=d, a=a), pairs, task)
+        rows += sweep.measure("baselines", f"asvp-{directions}",
+                              dataclasses.replace(best, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), "output")
+    identity = clean_twin(best)
+    sigma = calibrate(lambda s: teacher_drop(teacher, identity, pairs, task, s), cost, 1e-4, 0.5)
+    rows += sweep.measure("baselines", "output-noise", identity, "output", sigma=sigma)
+    defaults = dict(layer=best.layers[0], layout=best.layout, k=best.k, a=best.a, tau=best.tau)
+    return rows, defaults
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=Attack().steps, help="student steps (same for every student)")
+    p.add_argument("--quick", action="store_true", help="two settings, small eval crops: minutes, for tests")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, defaults = [], {}
+    for name in args.tasks:
+        task_rows, defaults[name] = run_task(TASKS[name], args.seeds, args.budget, args.quick)
+        rows += task_rows
+    with open(args.out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / "defaults.json").write_text(json.dumps(defaults, indent=2))
+    write_report(rows, args.out, command=" ".join(["python -m app.experiments", *argv]))
+
+
+if __name__ == "__main__":
+    main()
