@@ -55,11 +55,15 @@ def low_light(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def underwater(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Wavelength-dependent attenuation (red first) and blue-green backscatter: I = J t + B (1 - t)."""
+    """Wavelength-dependent attenuation (red first) and blue-green backscatter: I = J t + B (1 - t).
+
+    Ranges match the per-channel gains and offsets of paired shallow-water photos (EUVP-like):
+    red keeps 30-90 % of its signal, green and blue 65-100 %, over a bright green-blue veil.
+    """
     h, w = clean.shape[:2]
-    dist = rng.uniform(1.0, 6.0) * (0.6 + 0.4 * smooth_field((h, w), rng))[..., None]
-    beta = np.array([rng.uniform(0.25, 0.6), rng.uniform(0.04, 0.15), rng.uniform(0.03, 0.2)])
-    backscatter = np.array([rng.uniform(0.0, 0.15), rng.uniform(0.3, 0.65), rng.uniform(0.35, 0.75)])
+    dist = rng.uniform(0.8, 3.0) * (0.6 + 0.4 * smooth_field((h, w), rng))[..., None]
+    beta = np.array([rng.uniform(0.15, 0.55), rng.uniform(0.03, 0.2), rng.uniform(0.02, 0.18)])
+    backscatter = np.array([rng.uniform(0.0, 0.15), rng.uniform(0.55, 0.95), rng.uniform(0.55, 0.95)])
     t = np.exp(-beta * dist)
     return np.clip(clean * t + backscatter * (1 - t), 0, 1).astype(np.float32)
 

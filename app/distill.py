@@ -36,7 +36,7 @@ class Attack:
 
     kind: str = "output"
     steps: int = 150
-    batch: int = 16
+    batch: int = 8
     patch: int = 48  # student input side; the teacher's answer is `scale` times larger for SR
     queries: int = 96
     lr: float = 4e-3
@@ -80,12 +80,13 @@ def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk:
 
 
 def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur: strips the high-frequency part of a perturbation (and of detail)."""
     radius = max(1, int(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=img.dtype)
     k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = (k / k.sum()).repeat(img.shape[1], 1, 1, 1)
-    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k[..., None, :], groups=img.shape[1])
-    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k[..., :, None], groups=img.shape[1])
+    k, c = k / k.sum(), img.shape[1]
+    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def trimmed_l1(pred: torch.Tensor, target: torch.Tensor, trim: float) -> torch.Tensor:

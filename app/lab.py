@@ -15,7 +15,15 @@ from app.asvp import ASVPConfig, FeatureRecord, defend
 from app.distill import Attack, distill_pair
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
-from app.nets import restore
+from app.nets import UNetTeacher, restore
+
+
+def hookable_layers(model) -> list[str]:
+    """The named stages of a teacher, in forward order: where the defense can hook."""
+    return [name for name, _ in model.named_children()]
+
+
+TEACHER_LAYERS = hookable_layers(UNetTeacher())
 
 
 @dataclass
@@ -126,7 +134,7 @@ def verdict(rows: dict[str, dict | None]) -> str:
     return f"No protection: the defended-taught student is as good ({-student_drop:+.2f} dB). {cost}"
 
 
-def duel(teacher, scene: Scene, look_: Look, defense: ASVPConfig, attack: Attack, seed: int,
+def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
     """Distil a clean-taught and a defended-taught student in lockstep and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
@@ -135,7 +143,7 @@ def duel(teacher, scene: Scene, look_: Look, defense: ASVPConfig, attack: Attack
         history["defended-taught"].append((defended.step, defended.loss))
         yield DuelUpdate(clean.step, clean.total, history)
     students = restore(clean.student, scene.degraded), restore(defended.student, scene.degraded)
-    scores = dict(look_.scores)
+    scores = dict(look(teacher, scene, defense).scores)
     scores["student (clean teacher)"] = metrics(students[0], scene)
     scores["student (defended teacher)"] = metrics(students[1], scene)
     twins = {"teacher + ASVP": "teacher", "student (defended teacher)": "student (clean teacher)"}

@@ -86,7 +86,7 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
     The last conv starts at zero, so the untrained student returns its (upsampled) input.
     """
 
-    def __init__(self, width: int = 24, depth: int = 4, scale: int = 1):
+    def __init__(self, width: int = 16, depth: int = 4, scale: int = 1):
         super().__init__()
         self.scale = scale
         layers, c_in = [], 3

@@ -1,7 +1,10 @@
 """The five restoration tasks as data: one registry, looked up by name."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -12,12 +15,14 @@ from app import degrade
 
 @dataclass(frozen=True)
 class DefenseDefaults:
-    """Where and how hard ASVP perturbs by default (chosen from the sweep, see docs/RESULTS.md)."""
+    """Where and how hard ASVP perturbs by default: chosen by `python -m app.experiments`
+    (best protection ratio, results/defaults.json); these values stand until a sweep has run."""
 
-    layer: str = "mid"
+    layer: str = "dec1"
     layout: str = "channel"
     k: int = 1
     a: float = 1.5
+    tau: float | None = None
     placement: str = "inline"
 
 
@@ -51,8 +56,16 @@ class Task:
         return self.degrade(clean, np.random.default_rng(seed)), clean
 
 
+SWEPT_DEFAULTS = Path(__file__).resolve().parent.parent / "results" / "defaults.json"
+_SWEPT = json.loads(SWEPT_DEFAULTS.read_text()) if SWEPT_DEFAULTS.exists() else {}
+
+
+def _with_swept_defaults(task: Task, swept: dict) -> Task:
+    return dataclasses.replace(task, defaults=DefenseDefaults(**swept[task.name])) if task.name in swept else task
+
+
 TASKS: dict[str, Task] = {
-    t.name: t
+    t.name: _with_swept_defaults(t, _SWEPT)
     for t in (
         Task("sr_x2", "Super-resolution x2", degrade.downscale(2), "sr_x2", scale=2, y_channel=True),
         Task("sr_x4", "Super-resolution x4", degrade.downscale(4), "sr_x4", scale=4, y_channel=True),

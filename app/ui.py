@@ -66,27 +66,27 @@ def read_image(path) -> "np.ndarray":
         raise gr.Error(f"Could not read the image: {e}") from None
 
 
-def on_load(task_name, source):
+def on_load(task, source):
     try:
-        state = session_teacher(task_name, source)
+        state = session_teacher(task, source)
     except TeacherLoadError as e:
         raise gr.Error(str(e)) from None
     if state["loaded"].warning:
         gr.Warning(state["loaded"].warning)
-    d = get_task(task_name).defaults
-    layers = [n for n, _ in state["model"].named_children()]
+    d = get_task(task).defaults
+    layers = lab.hookable_layers(state["model"])
     return (state, teacher_facts(state), gr.Dropdown(choices=layers, value=d.layer if d.layer in layers else layers[0]),
             d.k, d.a, d.layout, d.placement)
 
 
-def on_look(state, task_name, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
-    state = ensure_teacher(state, task_name)
-    task, defense = get_task(task_name), defense_from(k, a, layer, layout, adaptive, tau, placement)
-    scene = lab.make_scene(task, read_image(image), bool(already_degraded), int(seed))
+def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
+    state = ensure_teacher(state, task)
+    defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
+    scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
     view = lab.look(state["model"], scene, defense)
     s = view.scores
     gt = None if scene.target is None else to_uint8(scene.target)
-    return (state, scene, view, scene.note,
+    return (state, scene, scene.note,
             gr.Image(to_uint8(view.baseline), label=lab.caption("input", s["input"])),
             gr.Image(gt, label="ground truth" if gt is not None else "ground truth: none (degraded upload)"),
             gr.Image(to_uint8(view.clean), label=lab.caption("teacher", s["teacher"])),
@@ -96,16 +96,16 @@ def on_look(state, task_name, image, already_degraded, seed, k, a, layer, layout
             plots.frequency_figure(view.freqs, view.power))
 
 
-def on_distill(state, scene, view, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
+def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
                progress=gr.Progress()):
-    if scene is None or view is None:
+    if scene is None:
         raise gr.Error("Pick an image first: the students are scored on it.")
     defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
     try:
         attack = Attack(kind=attacker, steps=int(budget))
     except (TypeError, ValueError) as e:
         raise gr.Error(str(e)) from None
-    for update in lab.duel(state["model"], scene, view, defense, attack, int(seed)):
+    for update in lab.duel(state["model"], scene, defense, attack, int(seed)):
         progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
         if update.students is None:
             yield plots.loss_figure(update.history), gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -124,12 +124,12 @@ def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
     return plots.sweep_figure(SWEEP_A, [p[0] for p in points], [p[1] for p in points])
 
 
-def tradeoff_view(task_name):
-    fig = RESULTS / f"tradeoff_{task_name}.png"
+def tradeoff_view(task):
+    fig = RESULTS / f"tradeoff_{task}.png"
     summary = RESULTS / "summary.csv"
     table = pd.read_csv(summary) if summary.exists() else pd.DataFrame()
     if not table.empty:
-        table = table[table.task == task_name].round(3)
+        table = table[table.task == task].round(3)
     return (str(fig) if fig.exists() else None), table
 
 
@@ -139,7 +139,7 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="ASVP Lab") as demo:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
-        teacher, scene, view = gr.State(None), gr.State(None), gr.State(None)
+        teacher, scene = gr.State(None), gr.State(None)
         with gr.Tab("Lab"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
@@ -148,7 +148,7 @@ def build_demo() -> gr.Blocks:
                                         info="a bundled task name, or a Hub repo id such as owner/name")
                     load_btn = gr.Button("Load teacher")
                     facts = gr.Markdown()
-                    image = gr.Image(type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
+                    image = gr.Image(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
                                      sources=["upload", "clipboard"])
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
                     gr.Examples(EXAMPLES, inputs=[image], label="CC0 examples (clean: the task degrades them)")
@@ -156,7 +156,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Accordion("Defense (ASVP)", open=True):
                         k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
                         a = gr.Slider(1.0, 10.0, value=d.a, step=0.05, label="a: amplification")
-                        layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer")
+                        layer = gr.Dropdown(lab.TEACHER_LAYERS, value=d.layer, label="Hooked layer")
                         layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
                                           info="channel: C x HW matrix per image; spatial: each channel's H x W map")
                         adaptive = gr.Checkbox(False, label="Adaptive k (energy threshold tau)")
@@ -194,17 +194,21 @@ def build_demo() -> gr.Blocks:
 
         controls = [k, a, layer, layout, adaptive, tau, placement]
         look_in = [teacher, task, image, already, seed, *controls]
-        look_out = [teacher, scene, view, note, inp, gt, clean, defended, spectra, pert, freq]
+        look_out = [teacher, scene, note, inp, gt, clean, defended, spectra, pert, freq]
         load_out = [teacher, facts, layer, k, a, layout, placement]
-        load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(on_look, look_in, look_out)
-        task.change(lambda t: t, task, source).then(on_load, [task, source], load_out).then(
-            on_look, look_in, look_out).then(tradeoff_view, task, [trade_fig, trade_table])
-        for c in [image, already, seed, *controls]:
-            c.change(on_look, look_in, look_out, api_name="look" if c is image else False, trigger_mode="always_last")
-        distill_btn.click(on_distill, [teacher, scene, view, *controls, attacker, budget, seed],
+        private = dict(api_visibility="private")
+        load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(
+            on_look, look_in, look_out, **private)
+        task.change(lambda t: t, task, source, **private).then(on_load, [task, source], load_out, **private).then(
+            on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
+        image.change(on_look, look_in, look_out, api_name="look", trigger_mode="always_last")
+        for c in [already, seed, *controls]:
+            c.change(on_look, look_in, look_out, trigger_mode="always_last", **private)
+        distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
                           [loss, s_clean, s_def, table, verdict], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
                         api_name="sweep")
-        demo.load(on_load, [task, source], load_out).then(tradeoff_view, task, [trade_fig, trade_table])
+        demo.load(on_load, [task, source], load_out, **private).then(on_look, look_in, look_out, **private).then(
+            tradeoff_view, task, [trade_fig, trade_table], **private)
     demo.queue(max_size=32, default_concurrency_limit=4)
     return demo

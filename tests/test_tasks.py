@@ -2,14 +2,16 @@
 import numpy as np
 import pytest
 
-from app.data import clean_image
+from pathlib import Path
+
+from app.images import load_rgb
 from app.metrics import calculate_psnr
 from app.tasks import TASKS, get_task
 
 
 @pytest.fixture(scope="module")
 def clean():
-    return clean_image("chelsea")[:96, :128]
+    return load_rgb(Path(__file__).resolve().parent.parent / "assets" / "chelsea.png")[:96, :128]
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -1,0 +1,75 @@
+"""The attacker: seeded, paired, and honest about what each threat model sees."""
+import dataclasses
+
+import pytest
+import torch
+
+from app.asvp import ASVPConfig
+from app.distill import Attack, clean_twin, distill, distill_pair, gaussian_lowpass, trimmed_l1
+from app.hub import load_teacher
+from app.tasks import TASKS
+
+SMALL = dict(steps=6, queries=12, batch=4, patch=32)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_teacher("dehaze").model
+
+
+def final_student(teacher, defense, attack, seed):
+    *_, last = distill(teacher, TASKS["dehaze"], defense, attack, seed, every=attack.steps)
+    return last.student
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("kind", ["output", "feature", "adaptive"])
+def test_distillation_is_deterministic_under_a_seed(teacher, kind):
+    attack = Attack(kind=kind, **SMALL)
+    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
+    first = weights(final_student(teacher, defense, attack, seed=3))
+    assert torch.equal(first, weights(final_student(teacher, defense, attack, seed=3)))
+    assert not torch.equal(first, weights(final_student(teacher, defense, attack, seed=4)))
+
+
+def test_pair_differs_only_by_the_defense(teacher):
+    attack = Attack(**SMALL)
+    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
+    events = list(distill_pair(teacher, TASKS["dehaze"], defense, attack, seed=0, every=2))
+    assert [c.step for c, _ in events] == [2, 4, 6] and [d.step for _, d in events] == [2, 4, 6]
+    clean, defended = events[-1]
+    assert not torch.equal(weights(clean.student), weights(defended.student))
+    # with the perturbation off, both students are the same network bit for bit
+    off = list(distill_pair(teacher, TASKS["dehaze"], clean_twin(defense), attack, seed=0, every=6))[-1]
+    assert torch.equal(weights(off[0].student), weights(off[1].student))
+
+
+def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
+    attack = Attack(**SMALL)
+    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",), placement="exposed")
+    assert torch.equal(weights(final_student(teacher, clean_twin(defense), attack, 0)),
+                       weights(final_student(teacher, defense, attack, 0)))
+    feature = dataclasses.replace(attack, kind="feature")
+    assert not torch.equal(weights(final_student(teacher, clean_twin(defense), feature, 0)),
+                           weights(final_student(teacher, defense, feature, 0)))
+
+
+def test_robust_pieces_of_the_adaptive_attacker():
+    img = torch.rand(1, 3, 16, 16)
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    assert torch.allclose(gaussian_lowpass(flat, 1.0), flat)
+    assert gaussian_lowpass(img, 1.0).std() < img.std()
+    target = torch.zeros(1, 3, 10, 10)
+    pred = target.clone()
+    pred[..., 0, :2] = 100.0  # 2 % of pixels are wild outliers
+    assert trimmed_l1(pred, target, trim=0.2) == 0
+    assert torch.nn.functional.l1_loss(pred, target) > 1
+
+
+@pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6)])
+def test_bad_attacks_are_refused(bad):
+    with pytest.raises(ValueError):
+        Attack(**bad)
