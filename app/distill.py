@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -60,10 +61,12 @@ class Progress:
     student: nn.Module
 
 
-def query_images(task, attack: Attack, seed: int) -> torch.Tensor:
-    """The attacker's own degraded patches (N x 3 x p x p), reproducible from the seed."""
+@lru_cache(maxsize=32)
+def query_images(task, queries: int, patch: int, seed: int) -> torch.Tensor:
+    """The attacker's own degraded patches (N x 3 x p x p), reproducible from the seed (cached:
+    both students of a pair, and every setting of a sweep, ask with the same ones)."""
     pool = PairPool(task, ATTACKER_IMAGES, variants=2, seed=seed)
-    x, _ = pool.batch(np.random.default_rng(seed), attack.queries, attack.patch)
+    x, _ = pool.batch(np.random.default_rng(seed), queries, patch)
     return x
 
 
@@ -99,7 +102,7 @@ def trimmed_l1(pred: torch.Tensor, target: torch.Tensor, trim: float) -> torch.T
 def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed: int,
             every: int = 10) -> Iterator[Progress]:
     """Train a student on the teacher's answers; yield progress every `every` steps and at the end."""
-    x = query_images(task, attack, seed)
+    x = query_images(task, attack.queries, attack.patch, seed)
     y, t_feat = ask_teacher(teacher, x, defense)
     if attack.kind == "adaptive":
         y = gaussian_lowpass(y, attack.lowpass_sigma)

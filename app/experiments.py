@@ -5,7 +5,7 @@ student delta = metric(student taught by the defended teacher) - metric(student 
 clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
 student beats the degraded input. Stage 1 screens ASVP settings against the output-KD attacker;
 stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
-baselines at matched teacher cost. Everything lands in results/: sweep.csv, RESULTS.md, figures
+baselines at matched teacher cost. Everything lands in results/: sweep_<task>.csv, RESULTS.md, figures
 and defaults.json (the per-task defaults the app starts from).
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,10 @@ from app.report import write_report
 from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-SCREEN = [dict(layout=lo, layers=(ly,), k=k, a=a) for lo in ("channel", "spatial") for ly in ("mid", "dec1")
-          for k, a in ((1, 1.5), (1, 3.0), (4, 2.0), (8, 3.0))]
-SCREEN += [dict(layout="channel", layers=("mid",), k=16, a=2.0, tau=tau) for tau in (0.5, 0.9)]
-QUICK_SCREEN = [dict(layout="channel", layers=("mid",), k=1, a=3.0), dict(layout="spatial", layers=("dec1",), k=1, a=2.0)]
+SCREEN = [dict(layout=lo, layers=(ly,), k=k, a=a) for lo in ("channel", "spatial") for ly in ("enc2", "dec1")
+          for k, a in ((1, 2.0), (4, 3.0))]
+SCREEN += [dict(layout="channel", layers=("dec1",), k=16, a=2.0, tau=0.9)]
+QUICK_SCREEN = [dict(layout="channel", layers=("dec1",), k=1, a=3.0), dict(layout="spatial", layers=("enc2",), k=1, a=2.0)]
 
 
 def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -91,7 +90,7 @@ class Sweep:
                 student = train_student(self.teacher, self.task, defense, attack, seed)
             s_def = mean_score(student, self.pairs, self.task)
             rows.append(dict(
-                task=self.task.name, stage=stage, family=family, attack=attack_kind, seed=seed,
+                task=self.task.name, budget=self.budget, stage=stage, family=family, attack=attack_kind, seed=seed,
                 layout=defense.layout, layer=defense.layers[0], k=defense.k, a=round(defense.a, 4), tau=defense.tau,
                 placement=defense.placement, directions=defense.directions,
                 noise_sigma=round(sigma, 5),
@@ -152,21 +151,20 @@ def main(argv=None):
     p.add_argument("--budget", type=int, default=Attack().steps, help="student steps (same for every student)")
     p.add_argument("--quick", action="store_true", help="two settings, small eval crops: minutes, for tests")
     p.add_argument("--out", type=Path, default=RESULTS)
-    argv = sys.argv[1:] if argv is None else argv
+    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, defaults = [], {}
-    for name in args.tasks:
-        task_rows, defaults[name] = run_task(TASKS[name], args.seeds, args.budget, args.quick)
-        rows += task_rows
-    with open(args.out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.out / "defaults.json").write_text(json.dumps(defaults, indent=2))
-    write_report(rows, args.out, command=" ".join(["python -m app.experiments", *argv]))
-
+    defaults_file = args.out / "defaults.json"
+    defaults = json.loads(defaults_file.read_text()) if defaults_file.exists() else {}
+    for name in args.tasks:  # one CSV per task, so a task can be re-run alone
+        rows, defaults[name] = run_task(TASKS[name], args.seeds, args.budget, args.quick)
+        with open(args.out / f"sweep_{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        defaults_file.write_text(json.dumps(defaults, indent=2))
+        write_report(args.out)
 
 if __name__ == "__main__":
     main()

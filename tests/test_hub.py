@@ -1,35 +1,42 @@
-"""Teacher loading: bundled folders, the Hub's download code over loopback, cache, fallback, errors."""
+"""Teacher loading: bundled folders, the HF cache, the real download code over loopback, fallback, refusals.
+
+Nothing here touches the network: huggingface_hub is offline unless a test points its endpoint at a
+loopback server, and every teacher is a tiny one built in tmp_path (the real ones may not exist yet).
+"""
+import hashlib
 import json
-import os
-import subprocess
-import sys
+import pickle
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
+from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from app.hub import MAX_PARAMS, TeacherLoadError, bundled_teachers, load_folder, load_teacher
-from app.nets import UNetTeacher
-from tests.hub_server import HubServer
+from app import hub
+from app.hub import MAX_BYTES, MAX_PARAMS, MAX_SETTING, TeacherLoadError, bundled_teachers, load_teacher, save_teacher
+from app.nets import UNetTeacher, count_params
 
-ROOT = Path(__file__).resolve().parent.parent
-X = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CARD = "# tiny teacher\n<!-- quality:start -->\n+1 dB\n<!-- quality:end -->\n"
+X = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
 
 
-def tiny_teacher():
-    torch.manual_seed(1)
+def tiny_teacher(seed: int) -> UNetTeacher:
+    torch.manual_seed(seed)
     return UNetTeacher(width=4, blocks=(1, 1, 1)).eval()
 
 
-def repo_files(model) -> dict[str, bytes]:
-    files = {"config.json": json.dumps({**model._hub_mixin_config, "architecture": "UNetTeacher"}).encode()}
-    tmp = ROOT / "test-artifacts"
-    tmp.mkdir(exist_ok=True)
-    save_file(model.state_dict(), tmp / "w.safetensors")
-    files["model.safetensors"] = (tmp / "w.safetensors").read_bytes()
-    files["README.md"] = b"# tiny\n<!-- quality:start -->\n+1 dB\n<!-- quality:end -->\n"
-    return files
+def teacher_files(model, folder: Path) -> dict[str, bytes]:
+    """What a Hub repo of this teacher holds, written through the same save path as training uses."""
+    save_teacher(model, folder)
+    (folder / "README.md").write_text(CARD)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
@@ -39,124 +46,280 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
     return folder
 
 
-LOAD_SCRIPT = """
-import json, pickle, sys, torch
-def refuse(*a, **k):
-    raise AssertionError("something tried to unpickle")
-torch.load = pickle.load = pickle.loads = refuse
-from app.hub import TeacherLoadError, load_teacher
-try:
-    t = load_teacher(sys.argv[1])
-    y = t.model(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
-    print(json.dumps({"origin": t.origin, "warning": t.warning, "quality": t.quality, "sum": y.sum().item()}))
-except TeacherLoadError as e:
-    print(json.dumps({"error": str(e)}))
-"""
-
-
-def load_in_subprocess(repo_id: str, cache: Path, endpoint: str | None, offline: bool) -> dict:
-    """huggingface_hub reads its endpoint and offline flag at import: a fresh interpreter per setting."""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1" if offline else "0",
-           "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
-    env.pop("HF_ENDPOINT", None)
-    if endpoint:
-        env["HF_ENDPOINT"] = endpoint
-    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, repo_id], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    model = tiny_teacher()
-    good = repo_files(model)
-    pickle_only = {"config.json": good["config.json"], "pytorch_model.bin": b"\x80\x04not really a pickle"}
-    with HubServer({"lab/tiny-teacher": good, "lab/pickle-only": pickle_only}) as server:
-        yield server, model, tmp_path_factory.mktemp("hf-cache")
-
-
-def test_bundled_teachers_are_listed_and_load():
-    assert {"dehaze", "derain", "sr_x2", "sr_x4"} <= set(bundled_teachers())
-    t = load_teacher("dehaze")
-    assert t.architecture == "UNetTeacher" and t.origin == "bundled models/dehaze" and not t.warning
-
-
-def test_local_folder_round_trip(tmp_path):
-    model = tiny_teacher()
-    loaded = load_folder(write_folder(tmp_path / "t", repo_files(model)), "a test folder")
+def same_output(a, b) -> bool:
     with torch.no_grad():
-        assert torch.equal(loaded.model(X), model(X))
+        return torch.equal(a(X), b(X))
+
+
+def use_endpoint(monkeypatch, url: str) -> None:
+    """huggingface_hub derives its URL template from HF_ENDPOINT at import; patch both, then go online."""
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture(autouse=True)
+def lab(monkeypatch, tmp_path):
+    """Offline, an empty HF cache, and a models/ folder with a tiny dehaze teacher (lowlight untrained)."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(hub, "MODELS", tmp_path / "models")
+    dehaze = tiny_teacher(seed=1)
+    teacher_files(dehaze, tmp_path / "models" / "dehaze")
+    write_folder(tmp_path / "models" / "lowlight", {"train.log": b"still training\n"})
+    return dehaze
+
+
+@pytest.fixture
+def source(tmp_path):
+    """The teacher every Hub test serves, and its files."""
+    model = tiny_teacher(seed=2)
+    return model, teacher_files(model, tmp_path / "source")
+
+
+class Bomb:
+    def __reduce__(self):
+        return explode, ()
+
+
+def explode():
+    raise AssertionError("a checkpoint was unpickled")
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
+        monkeypatch.setattr(module, name, lambda *a, **k: explode())
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    """The Hub's file routes (`/{repo}/resolve/{rev}/{file}`, HEAD and GET) and its tree listing."""
+
+    timeout = 5  # a stuck client cannot hold a server thread
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self.answer(with_body=False)
+
+    def do_GET(self):
+        self.answer(with_body=True)
+
+    def answer(self, with_body: bool):
+        self.server.requests.append((self.command, self.path))
+        path = unquote(urlsplit(self.path).path)
+        route = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path) or re.fullmatch(
+            r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        files = self.server.repos.get(route.group(1)) if route else None
+        if files is None:
+            return self.send(404, b"", {"X-Error-Code": "RepoNotFound"}, with_body)
+        if route.group(2) not in ("main", COMMIT):
+            return self.send(404, b"", {"X-Error-Code": "RevisionNotFound"}, with_body)
+        if path.startswith("/api/"):
+            tree = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for name, data in files.items()]
+            return self.send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, with_body)
+        data = files.get(route.group(3))
+        if data is None:
+            return self.send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}, with_body)
+        self.send(200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, with_body)
+
+    def send(self, code: int, data: bytes, headers: dict, with_body: bool):
+        self.send_response(code)
+        for key, value in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def loopback_hub(monkeypatch, source):
+    """A Hub on 127.0.0.1 serving a few repos, set as huggingface_hub's endpoint; shut down after the test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
+    server.requests = []
+    server.repos = {
+        "lab/tiny-teacher": source[1],
+        "lab/no-config": {"model.safetensors": source[1]["model.safetensors"]},
+        "lab/config-only": {"config.json": source[1]["config.json"]},
+        "lab/pickle-only": {"config.json": source[1]["config.json"], "pytorch_model.bin": pickle.dumps(Bomb())},
+        "lab/huge": {**source[1], "model.safetensors": bytes(MAX_BYTES["model.safetensors"] + 1)},
+    }
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    use_endpoint(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_bundled_teachers_are_the_folders_with_weights(tmp_path):
+    assert bundled_teachers() == {"dehaze": tmp_path / "models" / "dehaze"}
+
+
+def test_bundled_and_local_folders_round_trip(lab, tmp_path):
+    loaded = load_teacher("dehaze")
+    assert same_output(loaded.model, lab) and not loaded.model.training
+    assert (loaded.origin, loaded.warning, loaded.architecture) == ("bundled models/dehaze", "", "UNetTeacher")
+    assert loaded.params == count_params(lab) and loaded.config["blocks"] == [1, 1, 1]
     assert loaded.quality == "+1 dB"
+    assert load_teacher(str(tmp_path / "models" / "dehaze")).origin == "bundled models/dehaze"
+    elsewhere = write_folder(tmp_path / "elsewhere", teacher_files(tiny_teacher(seed=3), tmp_path / "src3"))
+    local = load_teacher(elsewhere)  # a Path, from code
+    assert same_output(local.model, tiny_teacher(seed=3)) and local.origin.startswith("local folder")
 
 
-def test_download_over_loopback_hub_then_offline_cache(hub):
-    server, model, cache = hub
-    online = load_in_subprocess("lab/tiny-teacher", cache, server.url, offline=False)
-    with torch.no_grad():
-        expected = model(X).sum().item()
-    assert online["origin"].startswith("Hub repo lab/tiny-teacher @ 0123456789")
-    assert online["sum"] == pytest.approx(expected, rel=1e-6) and online["quality"] == "+1 dB"
-    assert any(p.endswith("/resolve/main/model.safetensors") for _, p in server.requests)
-    # the cache is now filled: offline, with no endpoint at all, the same teacher loads
-    cached = load_in_subprocess("lab/tiny-teacher", cache, None, offline=True)
-    assert cached["sum"] == pytest.approx(expected, rel=1e-6) and not cached["warning"]
+def test_a_task_without_a_bundled_teacher_says_how_to_train_it():
+    with pytest.raises(TeacherLoadError, match="no bundled lowlight teacher yet: train it"):
+        load_teacher("lowlight")
 
 
-def test_pickle_only_repo_is_refused_without_download(hub):
-    server, _, cache = hub
-    out = load_in_subprocess("lab/pickle-only", cache, server.url, offline=False)
-    assert "only a pickle checkpoint" in out["error"] and "never unpickles" in out["error"]
-    assert ("GET", "/lab/pickle-only/resolve/main/pytorch_model.bin") not in server.requests
+def test_offline_load_from_a_prefilled_hf_cache(tmp_path, source):
+    repo = tmp_path / "hf-cache" / "models--owner--tiny"
+    write_folder(repo / "snapshots" / COMMIT, source[1])
+    write_folder(repo / "refs", {"main": COMMIT.encode()})
+    for revision in (None, COMMIT):
+        loaded = load_teacher("owner/tiny", revision=revision)
+        assert loaded.origin == f"Hub repo owner/tiny @ {COMMIT}" and not loaded.warning
+        assert same_output(loaded.model, source[0]) and loaded.quality == "+1 dB"
 
 
-def test_unknown_repo_is_a_clear_error(hub):
-    server, _, cache = hub
-    out = load_in_subprocess("lab/does-not-exist", cache, server.url, offline=False)
-    assert out["error"] == "Hub repo lab/does-not-exist (revision main) was not found or is private"
+def test_download_over_a_loopback_hub_then_from_cache_offline(monkeypatch, tmp_path, source, loopback_hub):
+    loaded = load_teacher("lab/tiny-teacher")
+    assert loaded.origin == f"Hub repo lab/tiny-teacher @ {COMMIT}" and not loaded.warning
+    assert same_output(loaded.model, source[0]) and loaded.quality == "+1 dB"
+    gets = {path for method, path in loopback_hub.requests if method == "GET"}
+    assert {f"/lab/tiny-teacher/resolve/main/{f}" for f in ("config.json", "model.safetensors", "README.md")} <= gets
+    snapshot = tmp_path / "hf-cache" / "models--lab--tiny-teacher" / "snapshots" / COMMIT
+    assert (snapshot / "model.safetensors").read_bytes() == source[1]["model.safetensors"]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    served = len(loopback_hub.requests)
+    assert same_output(load_teacher("lab/tiny-teacher").model, source[0])
+    assert len(loopback_hub.requests) == served  # the second load came from the cache alone
 
 
-def test_unreachable_hub_falls_back_to_the_bundled_copy(tmp_path):
-    out = load_in_subprocess("someone/asvp-dehaze", tmp_path, "http://127.0.0.1:9", offline=False)
-    assert "unreachable" in out["warning"] and "bundled dehaze" in out["warning"]
-    assert out["origin"].startswith("bundled models/dehaze")
-    none = load_in_subprocess("someone/mystery", tmp_path, None, offline=True)
-    assert "unreachable" in none["error"] and "neither cached nor a bundled task" in none["error"]
+@pytest.fixture
+def refused_port(monkeypatch):
+    """An endpoint where nothing listens; huggingface_hub's retry back-off is skipped to keep this fast."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    use_endpoint(monkeypatch, f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
 
 
-@pytest.mark.parametrize("source", ["../models/dehaze", "lab/../../etc", "/etc/passwd", "a/b/c"])
-def test_paths_are_not_repo_ids(source):
-    with pytest.raises(TeacherLoadError, match="not a Hub repo id|neither a bundled task"):
-        load_teacher(source)
+@pytest.mark.parametrize("unreachable", ["offline mode", "connection refused"])
+def test_unreachable_hub_falls_back_to_the_bundled_teacher(request, lab, unreachable):
+    if unreachable == "connection refused":
+        request.getfixturevalue("refused_port")
+    loaded = load_teacher("someone/asvp-dehaze")
+    assert loaded.origin == "Hub unreachable: fell back to bundled models/dehaze"
+    assert "could not be reached" in loaded.warning and "someone/asvp-dehaze" in loaded.warning
+    assert same_output(loaded.model, lab)
 
 
-def bad_config_folder(tmp_path, config_text: str) -> Path:
-    files = repo_files(tiny_teacher())
-    files["config.json"] = config_text.encode()
-    return write_folder(tmp_path / "bad", files)
+def test_fallback_task_argument_and_nothing_to_fall_back_to(lab):
+    assert same_output(load_teacher("someone/my-net", fallback_task="dehaze").model, lab)
+    for repo_id in ("someone/my-net", "someone/asvp-lowlight"):  # no task in the name; task not bundled
+        with pytest.raises(TeacherLoadError, match="unreachable.*no bundled teacher to fall back to"):
+            load_teacher(repo_id)
+
+
+@pytest.mark.parametrize("repo_id,revision,message", [
+    ("lab/does-not-exist", None, "Hub repo lab/does-not-exist was not found"),
+    ("lab/tiny-teacher", "v9", "Hub repo lab/tiny-teacher has no revision 'v9'"),
+    ("lab/no-config", None, "Hub repo lab/no-config has no config.json"),
+    ("lab/config-only", None, "Hub repo lab/config-only has no model.safetensors$"),
+])
+def test_unknown_repos_revisions_and_missing_files(loopback_hub, repo_id, revision, message):
+    with pytest.raises(TeacherLoadError, match=message):
+        load_teacher(repo_id, revision=revision)
+
+
+def test_oversized_weights_are_refused_before_download(loopback_hub):
+    with pytest.raises(TeacherLoadError, match=r"model.safetensors of Hub repo lab/huge is .* bytes; the limit"):
+        load_teacher("lab/huge")
+    assert ("GET", "/lab/huge/resolve/main/model.safetensors") not in loopback_hub.requests
+
+
+def test_pickle_only_repo_is_refused_without_unpickling(loopback_hub, no_unpickling):
+    with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(pytorch_model.bin\); "
+                                               "ASVP Lab never unpickles"):
+        load_teacher("lab/pickle-only")
+    assert not any(path.endswith("pytorch_model.bin") for _, path in loopback_hub.requests)
+
+
+def test_pickle_only_folder_is_refused_without_unpickling(tmp_path, no_unpickling):
+    folder = write_folder(tmp_path / "pickled", {"config.json": b"{}", "model.pt": pickle.dumps(Bomb())})
+    with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(model.pt\)"):
+        load_teacher(folder)
+
+
+@pytest.fixture
+def weights_never_read(monkeypatch):
+    monkeypatch.setattr(hub, "load_file", lambda *a, **k: pytest.fail("weights were read"))
 
 
 @pytest.mark.parametrize("config,message", [
-    ('{"architecture": "Evil", "width": 4}', "architecture 'Evil' is not allowed"),
-    ("{not json", "not valid JSON"),
+    ("{not json", "config.json of .* is not valid JSON"),
     ('["a", "list"]', "must hold a JSON object"),
+    ('{"width": 4}', "architecture None is not allowed; known: UNetTeacher, QuickStudent"),
+    ('{"architecture": "Evil", "width": 4}', "architecture 'Evil' is not allowed"),
     ('{"architecture": "UNetTeacher", "width": 4, "exec": "rm -rf /"}', "unknown keys for UNetTeacher: exec"),
-    ('{"architecture": "UNetTeacher", "width": "wide"}', "not a valid UNetTeacher config"),
-    ('{"architecture": "UNetTeacher", "width": 4096}', f"limit {MAX_PARAMS:,}"),
+    ('{"architecture": "UNetTeacher", "width": "wide"}', "needs width as a whole number from 1 to .*, not 'wide'"),
+    ('{"architecture": "UNetTeacher", "width": true}', "needs width as a whole number"),
+    ('{"architecture": "UNetTeacher", "width": 4.5}', "needs width as a whole number"),
+    ('{"architecture": "UNetTeacher", "width": 0}', "needs width as a whole number from 1"),
+    ('{"architecture": "UNetTeacher", "blocks": [1, 1]}', "needs blocks as a list of 3 whole numbers"),
+    ('{"architecture": "UNetTeacher", "blocks": "111"}', "needs blocks as a list of 3 whole numbers"),
 ])
-def test_bad_configs_are_refused_before_building(tmp_path, config, message):
-    with pytest.raises(TeacherLoadError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        load_folder(bad_config_folder(tmp_path, config), "test folder")
+def test_malformed_configs_are_refused(tmp_path, source, weights_never_read, config, message):
+    folder = write_folder(tmp_path / "bad", {**source[1], "config.json": config.encode()})
+    with pytest.raises(TeacherLoadError, match=message):
+        load_teacher(folder)
 
 
-def test_weights_that_do_not_match_the_config(tmp_path):
-    files = repo_files(tiny_teacher())
-    files["config.json"] = json.dumps({"architecture": "UNetTeacher", "width": 8, "blocks": [1, 1, 1]}).encode()
-    with pytest.raises(TeacherLoadError, match="do not match its config"):
-        load_folder(write_folder(tmp_path / "mismatch", files), "test folder")
+@pytest.mark.parametrize("config,message", [
+    ({"width": 4096}, f"needs width as a whole number from 1 to {MAX_SETTING}"),
+    ({"width": 4, "blocks": [1, 1, 100_000]}, f"needs blocks as a list of 3 whole numbers from 1 to {MAX_SETTING}"),
+    ({"width": 200}, f"asks for a UNetTeacher with [0-9,]+ parameters; the limit is {MAX_PARAMS:,}"),
+    ({"width": 8, "scale": 200}, "parameters; the limit is"),
+])
+def test_oversized_configs_are_refused_without_allocating(monkeypatch, tmp_path, source, weights_never_read,
+                                                          config, message):
+    built_on = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: built_on.append(t.device.type) or t)
+    config = json.dumps({"architecture": "UNetTeacher", **config}).encode()
+    with pytest.raises(TeacherLoadError, match=message):
+        load_teacher(write_folder(tmp_path / "big", {**source[1], "config.json": config}))
+    assert set(built_on) <= {"meta"}  # sized on the meta device only, never built for real
 
 
-def test_local_pickle_only_folder(tmp_path):
-    folder = write_folder(tmp_path / "p", {"config.json": b"{}", "pytorch_model.bin": b"\x80\x04junk"})
-    with pytest.raises(TeacherLoadError, match="only a pickle checkpoint"):
-        load_folder(folder, "test folder")
+@pytest.mark.parametrize("change,message", [
+    ({"config.json": b'{"architecture": "UNetTeacher", "width": 8, "blocks": [1, 1, 1]}'}, "size mismatch for"),
+    ("extra tensor", 'Unexpected key\\(s\\) in state_dict: "extra"'),
+])
+def test_weights_that_do_not_match_the_config(tmp_path, source, change, message):
+    if change == "extra tensor":
+        save_file({**source[0].state_dict(), "extra": torch.zeros(2)}, tmp_path / "extra.safetensors")
+        change = {"model.safetensors": (tmp_path / "extra.safetensors").read_bytes()}
+    with pytest.raises(TeacherLoadError, match=f"weights of local folder .* do not match its config.json: .*{message}"):
+        load_teacher(write_folder(tmp_path / "mismatch", {**source[1], **change}))
+
+
+def test_weights_that_are_not_safetensors(tmp_path, source):
+    files = {**source[1], "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage"}
+    with pytest.raises(TeacherLoadError, match="model.safetensors of local folder .* is not a valid safetensors file"):
+        load_teacher(write_folder(tmp_path / "garbage", files))
+
+
+@pytest.mark.parametrize("text", ["../models/dehaze", "lab/../../etc", "/etc/passwd", "a/b/c", "..\\evil",
+                                  "owner/na me", "", "models/../models/dehaze"])
+def test_paths_and_traversal_are_not_repo_ids(monkeypatch, text):
+    monkeypatch.setattr(hub, "hf_hub_download", lambda *a, **k: pytest.fail("the Hub was asked"))
+    with pytest.raises(TeacherLoadError, match="is neither a bundled teacher \\(dehaze\\) nor a Hub repo id"):
+        load_teacher(text)
+    with pytest.raises(TeacherLoadError, match="is not a revision"):
+        load_teacher("owner/name", revision="../../../etc")
