@@ -22,7 +22,7 @@ from app.data import ATTACKER_IMAGES, PairPool
 from app.nets import QuickStudent
 
 ATTACKS = ("output", "feature", "adaptive")
-MAX_STEPS = 2000
+MAX_STEPS = 600  # a public Space must not let one click hold a worker for minutes
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,33 @@ from PIL import Image, ImageOps
 MAX_SIDE = 512
 
 
-def to_float_rgb(img: Image.Image) -> np.ndarray:
-    """Convert any PIL image (grey, palette, RGBA, 16-bit, EXIF-rotated) to float RGB in [0, 1]."""
+def to_float_rgb(img: Image.Image, max_side: int | None = None) -> np.ndarray:
+    """Any PIL image (grey, palette, RGBA, 16-bit, EXIF-rotated) as float RGB in [0, 1].
+
+    With `max_side`, large images shrink inside PIL first (JPEG even decodes at reduced scale),
+    so an 8000 x 8000 upload never becomes a multi-gigabyte float array.
+    """
+    if max_side:
+        img.draft("RGB", (max_side, max_side))
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        peak = 65535.0 if arr.max() > 255 else 255.0
-        arr = np.clip(arr / peak, 0, 1)
-        return np.repeat(arr[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode.startswith("I"):  # 16/32-bit integer grey: scale by its bit depth, not by 255
+        img = Image.fromarray(np.asarray(img, dtype=np.float32) / (255.0 if img.mode == "I" and
+                                                                    np.asarray(img).max() <= 255 else 65535.0))
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if max_side and max(img.size) > max_side:
+        img = img.copy()
+        img.thumbnail((max_side, max_side), Image.LANCZOS)
+    if img.mode == "F":
+        return np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0, 1)[..., None], 3, axis=2)
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as float RGB in [0, 1]."""
+def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as float RGB in [0, 1], optionally shrunk to `max_side`."""
     with Image.open(path) as img:
-        return to_float_rgb(img)
+        return to_float_rgb(img, max_side)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

@@ -18,6 +18,9 @@ from app.metrics import high_frequency_share, radial_spectrum, score
 from app.nets import UNetTeacher, restore
 
 
+MIN_SIDE = 16  # smallest degraded image the teachers' two downsampling levels make sense on
+
+
 def hookable_layers(model) -> list[str]:
     """The named stages of a teacher, in forward order: where the defense can hook."""
     return [name for name, _ in model.named_children()]
@@ -37,6 +40,9 @@ class Scene:
 def make_scene(task, image: np.ndarray, already_degraded: bool, seed: int) -> Scene:
     """Cap the size, then degrade a clean image with the task (ground truth known) or take it as is."""
     h, w = image.shape[:2]
+    need = MIN_SIDE * (1 if already_degraded else task.scale)
+    if min(h, w) < need:
+        raise ValueError(f"the image is {w}x{h} px; {task.title.lower()} needs at least {need}x{need} px")
     if already_degraded:
         image = cap_size(image, MAX_SIDE // task.scale)
         note = "uploaded as degraded: no ground truth, so no reference metrics"

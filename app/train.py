@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.data import TEACHER_IMAGES, PairPool
+from app.hub import save_teacher
 from app.modelcard import write_card
 from app.nets import UNetTeacher, count_params
 from app.tasks import get_task
@@ -66,7 +67,7 @@ def train(recipe: Recipe, out: Path, log_every: int = 100) -> UNetTeacher:
             log.info(f"step {step} l1 {running / log_every:.5f} elapsed {time.time() - start:.0f}s")
             running = 0.0
     model.eval()
-    model.save_pretrained(out, config={**model._hub_mixin_config, "architecture": "UNetTeacher"})
+    save_teacher(model, out)
     write_card(out, task, recipe=asdict(recipe), params=count_params(model),
                train_minutes=(time.time() - start) / 60)
     return model

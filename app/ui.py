@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from app import lab, plots
 from app.asvp import ASVPConfig
@@ -57,20 +60,41 @@ def defense_from(k, a, layer, layout, adaptive, tau, placement) -> ASVPConfig:
         raise gr.Error(f"Invalid defense setting: {e}") from None
 
 
-def read_image(path) -> "np.ndarray":
+def user_errors(fn):
+    """Bad input becomes a short message in the UI and the API; the server keeps serving."""
+    def message(e: Exception) -> gr.Error:
+        return e if isinstance(e, gr.Error) else gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, OSError) as e:  # TeacherLoadError is a ValueError
+                raise message(e) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as e:
+            raise message(e) from None
+    return call
+
+
+def read_image(path):
     if not path:
         raise gr.Error("Pick an example or upload an image first.")
     try:
-        return load_rgb(path)
-    except Exception as e:  # PIL raises many types for bad files
-        raise gr.Error(f"Could not read the image: {e}") from None
+        return load_rgb(path, MAX_SIDE)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, corrupt, empty, too big
+        raise gr.Error(f"Could not read the image ({type(e).__name__}): upload a PNG, JPEG or WebP photo.") from None
 
 
+@user_errors
 def on_load(task, source):
-    try:
-        state = session_teacher(task, source)
-    except TeacherLoadError as e:
-        raise gr.Error(str(e)) from None
+    state = session_teacher(task, source)
     if state["loaded"].warning:
         gr.Warning(state["loaded"].warning)
     d = get_task(task).defaults
@@ -79,6 +103,7 @@ def on_load(task, source):
             d.k, d.a, d.layout, d.placement)
 
 
+@user_errors
 def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
     state = ensure_teacher(state, task)
     defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
@@ -96,15 +121,13 @@ def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, ada
             plots.frequency_figure(view.freqs, view.power))
 
 
+@user_errors
 def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
                progress=gr.Progress()):
     if scene is None:
         raise gr.Error("Pick an image first: the students are scored on it.")
     defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-    try:
-        attack = Attack(kind=attacker, steps=int(budget))
-    except (TypeError, ValueError) as e:
-        raise gr.Error(str(e)) from None
+    attack = Attack(kind=attacker, steps=int(budget))
     for update in lab.duel(state["model"], scene, defense, attack, int(seed)):
         progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
         if update.students is None:
@@ -116,6 +139,7 @@ def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, atta
                    f"**Verdict.** {update.verdict}")
 
 
+@user_errors
 def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
     if scene is None:
         raise gr.Error("Pick an image first.")
