@@ -28,8 +28,9 @@ def evaluate_task(task, model, limit: int | None = None) -> dict[str, float]:
         inp = score(task.input_baseline(degraded, target.shape), target, task)
         out = score(restore(model, degraded), target, task)
         rows.append((inp["psnr"], inp["ssim"], out["psnr"], out["ssim"]))
-    m = np.mean(rows, axis=0)
-    return {"pairs": len(rows), "input_psnr": m[0], "input_ssim": m[1], "teacher_psnr": m[2], "teacher_ssim": m[3]}
+    m, gains = np.mean(rows, axis=0), [r[2] - r[0] for r in rows]
+    return {"pairs": len(rows), "input_psnr": m[0], "input_ssim": m[1], "teacher_psnr": m[2], "teacher_ssim": m[3],
+            "gain": float(np.mean(gains)), "gain_std": float(np.std(gains))}
 
 
 def describe(task) -> str:
@@ -39,11 +40,14 @@ def describe(task) -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| task | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) ± std over pairs "
+             "| target |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
+        target = TASKS[name].target_gain
+        verdict = "met" if r["gain"] >= target else f"missed by {target - r['gain']:.2f} dB"
         lines.append(f"| {name} | {describe(TASKS[name])} | {r['pairs']} | {r['input_psnr']:.2f} / {r['input_ssim']:.4f} "
-                     f"| {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['teacher_psnr'] - r['input_psnr']:+.2f} |")
+                     f"| {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['gain']:+.2f} ± {r['gain_std']:.2f} "
+                     f"| >= {target:+.1f} dB: {verdict} |")
     return "\n".join(lines)
 
 

@@ -5,18 +5,18 @@ student delta = metric(student taught by the defended teacher) - metric(student 
 clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
 student beats the degraded input. Stage 1 screens ASVP settings against the output-KD attacker;
 stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
-baselines at matched teacher cost. Everything lands in results/: sweep_<task>.csv, RESULTS.md, figures
-and defaults.json (the per-task defaults the app starts from).
+baselines at the same served-output distortion (MSE). Everything lands in results/: sweep_<task>.csv, RESULTS.md, figures
+and defaults.json (per task, the screened setting with the best protection ratio: the app's defaults).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from app.asvp import ASVPConfig, defend
@@ -26,7 +26,7 @@ from app.distill import Attack, clean_twin, distill
 from app.hub import load_teacher
 from app.metrics import score
 from app.nets import restore
-from app.report import write_report
+from app.report import defaults, summarise, write_report
 from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -64,8 +64,9 @@ def train_student(teacher, task, defense, attack, seed):
 class Sweep:
     """One task's measurements, with clean-taught students cached per (attacker, layer, seed)."""
 
-    def __init__(self, task, teacher, pairs, seeds, budget: int):
-        self.task, self.teacher, self.pairs, self.seeds, self.budget = task, teacher, pairs, seeds, budget
+    def __init__(self, task, teacher, pairs, seeds, budget: int, queries: int):
+        self.task, self.teacher, self.pairs, self.seeds = task, teacher, pairs, seeds
+        self.budget, self.queries = budget, queries
         self.inputs = {k: float(np.mean([score(task.input_baseline(x, y.shape), y, task)[k] for x, y in pairs]))
                        for k in ("psnr", "ssim")}
         self._clean = {}
@@ -79,7 +80,7 @@ class Sweep:
 
     def measure(self, stage: str, family: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
         """Rows (one per seed) for one defense under one attacker; `sigma` adds output noise."""
-        attack = Attack(kind=attack_kind, steps=self.budget)
+        attack = Attack(kind=attack_kind, steps=self.budget, queries=self.queries)
         t_clean = teacher_score(self.teacher, clean_twin(defense), self.pairs, self.task)
         with output_noise(self.teacher, sigma):
             t_def = teacher_score(self.teacher, defense, self.pairs, self.task)
@@ -107,49 +108,43 @@ def _same(row: dict, defense: ASVPConfig) -> bool:
         defense.layout, defense.layers[0], defense.k, round(defense.a, 4), defense.tau)
 
 
-def protection(rows: list[dict]) -> float:
-    """Student dB lost per dB the teacher pays (teacher cost floored at 0.1 dB)."""
-    s = np.mean([r["student_clean_psnr"] - r["student_psnr"] for r in rows])
-    t = np.mean([r["teacher_clean_psnr"] - r["teacher_psnr"] for r in rows])
-    return float(s / max(t, 0.1))
+def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
+    """Mean squared change of the served output (ASVP `defense`, or output noise `sigma`).
+
+    The cost the baselines are matched on: unlike the PSNR against ground truth, which a
+    perturbation can even raise, it grows with the strength of any defense.
+    """
+    clean = [restore(teacher, x) for x, _ in pairs]
+    with output_noise(teacher, sigma), defend(teacher, defense):
+        return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
 
 
-def teacher_drop(teacher, defense, pairs, task, sigma: float = 0.0) -> float:
-    """dB the served teacher loses to the defense (ASVP `defense`, or output noise `sigma`)."""
-    clean = teacher_score(teacher, clean_twin(defense), pairs, task)["psnr"]
-    with output_noise(teacher, sigma):
-        return clean - teacher_score(teacher, defense, pairs, task)["psnr"]
-
-
-def run_task(task, seeds, budget: int, quick: bool) -> tuple[list[dict], dict]:
-    """Stage 1 screen, stage 2 attackers, baselines; returns rows and the chosen defaults."""
+def run_task(task, seeds, budget: int, quick: bool) -> list[dict]:
+    """Stage 1 screen, stage 2 attackers, baselines: one row per student pair."""
     teacher = load_teacher(task.name).model
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
-    sweep = Sweep(task, teacher, pairs, seeds, budget)
-    rows, screened = [], []
+    sweep = Sweep(task, teacher, pairs, seeds, budget, queries=16 if quick else Attack().queries)
+    rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
-        defense = ASVPConfig(**setting)
-        r = sweep.measure("screen", "asvp", defense, "output")
-        rows += r
-        screened.append((protection(r), defense))
-        print(f"{task.name} screen {setting}: protection {screened[-1][0]:.2f}", flush=True)
-    best = max(screened, key=lambda p: p[0])[1]
+        rows += sweep.measure("screen", "asvp", ASVPConfig(**setting), "output")
+        print(f"{task.name} screened {setting}", flush=True)
+    d = defaults(summarise(pd.DataFrame(rows)))[task.name]
+    best = ASVPConfig(k=d["k"], a=d["a"], layout=d["layout"], layers=(d["layer"],), tau=d["tau"])
     rows += [dict(r, stage="attackers") for r in rows if r["stage"] == "screen" and _same(r, best)]
     for kind in ("feature", "adaptive"):
         rows += sweep.measure("attackers", "asvp", best, kind)
     # exposed features reach only a feature-KD attacker; output-only attackers see the clean teacher
     # (bit-identical students, tested in tests/test_distill.py), so only feature KD is measured
     rows += sweep.measure("attackers", "asvp", dataclasses.replace(best, placement="exposed"), "feature")
-    cost = teacher_drop(teacher, best, pairs, task)
+    cost = served_distortion(teacher, best, pairs)
     for directions in ("random", "bottom"):
-        probe = lambda a, d=directions: teacher_drop(teacher, dataclasses.replace(best, directions=d, a=a), pairs, task)
+        probe = lambda a, d=directions: served_distortion(teacher, dataclasses.replace(best, directions=d, a=a), pairs)
         rows += sweep.measure("baselines", f"asvp-{directions}",
                               dataclasses.replace(best, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), "output")
     identity = clean_twin(best)
-    sigma = calibrate(lambda s: teacher_drop(teacher, identity, pairs, task, s), cost, 1e-4, 0.5)
+    sigma = calibrate(lambda s: served_distortion(teacher, identity, pairs, s), cost, 1e-4, 0.5)
     rows += sweep.measure("baselines", "output-noise", identity, "output", sigma=sigma)
-    defaults = dict(layer=best.layers[0], layout=best.layout, k=best.k, a=best.a, tau=best.tau)
-    return rows, defaults
+    return rows
 
 
 def main(argv=None):
@@ -157,21 +152,21 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=Attack().steps, help="student steps (same for every student)")
-    p.add_argument("--quick", action="store_true", help="two settings, small eval crops: minutes, for tests")
+    p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    defaults_file = args.out / "defaults.json"
-    defaults = json.loads(defaults_file.read_text()) if defaults_file.exists() else {}
-    for name in args.tasks:  # one CSV per task, so a task can be re-run alone
-        rows, defaults[name] = run_task(TASKS[name], args.seeds, args.budget, args.quick)
+    for name in [] if args.report_only else args.tasks:  # one CSV per task: a task can be re-run alone
+        rows = run_task(TASKS[name], args.seeds, args.budget, args.quick)
         with open(args.out / f"sweep_{name}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        defaults_file.write_text(json.dumps(defaults, indent=2))
+        write_report(args.out)
+    if args.report_only:
         write_report(args.out)
 
 if __name__ == "__main__":

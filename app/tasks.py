@@ -37,6 +37,7 @@ class Task:
     scale: int = 1  # > 1 for super-resolution: the output is `scale` times larger
     y_channel: bool = False  # SR convention: score the BT.601 Y channel, crop `scale` px borders
     synthetic_eval_from: str | None = None  # no real ground truth: degrade this benchmark's targets
+    target_gain: float = 4.0  # dB the teacher should add over the input on its benchmark
     defaults: DefenseDefaults = field(default_factory=DefenseDefaults)
     examples: tuple[str, ...] = ("chelsea", "coffee")
 
@@ -67,8 +68,10 @@ def _with_swept_defaults(task: Task, swept: dict) -> Task:
 TASKS: dict[str, Task] = {
     t.name: _with_swept_defaults(t, _SWEPT)
     for t in (
-        Task("sr_x2", "Super-resolution x2", degrade.downscale(2), "sr_x2", scale=2, y_channel=True),
-        Task("sr_x4", "Super-resolution x4", degrade.downscale(4), "sr_x4", scale=4, y_channel=True),
+        Task("sr_x2", "Super-resolution x2", degrade.downscale(2), "sr_x2", scale=2, y_channel=True,
+             target_gain=0.8),
+        Task("sr_x4", "Super-resolution x4", degrade.downscale(4), "sr_x4", scale=4, y_channel=True,
+             target_gain=0.0),
         Task("lowlight", "Low-light enhancement", degrade.low_light, "lowlight_noref",
              synthetic_eval_from="dehaze"),
         Task("underwater", "Underwater enhancement", degrade.underwater, "underwater"),

@@ -16,6 +16,7 @@ from app.asvp import ASVPConfig
 from app.distill import ATTACKS, MAX_STEPS, Attack
 from app.hub import TeacherLoadError, load_teacher
 from app.images import MAX_SIDE, load_rgb, to_uint8
+from app.report import measured_verdicts
 from app.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +215,8 @@ def build_demo() -> gr.Blocks:
             sweep_btn = gr.Button("Quick sweep over a (current image)")
             sweep_plot = gr.Plot()
         with gr.Tab("About"):
-            gr.Markdown(ABOUT)
+            gr.Markdown(ABOUT + "\n## What this lab measured\n\nFrom results/RESULTS.md (three seeds; "
+                        "teacher cost and student change against the ground truth):\n\n" + measured_verdicts(RESULTS))
 
         controls = [k, a, layer, layout, adaptive, tau, placement]
         look_in = [teacher, task, image, already, seed, *controls]
