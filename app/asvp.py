@@ -29,12 +29,11 @@ PLACEMENTS = ("inline", "exposed")
 DIRECTIONS = ("top", "bottom", "random")
 MAX_A = 100.0  # beyond this the "defense" just destroys the teacher
 SPECTRUM_LEN = 32  # singular values kept for plots
-# Spatial subspace iteration. Oversampling makes convergence depend on s_{k+p+1} / s_k rather than
-# on the (often tiny) gap s_{k+1} / s_k; iterating with G^2 = (M M^T)^2 squares that ratio again.
-# Measured (python -m app.bench): 64 x 64 maps, k = 4, a = 3, relative error ~1e-6 on smooth maps
-# and ~1e-4 on white noise, the worst case; the per-map check below redoes the rest exactly.
-OVERSAMPLE = 8
-SUBSPACE_ITERS = 2  # QR steps per round
+# Spatial subspace iteration (see _top_subspace). Chosen on 64 x 64 maps against full SVDs: smooth
+# random fields and real teacher activations converge in one or two rounds (relative error ~1e-6
+# to 1e-5); white noise, the flattest spectrum, mostly ends on the exact path (error ~2e-4).
+OVERSAMPLE = 8  # extra basis vectors beyond k
+SUBSPACE_ITERS = 2  # G^2 steps (one QR each) per round
 SUBSPACE_ROUNDS = 3  # rounds before a map is redone exactly
 SUBSPACE_TOL = 3e-4  # estimated relative output error that counts as converged (budget: 1e-3)
 
@@ -213,7 +212,10 @@ def _top_subspace(g: torch.Tensor, config: ASVPConfig, tol: float) -> tuple[torc
 
 
 def amplify(feat: torch.Tensor, config: ASVPConfig) -> torch.Tensor:
-    """The ASVP op on a B x C x H x W map; returns `feat` itself when nothing is amplified."""
+    """The ASVP op on a B x C x H x W map, in its dtype (half types are computed in float32).
+
+    Returns `feat` itself when nothing is amplified: k = 0, a = 1, all-zero maps.
+    """
     if config.is_identity:
         return feat
     m, transposed = _matrices(feat, config.layout)
@@ -310,8 +312,10 @@ def defend(model: nn.Module, config: ASVPConfig, record: FeatureRecord | None = 
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(f"layer {name!r} outputs {got}; ASVP needs a B x C x H x W tensor")
             perturbed = amplify(out, config)
-            if record is not None:
-                record.clean[name], record.exposed[name] = out.detach(), perturbed.detach()
+            if record is not None:  # copies: a later in-place op (ReLU(inplace=True)) must not reach them
+                clean = out.detach().clone()
+                record.clean[name] = clean
+                record.exposed[name] = clean if perturbed is out else perturbed.detach().clone()
                 record.layouts[name] = config.layout
             return perturbed if inline else None  # None keeps the module's own output
         return apply

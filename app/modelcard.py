@@ -22,7 +22,7 @@ the ASVP Lab, a lab for testing runtime defenses against knowledge-distillation 
   sporco wheel (BSD-3): {images}. No benchmark image was used.
 - Degradation: `app.tasks.TASKS["{task}"].degrade` (seeded, synthetic: {doc})
 - Recipe: `{recipe}`
-- Command: `{command}` ({minutes:.0f} min on 2 CPU cores)
+- Command: `{command}` ({minutes:.0f} min wall time on a shared 2-core CPU)
 - Log: `train.log` beside this card.
 
 ## Measured quality

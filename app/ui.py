@@ -26,6 +26,17 @@ ABOUT = (Path(__file__).parent / "about.md").read_text()
 SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
+class UploadPath(gr.Image):
+    """An image input that hands the raw upload path on when Gradio cannot decode it, so the
+    lab's own loader answers with its clear message instead of a generic server error."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - any decoding failure is reported by read_image
+            return payload.path if payload is not None else None
+
+
 @lru_cache(maxsize=None)
 def _bundled(task_name: str):
     return load_teacher(task_name)
@@ -173,7 +184,7 @@ def build_demo() -> gr.Blocks:
                                         info="a bundled task name, or a Hub repo id such as owner/name")
                     load_btn = gr.Button("Load teacher")
                     facts = gr.Markdown()
-                    image = gr.Image(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
+                    image = UploadPath(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
                                      sources=["upload", "clipboard"])
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
                     gr.Examples(EXAMPLES, inputs=[image], label="CC0 examples (clean: the task degrades them)")

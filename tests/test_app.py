@@ -91,5 +91,5 @@ def test_sweep_over_a(client):
 
 
 def test_bad_teacher_source_is_a_clear_error(client):
-    with pytest.raises(Exception, match="not a Hub repo id"):
+    with pytest.raises(Exception, match="nor a Hub repo id"):
         client.predict(task="dehaze", source="../../etc/passwd", api_name="/load_teacher")

@@ -1,0 +1,257 @@
+"""The Gradio app: defend, distill and compare side by side. Knows app.lab, not torch internals."""
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from app import lab, plots
+from app.asvp import ASVPConfig
+from app.distill import ATTACKS, MAX_STEPS, Attack
+from app.hub import TeacherLoadError, load_teacher
+from app.images import MAX_SIDE, load_rgb, to_uint8
+from app.report import measured_verdicts
+from app.tasks import TASKS, get_task
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+EXAMPLES = [str(ROOT / "assets" / f"{name}.png") for name in ("chelsea", "coffee")]
+ABOUT = (Path(__file__).parent / "about.md").read_text()
+SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
+
+from gradio.events import Dependency
+
+class UploadPath(gr.Image):
+    """An image input that hands the raw upload path on when Gradio cannot decode it, so the
+    lab's own loader answers with its clear message instead of a generic server error."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - any decoding failure is reported by read_image
+            return payload.path if payload is not None else None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+@lru_cache(maxsize=None)
+def _bundled(task_name: str):
+    return load_teacher(task_name)
+
+
+def session_teacher(task_name: str, source: str):
+    """A teacher for this session only: hooks on one visitor's copy never touch another's."""
+    source = (source or "").strip() or task_name
+    loaded = _bundled(source) if source in TASKS else load_teacher(source)
+    if getattr(loaded.model, "scale", 1) != get_task(task_name).scale:
+        raise TeacherLoadError(f"this teacher upscales x{loaded.model.scale}, but task {task_name} needs "
+                               f"x{get_task(task_name).scale}: pick the matching task")
+    return {"task": task_name, "source": source, "loaded": loaded, "model": copy.deepcopy(loaded.model)}
+
+
+def teacher_facts(state) -> str:
+    loaded = state["loaded"]
+    lines = [f"**{loaded.architecture}**, {loaded.params:,} parameters — {loaded.origin}"]
+    if loaded.warning:
+        lines.append(f"⚠️ {loaded.warning}")
+    return "\n\n".join(lines + [loaded.quality])
+
+
+def ensure_teacher(state, task_name: str):
+    return state if state and state["task"] == task_name else session_teacher(task_name, task_name)
+
+
+def defense_from(k, a, layer, layout, adaptive, tau, placement) -> ASVPConfig:
+    try:
+        return ASVPConfig(k=int(k), a=float(a), layers=(layer,), layout=layout,
+                          tau=float(tau) if adaptive else None, placement=placement)
+    except (TypeError, ValueError) as e:
+        raise gr.Error(f"Invalid defense setting: {e}") from None
+
+
+def user_errors(fn):
+    """Bad input becomes a short message in the UI and the API; the server keeps serving."""
+    def message(e: Exception) -> gr.Error:
+        return e if isinstance(e, gr.Error) else gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, OSError) as e:  # TeacherLoadError is a ValueError
+                raise message(e) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as e:
+            raise message(e) from None
+    return call
+
+
+def read_image(path):
+    if not path:
+        raise gr.Error("Pick an example or upload an image first.")
+    try:
+        return load_rgb(path, MAX_SIDE)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, corrupt, empty, too big
+        raise gr.Error(f"Could not read the image ({type(e).__name__}): upload a PNG, JPEG or WebP photo.") from None
+
+
+@user_errors
+def on_load(task, source):
+    state = session_teacher(task, source)
+    if state["loaded"].warning:
+        gr.Warning(state["loaded"].warning)
+    d = get_task(task).defaults
+    layers = lab.hookable_layers(state["model"])
+    return (state, teacher_facts(state), gr.Dropdown(choices=layers, value=d.layer if d.layer in layers else layers[0]),
+            d.k, d.a, d.layout, d.placement)
+
+
+@user_errors
+def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
+    state = ensure_teacher(state, task)
+    defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
+    scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
+    view = lab.look(state["model"], scene, defense)
+    s = view.scores
+    gt = None if scene.target is None else to_uint8(scene.target)
+    return (state, scene, scene.note,
+            gr.Image(to_uint8(view.baseline), label=lab.caption("input", s["input"])),
+            gr.Image(gt, label="ground truth" if gt is not None else "ground truth: none (degraded upload)"),
+            gr.Image(to_uint8(view.clean), label=lab.caption("teacher", s["teacher"])),
+            gr.Image(to_uint8(view.defended), label=lab.caption("teacher + ASVP", s["teacher + ASVP"])),
+            plots.spectra_figure(*view.spectra, defense.k, layer),
+            gr.Image(to_uint8(view.perturbation), label=f"perturbation (x{1 / max(view.span, 1e-6):.0f}, grey = 0)"),
+            plots.frequency_figure(view.freqs, view.power))
+
+
+@user_errors
+def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
+               progress=gr.Progress()):
+    if scene is None:
+        raise gr.Error("Pick an image first: the students are scored on it.")
+    defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
+    attack = Attack(kind=attacker, steps=int(budget))
+    for update in lab.duel(state["model"], scene, defense, attack, int(seed)):
+        progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
+        if update.students is None:
+            yield plots.loss_figure(update.history), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        else:
+            yield (plots.loss_figure(update.history), gr.Image(to_uint8(update.students[0])),
+                   gr.Image(to_uint8(update.students[1])),
+                   pd.DataFrame(update.rows, columns=["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]),
+                   f"**Verdict.** {update.verdict}")
+
+
+@user_errors
+def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
+    if scene is None:
+        raise gr.Error("Pick an image first.")
+    points = [lab.teacher_cost(state["model"], scene, defense_from(k, a, layer, layout, adaptive, tau, placement))
+              for a in SWEEP_A]
+    return plots.sweep_figure(SWEEP_A, [p[0] for p in points], [p[1] for p in points])
+
+
+def tradeoff_view(task):
+    fig = RESULTS / f"tradeoff_{task}.png"
+    summary = RESULTS / "summary.csv"
+    table = pd.read_csv(summary) if summary.exists() else pd.DataFrame()
+    if not table.empty:
+        table = table[table.task == task].round(3)
+    return (str(fig) if fig.exists() else None), table
+
+
+def build_demo() -> gr.Blocks:
+    first = "dehaze"
+    d = get_task(first).defaults
+    with gr.Blocks(title="ASVP Lab") as demo:
+        gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
+                    "Set the defense, look at the teacher, then **Distill** two students and compare.")
+        teacher, scene = gr.State(None), gr.State(None)
+        with gr.Tab("Lab"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
+                    source = gr.Textbox(value=first, label="Teacher source",
+                                        info="a bundled task name, or a Hub repo id such as owner/name")
+                    load_btn = gr.Button("Load teacher")
+                    facts = gr.Markdown()
+                    image = UploadPath(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
+                                     sources=["upload", "clipboard"])
+                    already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
+                    gr.Examples(EXAMPLES, inputs=[image], label="CC0 examples (clean: the task degrades them)")
+                    seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
+                    with gr.Accordion("Defense (ASVP)", open=True):
+                        k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
+                        a = gr.Slider(1.0, 10.0, value=d.a, step=0.05, label="a: amplification")
+                        layer = gr.Dropdown(lab.TEACHER_LAYERS, value=d.layer, label="Hooked layer")
+                        layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
+                                          info="channel: C x HW matrix per image; spatial: each channel's H x W map")
+                        adaptive = gr.Checkbox(False, label="Adaptive k (energy threshold tau)")
+                        tau = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="tau")
+                        placement = gr.Radio(["inline", "exposed"], value=d.placement, label="Placement",
+                                             info="inline: served output changes; exposed: only features handed out")
+                    with gr.Accordion("Attacker", open=True):
+                        attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
+                        budget = gr.Slider(10, MAX_STEPS, value=Attack().steps, step=10, label="Student budget (steps)")
+                    distill_btn = gr.Button("Distill", variant="primary")
+                with gr.Column(scale=3):
+                    note = gr.Markdown()
+                    with gr.Row():
+                        inp, gt = gr.Image(label="input"), gr.Image(label="ground truth")
+                        clean, defended = gr.Image(label="teacher"), gr.Image(label="teacher + ASVP")
+                    with gr.Row():
+                        spectra = gr.Plot(label="spectra")
+                        pert = gr.Image(label="perturbation")
+                        freq = gr.Plot(label="frequency content")
+                    loss = gr.Plot(label="distillation")
+                    with gr.Row():
+                        s_clean = gr.Image(label="student taught by the clean teacher")
+                        s_def = gr.Image(label="student taught by the defended teacher")
+                    table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
+                    verdict = gr.Markdown()
+        with gr.Tab("Trade-off"):
+            gr.Markdown("Precomputed by `python -m app.experiments` (3 seeds, real benchmark pairs); "
+                        "see results/RESULTS.md. Below: a live sweep over a on the current image.")
+            trade_fig = gr.Image(label="teacher cost vs student drop", type="filepath")
+            trade_table = gr.Dataframe(label="summary (mean over seeds)", interactive=False)
+            sweep_btn = gr.Button("Quick sweep over a (current image)")
+            sweep_plot = gr.Plot()
+        with gr.Tab("About"):
+            gr.Markdown(ABOUT + "\n## What this lab measured\n\nFrom results/RESULTS.md (three seeds; "
+                        "teacher cost and student change against the ground truth):\n\n" + measured_verdicts(RESULTS))
+
+        controls = [k, a, layer, layout, adaptive, tau, placement]
+        look_in = [teacher, task, image, already, seed, *controls]
+        look_out = [teacher, scene, note, inp, gt, clean, defended, spectra, pert, freq]
+        load_out = [teacher, facts, layer, k, a, layout, placement]
+        private = dict(api_visibility="private")
+        load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(
+            on_look, look_in, look_out, **private)
+        task.change(lambda t: t, task, source, **private).then(on_load, [task, source], load_out, **private).then(
+            on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
+        image.change(on_look, look_in, look_out, api_name="look", trigger_mode="always_last")
+        for c in [already, seed, *controls]:
+            c.change(on_look, look_in, look_out, trigger_mode="always_last", **private)
+        distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
+                          [loss, s_clean, s_def, table, verdict], api_name="distill", concurrency_limit=2)
+        sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
+                        api_name="sweep")
+        demo.load(on_load, [task, source], load_out, **private).then(on_look, look_in, look_out, **private).then(
+            tradeoff_view, task, [trade_fig, trade_table], **private)
+    demo.queue(max_size=32, default_concurrency_limit=4)
+    return demo
