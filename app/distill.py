@@ -101,7 +101,8 @@ def trimmed_l1(pred: torch.Tensor, target: torch.Tensor, trim: float) -> torch.T
 
 def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed: int,
             every: int = 10) -> Iterator[Progress]:
-    """Train a student on the teacher's answers; yield progress every `every` steps and at the end."""
+    """Train a student on the teacher's answers; yield progress once the teacher has answered, then
+    every `every` steps and at the end."""
     x = query_images(task, attack.queries, attack.patch, seed)
     y, t_feat = ask_teacher(teacher, x, defense)
     if attack.kind == "adaptive":
@@ -113,6 +114,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
     opt = torch.optim.Adam(params, lr=attack.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)
     order = torch.Generator().manual_seed(seed)
+    yield Progress(0, attack.steps, float("nan"), float("nan"), student)  # the teacher has answered
     for step in range(1, attack.steps + 1):
         idx = torch.randint(len(x), (attack.batch,), generator=order)
         pred = student(x[idx])

@@ -132,7 +132,11 @@ def verdict(rows: dict[str, dict | None]) -> str:
         return ("The undefended student did not learn (it does not beat the degraded input): no verdict. "
                 "Raise the student budget.")
     student_drop, teacher_cost = s["psnr"] - sd["psnr"], t["psnr"] - td["psnr"]
-    cost = f"The teacher paid {teacher_cost:.2f} dB for it." if teacher_cost > 0.01 else "The served output did not change."
+    if abs(teacher_cost) <= 0.01:
+        cost = "The teacher's PSNR did not change."
+    else:
+        cost = (f"The teacher's PSNR {'fell' if teacher_cost > 0 else 'rose'} by {abs(teacher_cost):.2f} dB "
+                f"and its SSIM changed by {td['ssim'] - t['ssim']:+.4f}.")
     if student_drop >= 1.0:
         return f"ASVP protects here: the defended-taught student lost {student_drop:.2f} dB. {cost}"
     if student_drop >= 0.2:
@@ -145,8 +149,9 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
     """Distil a clean-taught and a defended-taught student in lockstep and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
     for clean, defended in distill_pair(teacher, scene.task, defense, attack, seed, every):
-        history["clean-taught"].append((clean.step, clean.loss))
-        history["defended-taught"].append((defended.step, defended.loss))
+        if clean.step:
+            history["clean-taught"].append((clean.step, clean.loss))
+            history["defended-taught"].append((defended.step, defended.loss))
         yield DuelUpdate(clean.step, clean.total, history)
     students = restore(clean.student, scene.degraded), restore(defended.student, scene.degraded)
     scores = dict(look(teacher, scene, defense).scores)

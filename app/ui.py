@@ -30,6 +30,9 @@ class UploadPath(gr.Image):
     """An image input that hands the raw upload path on when Gradio cannot decode it, so the
     lab's own loader answers with its clear message instead of a generic server error."""
 
+    def get_block_name(self) -> str:
+        return "image"  # rendered by Gradio's own image frontend
+
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
@@ -183,7 +186,6 @@ def build_demo() -> gr.Blocks:
                     source = gr.Textbox(value=first, label="Teacher source",
                                         info="a bundled task name, or a Hub repo id such as owner/name")
                     load_btn = gr.Button("Load teacher")
-                    facts = gr.Markdown()
                     image = UploadPath(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
                                      sources=["upload", "clipboard"])
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
@@ -204,6 +206,8 @@ def build_demo() -> gr.Blocks:
                         budget = gr.Slider(10, MAX_STEPS, value=Attack().steps, step=10, label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
                 with gr.Column(scale=3):
+                    with gr.Accordion("Teacher: model card facts and measured quality", open=False):
+                        facts = gr.Markdown()
                     note = gr.Markdown()
                     with gr.Row():
                         inp, gt = gr.Image(label="input"), gr.Image(label="ground truth")

@@ -31,6 +31,9 @@ class UploadPath(gr.Image):
     """An image input that hands the raw upload path on when Gradio cannot decode it, so the
     lab's own loader answers with its clear message instead of a generic server error."""
 
+    def get_block_name(self) -> str:
+        return "image"  # rendered by Gradio's own image frontend
+
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
