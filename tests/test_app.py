@@ -1,6 +1,5 @@
 """The app over its real HTTP API (gradio_client): every endpoint agrees with the library."""
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,14 @@ from app.distill import Attack
 from app.hub import load_teacher
 from app.images import load_rgb
 from app.tasks import TASKS
-from app.ui import build_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 COFFEE = ROOT / "assets" / "coffee.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client():
-    demo = build_demo()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 def settings(task):

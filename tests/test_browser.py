@@ -1,12 +1,8 @@
 """A real browser (Debian's chromium via Playwright) uses the app as a person would."""
 import re
-import socket
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect, sync_playwright
-
-from app.ui import build_demo
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -14,23 +10,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def url():
-    demo = build_demo()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-def test_pick_example_move_k_distill(url, tmp_path):
+def test_pick_example_move_k_distill(app_url):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
-        page.goto(url)
+        page.goto(app_url)
         expect(page.get_by_text("degraded with the dehazing model")).to_be_visible(timeout=60_000)
         page.get_by_text("CC0 examples").locator("..").locator("img").nth(1).click()
         k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
