@@ -136,8 +136,3 @@ def clean_twin(defense: ASVPConfig) -> ASVPConfig:
     """The same hooks with the perturbation off: the undefended teacher of a pair."""
     return dataclasses.replace(defense, a=1.0)
 
-
-def distill_pair(teacher, task, defense: ASVPConfig, attack: Attack, seed: int, every: int = 10):
-    """Clean- and defended-taught students in lockstep: yields (clean Progress, defended Progress)."""
-    yield from zip(distill(teacher, task, clean_twin(defense), attack, seed, every),
-                   distill(teacher, task, defense, attack, seed, every))

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from app.asvp import ASVPConfig, FeatureRecord, defend
-from app.distill import Attack, distill_pair
+from app.distill import Attack, clean_twin, distill
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
 from app.nets import UNetTeacher, restore
@@ -146,9 +146,13 @@ def verdict(rows: dict[str, dict | None]) -> str:
 
 def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
-    """Distil a clean-taught and a defended-taught student in lockstep and score both on the scene."""
+    """Distil a clean-taught and a defended-taught student in lockstep (same seed, queries, batch
+    order and budget) and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
-    for clean, defended in distill_pair(teacher, scene.task, defense, attack, seed, every):
+    defended_run = distill(teacher, scene.task, defense, attack, seed, every)
+    for clean in distill(teacher, scene.task, clean_twin(defense), attack, seed, every):
+        yield DuelUpdate(clean.step, clean.total, history)  # a heartbeat between the two students
+        defended = next(defended_run)
         if clean.step:
             history["clean-taught"].append((clean.step, clean.loss))
             history["defended-taught"].append((defended.step, defended.loss))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.asvp import ASVPConfig
-from app.distill import Attack, clean_twin, distill, distill_pair, gaussian_lowpass, trimmed_l1
+from app.distill import Attack, clean_twin, distill, gaussian_lowpass, trimmed_l1
 from app.hub import load_teacher
 from app.tasks import TASKS
 
@@ -38,13 +38,13 @@ def test_distillation_is_deterministic_under_a_seed(teacher, kind):
 def test_pair_differs_only_by_the_defense(teacher):
     attack = Attack(**SMALL)
     defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
-    events = list(distill_pair(teacher, TASKS["dehaze"], defense, attack, seed=0, every=2))
-    assert [c.step for c, _ in events] == [0, 2, 4, 6] and [d.step for _, d in events] == [0, 2, 4, 6]
-    clean, defended = events[-1]
-    assert not torch.equal(weights(clean.student), weights(defended.student))
-    # with the perturbation off, both students are the same network bit for bit
-    off = list(distill_pair(teacher, TASKS["dehaze"], clean_twin(defense), attack, seed=0, every=6))[-1]
-    assert torch.equal(weights(off[0].student), weights(off[1].student))
+    events = list(distill(teacher, TASKS["dehaze"], defense, attack, seed=0, every=2))
+    assert [e.step for e in events] == [0, 2, 4, 6]
+    clean = final_student(teacher, clean_twin(defense), attack, seed=0)
+    assert not torch.equal(weights(clean), weights(events[-1].student))
+    # with the perturbation off (k = 0 instead of a = 1), the student is the same network bit for bit
+    off = dataclasses.replace(defense, k=0)
+    assert torch.equal(weights(clean), weights(final_student(teacher, off, attack, seed=0)))
 
 
 def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
