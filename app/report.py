@@ -13,7 +13,7 @@ HEADLINE = "student -4 dB PSNR and SSIM -60..75 % at a teacher cost <= 0.1 dB"
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """One line per setting: deltas as mean and std over seeds, validity and protection ratio."""
     df = df.copy()
-    df["tau"] = df["tau"].fillna("-")
+    df["tau"] = df["tau"].astype(object).fillna("-")
     df["t_dpsnr"] = df.teacher_psnr - df.teacher_clean_psnr
     df["t_dssim"] = df.teacher_ssim - df.teacher_clean_ssim
     df["s_dpsnr"] = df.student_psnr - df.student_clean_psnr

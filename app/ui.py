@@ -21,7 +21,8 @@ from app.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-EXAMPLES = [str(ROOT / "assets" / f"{name}.png") for name in ("chelsea", "coffee")]
+EXAMPLES = [[str(ROOT / "assets" / f"{t.examples[i % len(t.examples)]}.png"), t.name]
+            for i, t in enumerate(TASKS.values())]  # one CC0 photo per task, degraded by the task
 ABOUT = (Path(__file__).parent / "about.md").read_text()
 SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
 
@@ -163,6 +164,12 @@ def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
     return plots.sweep_figure(SWEEP_A, [p[0] for p in points], [p[1] for p in points])
 
 
+def example_view(image, task):
+    """What an example shows at the task's defaults: cached by Gradio, so a click answers at once."""
+    d = get_task(task).defaults
+    return on_look(None, task, image, False, 0, d.k, d.a, d.layer, d.layout, False, 0.9, d.placement)[2:]
+
+
 def tradeoff_view(task):
     fig = RESULTS / f"tradeoff_{task}.png"
     summary = RESULTS / "summary.csv"
@@ -179,6 +186,13 @@ def build_demo() -> gr.Blocks:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
         teacher, scene = gr.State(None), gr.State(None)
+        # the instant view, made first (rendered on the right) so the cached examples can fill it
+        note = gr.Markdown(render=False)
+        inp, gt = gr.Image(label="input", render=False), gr.Image(label="ground truth", render=False)
+        clean = gr.Image(label="teacher", render=False)
+        defended = gr.Image(label="teacher + ASVP", render=False)
+        spectra, freq = gr.Plot(label="spectra", render=False), gr.Plot(label="frequency content", render=False)
+        pert = gr.Image(label="perturbation", render=False)
         with gr.Tab("Lab"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
@@ -186,10 +200,12 @@ def build_demo() -> gr.Blocks:
                     source = gr.Textbox(value=first, label="Teacher source",
                                         info="a bundled task name, or a Hub repo id such as owner/name")
                     load_btn = gr.Button("Load teacher")
-                    image = UploadPath(EXAMPLES[0], type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
+                    image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
                                      sources=["upload", "clipboard"])
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
-                    gr.Examples(EXAMPLES, inputs=[image], label="CC0 examples (clean: the task degrades them)")
+                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=[note, inp, gt, clean, defended, spectra, pert, freq],
+                                fn=example_view, label="CC0 examples (clean: the task degrades them)",
+                                cache_examples=True, cache_mode="lazy")
                     seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
                     with gr.Accordion("Defense (ASVP)", open=True):
                         k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
@@ -208,14 +224,13 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=3):
                     with gr.Accordion("Teacher: model card facts and measured quality", open=False):
                         facts = gr.Markdown()
-                    note = gr.Markdown()
+                    note.render()
                     with gr.Row():
-                        inp, gt = gr.Image(label="input"), gr.Image(label="ground truth")
-                        clean, defended = gr.Image(label="teacher"), gr.Image(label="teacher + ASVP")
+                        for view in (inp, gt, clean, defended):
+                            view.render()
                     with gr.Row():
-                        spectra = gr.Plot(label="spectra")
-                        pert = gr.Image(label="perturbation")
-                        freq = gr.Plot(label="frequency content")
+                        for view in (spectra, pert, freq):
+                            view.render()
                     loss = gr.Plot(label="distillation")
                     with gr.Row():
                         s_clean = gr.Image(label="student taught by the clean teacher")
@@ -242,9 +257,9 @@ def build_demo() -> gr.Blocks:
             on_look, look_in, look_out, **private)
         task.change(lambda t: t, task, source, **private).then(on_load, [task, source], load_out, **private).then(
             on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
-        image.change(on_look, look_in, look_out, api_name="look", trigger_mode="always_last")
-        for c in [already, seed, *controls]:
-            c.change(on_look, look_in, look_out, trigger_mode="always_last", **private)
+        # one listener for every control: a session's looks run in order, the newest one last
+        gr.on([c.change for c in (image, already, seed, *controls)], on_look, look_in, look_out, api_name="look",
+              trigger_mode="always_last")
         distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
                           [loss, s_clean, s_def, table, verdict], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,

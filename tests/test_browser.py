@@ -17,7 +17,9 @@ def test_pick_example_move_k_distill(app_url):
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
         page.goto(app_url)
         expect(page.get_by_text("degraded with the dehazing model")).to_be_visible(timeout=60_000)
-        page.get_by_text("CC0 examples").locator("..").locator("img").nth(1).click()
+        # the dehaze example (the page opens on dehaze with another photo): same task, new image
+        page.get_by_text("CC0 examples").locator("..").locator("img").nth(4).click()
+        expect(page.get_by_text("input: ")).to_be_visible(timeout=60_000)
         k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
             "input[type=number]")
         k_box.fill("3")
