@@ -5,8 +5,9 @@ student delta = metric(student taught by the defended teacher) - metric(student 
 clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
 student beats the degraded input. Stage 1 screens ASVP settings against the output-KD attacker;
 stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
-baselines at the same served-output distortion (MSE). Everything lands in results/: sweep_<task>.csv, RESULTS.md, figures
-and defaults.json (per task, the screened setting with the best protection ratio: the app's defaults).
+baselines at the same served-output distortion (MSE). Everything lands in results/:
+sweep_<task>.csv, RESULTS.md, figures and defaults.json (per task, the screened setting with the
+best protection ratio: the app's defaults).
 """
 from __future__ import annotations
 
@@ -165,9 +166,8 @@ def main(argv=None):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        write_report(args.out)
-    if args.report_only:
-        write_report(args.out)
+    write_report(args.out)
+
 
 if __name__ == "__main__":
     main()

@@ -20,8 +20,8 @@ def to_float_rgb(img: Image.Image, max_side: int | None = None) -> np.ndarray:
         img.draft("RGB", (max_side, max_side))
     img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):  # 16/32-bit integer grey: scale by its bit depth, not by 255
-        img = Image.fromarray(np.asarray(img, dtype=np.float32) / (255.0 if img.mode == "I" and
-                                                                    np.asarray(img).max() <= 255 else 65535.0))
+        grey = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(grey / (255.0 if img.mode == "I" and grey.max() <= 255 else 65535.0))
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)

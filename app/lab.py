@@ -6,7 +6,7 @@ the two students of one Distill click and ends with their metrics and a verdict.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -77,8 +77,7 @@ class Look:
     spectra: tuple[np.ndarray, np.ndarray]
     freqs: np.ndarray
     power: np.ndarray
-    high_share: float
-    scores: dict[str, dict | None] = field(default_factory=dict)
+    scores: dict[str, dict | None]
 
 
 def answers(teacher, scene: Scene, defense: ASVPConfig, record: FeatureRecord | None = None):
@@ -88,19 +87,25 @@ def answers(teacher, scene: Scene, defense: ASVPConfig, record: FeatureRecord | 
         return clean, restore(teacher, scene.degraded)
 
 
+def baseline(scene: Scene) -> np.ndarray:
+    """What the user already has, at the output's size (bicubic-upsampled for SR)."""
+    h, w = scene.degraded.shape[:2]
+    return scene.task.input_baseline(scene.degraded, (h * scene.task.scale, w * scene.task.scale))
+
+
+def teacher_scores(scene: Scene, clean: np.ndarray, defended: np.ndarray) -> dict[str, dict | None]:
+    return {"input": metrics(baseline(scene), scene), "teacher": metrics(clean, scene),
+            "teacher + ASVP": metrics(defended, scene)}
+
+
 def look(teacher, scene: Scene, defense: ASVPConfig) -> Look:
-    shape = scene.target.shape if scene.target is not None else (
-        scene.degraded.shape[0] * scene.task.scale, scene.degraded.shape[1] * scene.task.scale)
-    baseline = scene.task.input_baseline(scene.degraded, shape)
     record = FeatureRecord()
     clean, defended = answers(teacher, scene, defense, record)
     diff = defended - clean
     span = max(float(np.abs(diff).max()), 1e-6)
     freqs, power = radial_spectrum(diff)
-    return Look(baseline, clean, defended, 0.5 + 0.5 * diff / span, span, record.spectra[defense.layers[0]],
-                freqs, power, high_frequency_share(diff),
-                {"input": metrics(baseline, scene), "teacher": metrics(clean, scene),
-                 "teacher + ASVP": metrics(defended, scene)})
+    return Look(baseline(scene), clean, defended, 0.5 + 0.5 * diff / span, span, record.spectra[defense.layers[0]],
+                freqs, power, teacher_scores(scene, clean, defended))
 
 
 def teacher_cost(teacher, scene: Scene, defense: ASVPConfig) -> tuple[float, float]:
@@ -161,7 +166,7 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
             history["defended-taught"].append((defended.step, defended.loss))
         yield DuelUpdate(clean.step, clean.total, history)
     students = restore(clean.student, scene.degraded), restore(defended.student, scene.degraded)
-    scores = dict(look(teacher, scene, defense).scores)
+    scores = teacher_scores(scene, *answers(teacher, scene, defense))
     scores["student (clean teacher)"] = metrics(students[0], scene)
     scores["student (defended teacher)"] = metrics(students[1], scene)
     twins = {"teacher + ASVP": "teacher", "student (defended teacher)": "student (clean teacher)"}
