@@ -116,7 +116,6 @@ def bench_forward(teacher: torch.nn.Module, config: ASVPConfig, repeats: int = 7
 def bench_distill(task_name: str, repeats: int = 3) -> dict:
     """One Distill click (two students, default budget): wall time and the longest progress gap."""
     from app import lab
-    from app.distill import Attack
     from app.hub import load_teacher
     from app.images import load_rgb
     from app.tasks import get_task
@@ -128,7 +127,7 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
     walls, gaps = [], []
     for seed in range(repeats):
         start = last = time.perf_counter()
-        for _ in lab.duel(teacher, scene, cfg, Attack(), seed):
+        for _ in lab.duel(teacher, scene, cfg, task.attack, seed):
             now = time.perf_counter()
             gaps.append(now - last)
             last = now

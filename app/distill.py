@@ -32,7 +32,8 @@ class Attack:
     `output`: L1 to the teacher's answers (black box). `feature`: plus `feature_weight` times L1
     between an adapter of the student's hidden map and the teacher's feature at the hooked layer
     (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers with a
-    trimmed L1 that ignores the worst-fitting `trim` fraction of pixels.
+    trimmed L1 that ignores the worst-fitting `trim` fraction of pixels. `dilated` and `leak`
+    shape the student (see QuickStudent); each task names the attacker it expects (Task.attack).
     """
 
     kind: str = "output"
@@ -44,6 +45,8 @@ class Attack:
     feature_weight: float = 0.1
     lowpass_sigma: float = 1.0
     trim: float = 0.2
+    dilated: bool = True
+    leak: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ATTACKS:
@@ -108,7 +111,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
     if attack.kind == "adaptive":
         y = gaussian_lowpass(y, attack.lowpass_sigma)
     torch.manual_seed(seed)
-    student = QuickStudent(scale=task.scale)
+    student = QuickStudent(scale=task.scale, dilated=attack.dilated, leak=attack.leak)
     adapter = nn.Conv2d(student.tail[0].in_channels, t_feat.shape[1], 1)
     params = list(student.parameters()) + (list(adapter.parameters()) if attack.kind == "feature" else [])
     opt = torch.optim.Adam(params, lr=attack.lr)

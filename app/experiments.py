@@ -23,7 +23,7 @@ import torch
 from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
 from app.benchmarks import benchmark_pairs
-from app.distill import Attack, clean_twin, distill
+from app.distill import clean_twin, distill
 from app.hub import load_teacher
 from app.metrics import score
 from app.nets import restore
@@ -31,7 +31,10 @@ from app.report import defaults, summarise, write_report
 from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-SCREEN = [dict(layout="channel", layers=("enc2",), k=1, a=2.0), dict(layout="channel", layers=("dec1",), k=1, a=2.0),
+# enc2 (half resolution) is cheap for the teacher, dec1 (the last stage) is costly: each is tried
+# gently and hard; `mid` is left out because its channel gate often saturates to an all-zero map
+SCREEN = [dict(layout="channel", layers=("enc2",), k=1, a=2.0), dict(layout="channel", layers=("enc2",), k=4, a=3.0),
+          dict(layout="channel", layers=("dec1",), k=1, a=1.25), dict(layout="channel", layers=("dec1",), k=1, a=2.0),
           dict(layout="channel", layers=("dec1",), k=4, a=3.0), dict(layout="spatial", layers=("dec1",), k=1, a=2.0),
           dict(layout="channel", layers=("dec1",), k=16, a=2.0, tau=0.9)]
 QUICK_SCREEN = [dict(layout="channel", layers=("dec1",), k=1, a=3.0), dict(layout="spatial", layers=("enc2",), k=1, a=2.0)]
@@ -67,12 +70,12 @@ class Sweep:
 
     def __init__(self, task, teacher, pairs, seeds, budget: int, queries: int):
         self.task, self.teacher, self.pairs, self.seeds = task, teacher, pairs, seeds
-        self.budget, self.queries = budget, queries
+        self.budget, self.queries = budget, queries  # the task's own attacker, at this budget
         self.inputs = {k: float(np.mean([score(task.input_baseline(x, y.shape), y, task)[k] for x, y in pairs]))
                        for k in ("psnr", "ssim")}
         self._clean = {}
 
-    def clean_student(self, attack: Attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
+    def clean_student(self, attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
         key = (attack, defense.layers, seed)
         if key not in self._clean:
             student = train_student(self.teacher, self.task, clean_twin(defense), attack, seed)
@@ -81,7 +84,7 @@ class Sweep:
 
     def measure(self, stage: str, family: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
         """Rows (one per seed) for one defense under one attacker; `sigma` adds output noise."""
-        attack = Attack(kind=attack_kind, steps=self.budget, queries=self.queries)
+        attack = dataclasses.replace(self.task.attack, kind=attack_kind, steps=self.budget, queries=self.queries)
         t_clean = teacher_score(self.teacher, clean_twin(defense), self.pairs, self.task)
         with output_noise(self.teacher, sigma):
             t_def = teacher_score(self.teacher, defense, self.pairs, self.task)
@@ -120,11 +123,13 @@ def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
         return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
 
 
-def run_task(task, seeds, budget: int, quick: bool) -> list[dict]:
-    """Stage 1 screen, stage 2 attackers, baselines: one row per student pair."""
+def run_task(task, seeds, budget: int | None, quick: bool) -> list[dict]:
+    """Stage 1 screen, stage 2 attackers, baselines: one row per student pair (budget None: the
+    task's own default)."""
     teacher = load_teacher(task.name).model
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
-    sweep = Sweep(task, teacher, pairs, seeds, budget, queries=16 if quick else Attack().queries)
+    sweep = Sweep(task, teacher, pairs, seeds, budget or task.attack.steps,
+                  queries=16 if quick else task.attack.queries)
     rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
         rows += sweep.measure("screen", "asvp", ASVPConfig(**setting), "output")
@@ -152,7 +157,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--budget", type=int, default=Attack().steps, help="student steps (same for every student)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="student steps, the same for every student of a task (default: the task's own)")
     p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--threads", type=int, default=2)

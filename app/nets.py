@@ -81,17 +81,22 @@ class UNetTeacher(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags=
 
 
 class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags=HUB_TAGS, license="mit"):
-    """What an attacker trains in seconds: a few dilated convs plus a global colour branch.
+    """What an attacker trains in seconds: a few convs plus a global colour branch.
 
-    The last conv starts at zero, so the untrained student returns its (upsampled) input.
+    `dilated` convs (dilation 1, 2, 4) see the wide context haze, rain and colour casts need;
+    super-resolution wants local detail and plain convs. `leak` > 0 uses LeakyReLU: with inputs
+    in [0, 1] plain ReLUs start out nearly linear, and an SR student can sit for hundreds of steps
+    on the best linear filter before it finds edges. The last conv starts at zero, so the
+    untrained student returns its (upsampled) input.
     """
 
-    def __init__(self, width: int = 16, depth: int = 4, scale: int = 1):
+    def __init__(self, width: int = 16, depth: int = 4, scale: int = 1, dilated: bool = True, leak: float = 0.0):
         super().__init__()
         self.scale = scale
         layers, c_in = [], 3
         for i in range(depth - 1):
-            layers += [nn.Conv2d(c_in, width, 3, padding=2 ** (i % 3), dilation=2 ** (i % 3)), nn.ReLU()]
+            d = 2 ** (i % 3) if dilated else 1
+            layers += [nn.Conv2d(c_in, width, 3, padding=d, dilation=d), nn.LeakyReLU(leak) if leak else nn.ReLU()]
             c_in = width
         self.body = nn.Sequential(*layers)
         self.colour = nn.Sequential(nn.Conv2d(3, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1))

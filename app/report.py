@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 SETTING = ["task", "stage", "family", "attack", "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
+DEFAULT_MAX_TEACHER_LOSS = 1.0  # dB: the most a default setting may cost the served output
 HEADLINE = "student -4 dB PSNR and SSIM -60..75 % at a teacher cost <= 0.1 dB"
 
 
@@ -101,10 +102,20 @@ def figure(s: pd.DataFrame, task: str, path: Path) -> None:
 
 
 def defaults(s: pd.DataFrame) -> dict[str, dict]:
-    """Per task, the screened setting with the best protection ratio (ties: the larger student drop)."""
+    """Per task, the screened setting with the best protection ratio (ties: the larger student drop).
+
+    Only valid settings (the clean-taught student learned) that cost the teacher at most
+    DEFAULT_MAX_TEACHER_LOSS dB compete: a default that ruins the served output protects nothing
+    worth protecting. A task where every setting costs more falls back to its cheapest one.
+    """
     best = {}
     for task, ts in s[s.stage == "screen"].groupby("task", sort=False):
-        r = ts.sort_values(["protection", "s_dpsnr"], ascending=[False, True]).iloc[0]
+        valid = ts[ts.learned] if ts.learned.any() else ts
+        affordable = valid[valid.t_dpsnr >= -DEFAULT_MAX_TEACHER_LOSS]
+        if affordable.empty:
+            r = valid.loc[valid.t_dpsnr.idxmax()]
+        else:
+            r = affordable.sort_values(["protection", "s_dpsnr"], ascending=[False, True]).iloc[0]
         best[task] = dict(layer=r.layer, layout=r.layout, k=int(r.k), a=float(r.a),
                           tau=None if r.tau == "-" else float(r.tau))
     return best

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from app import degrade
+from app.distill import Attack
 
 
 
@@ -39,6 +40,7 @@ class Task:
     synthetic_eval_from: str | None = None  # no real ground truth: degrade this benchmark's targets
     target_gain: float = 4.0  # dB the teacher should add over the input on its benchmark
     defaults: DefenseDefaults = field(default_factory=DefenseDefaults)
+    attack: Attack = Attack()  # the attacker's default student and budget (the app's Distill)
     examples: tuple[str, ...] = ("chelsea", "coffee")
 
     @property
@@ -57,6 +59,8 @@ class Task:
         return self.degrade(clean, np.random.default_rng(seed)), clean
 
 
+# SR students need plain convs and more steps to get past bicubic-plus-a-linear-filter
+SR_ATTACK = Attack(steps=400, dilated=False, leak=0.1)
 SWEPT_DEFAULTS = Path(__file__).resolve().parent.parent / "results" / "defaults.json"
 _SWEPT = json.loads(SWEPT_DEFAULTS.read_text()) if SWEPT_DEFAULTS.exists() else {}
 
@@ -69,9 +73,9 @@ TASKS: dict[str, Task] = {
     t.name: _with_swept_defaults(t, _SWEPT)
     for t in (
         Task("sr_x2", "Super-resolution x2", degrade.downscale(2), "sr_x2", scale=2, y_channel=True,
-             target_gain=0.8),
+             target_gain=0.8, attack=SR_ATTACK),
         Task("sr_x4", "Super-resolution x4", degrade.downscale(4), "sr_x4", scale=4, y_channel=True,
-             target_gain=0.0),
+             target_gain=0.0, attack=SR_ATTACK),
         Task("lowlight", "Low-light enhancement", degrade.low_light, "lowlight_noref",
              synthetic_eval_from="dehaze"),
         Task("underwater", "Underwater enhancement", degrade.underwater, "underwater"),

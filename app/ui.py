@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import inspect
 from functools import lru_cache
@@ -13,7 +14,7 @@ from PIL import Image
 
 from app import lab, plots
 from app.asvp import ASVPConfig
-from app.distill import ATTACKS, MAX_STEPS, Attack
+from app.distill import ATTACKS, MAX_STEPS
 from app.hub import TeacherLoadError, load_teacher
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
@@ -116,7 +117,7 @@ def on_load(task, source):
     d = get_task(task).defaults
     layers = lab.hookable_layers(state["model"])
     return (state, teacher_facts(state), gr.Dropdown(choices=layers, value=d.layer if d.layer in layers else layers[0]),
-            d.k, d.a, d.layout, d.placement)
+            d.k, d.a, d.layout, d.placement, get_task(task).attack.steps)
 
 
 @user_errors
@@ -143,7 +144,7 @@ def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, atta
     if scene is None:
         raise gr.Error("Pick an image first: the students are scored on it.")
     defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-    attack = Attack(kind=attacker, steps=int(budget))
+    attack = dataclasses.replace(scene.task.attack, kind=attacker, steps=int(budget))
     for update in lab.duel(state["model"], scene, defense, attack, int(seed)):
         progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
         if update.students is None:
@@ -219,7 +220,7 @@ def build_demo() -> gr.Blocks:
                                              info="inline: served output changes; exposed: only features handed out")
                     with gr.Accordion("Attacker", open=True):
                         attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
-                        budget = gr.Slider(10, MAX_STEPS, value=Attack().steps, step=10, label="Student budget (steps)")
+                        budget = gr.Slider(10, MAX_STEPS, value=get_task(first).attack.steps, step=10, label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
                 with gr.Column(scale=3):
                     with gr.Accordion("Teacher: model card facts and measured quality", open=False):
@@ -251,7 +252,7 @@ def build_demo() -> gr.Blocks:
         controls = [k, a, layer, layout, adaptive, tau, placement]
         look_in = [teacher, task, image, already, seed, *controls]
         look_out = [teacher, scene, note, inp, gt, clean, defended, spectra, pert, freq]
-        load_out = [teacher, facts, layer, k, a, layout, placement]
+        load_out = [teacher, facts, layer, k, a, layout, placement, budget]
         private = dict(api_visibility="private")
         load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(
             on_look, look_in, look_out, **private)
