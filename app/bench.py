@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from app.asvp import ASVPConfig, FeatureRecord, amplify, defend, reference_amplify  # noqa: E402
 from app.nets import UNetTeacher  # noqa: E402
+from app.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +119,6 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
     from app import lab
     from app.hub import load_teacher
     from app.images import load_rgb
-    from app.tasks import get_task
 
     task, teacher = get_task(task_name), load_teacher(task_name).model
     d = task.defaults
@@ -170,7 +170,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default=None,
                    help="bundled teacher (dehaze, models/dehaze) to time; default: a fresh UNetTeacher")
     p.add_argument("--layer", default="mid", help="hooked layer for the forward timing")
-    p.add_argument("--task", default="dehaze", help="task whose teacher and defaults the Distill timing uses")
+    p.add_argument("--task", nargs="+", default=["dehaze", "sr_x4"],
+                   help="tasks whose teacher, defaults and attacker the Distill timing uses (SR x4 is the slowest)")
     p.add_argument("--skip-app", action="store_true", help="skip the Distill and cold-start timings")
     args = p.parse_args(argv)
     repeats = max(5, args.repeats)
@@ -206,9 +207,11 @@ def main(argv=None) -> int:
                      f"{r['feature']}, k=1{note})")
 
     if not args.skip_app:
-        r = bench_distill(args.task)
-        ok &= report("Distill click, two students (s)", r["wall_s"], "<= 20", r["wall_s"] <= 20, f"({args.task})")
-        ok &= report("longest gap between progress updates (s)", r["max_gap_s"], "<= 2", r["max_gap_s"] <= 2)
+        for task in args.task:
+            r = bench_distill(task)
+            ok &= report(f"Distill click, two students, {task} (s)", r["wall_s"], "<= 20", r["wall_s"] <= 20,
+                         f"({get_task(task).attack.steps} steps)")
+            ok &= report("  longest gap between progress updates (s)", r["max_gap_s"], "<= 2", r["max_gap_s"] <= 2)
         r = bench_cold_start()
         ok &= report("cold start of python app.py to HTTP 200 (s)", r["wall_s"], "<= 10", r["wall_s"] <= 10)
     return 0 if ok else 1

@@ -50,9 +50,17 @@ def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def mean_score(model, pairs, task) -> dict[str, float]:
-    rows = [score(restore(model, x), y, task) for x, y in pairs]
+def _average(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim")}
+
+
+def mean_score(model, pairs, task) -> dict[str, float]:
+    return _average([score(restore(model, x), y, task) for x, y in pairs])
+
+
+def input_scores(pairs, task) -> dict[str, float]:
+    """What the user already has: the degraded input (bicubic-upsampled for SR), scored alike."""
+    return _average([score(task.input_baseline(x, y.shape), y, task) for x, y in pairs])
 
 
 def teacher_score(teacher, defense: ASVPConfig, pairs, task) -> dict[str, float]:
@@ -71,8 +79,7 @@ class Sweep:
     def __init__(self, task, teacher, pairs, seeds, budget: int, queries: int):
         self.task, self.teacher, self.pairs, self.seeds = task, teacher, pairs, seeds
         self.budget, self.queries = budget, queries  # the task's own attacker, at this budget
-        self.inputs = {k: float(np.mean([score(task.input_baseline(x, y.shape), y, task)[k] for x, y in pairs]))
-                       for k in ("psnr", "ssim")}
+        self.inputs = input_scores(pairs, task)
         self._clean = {}
 
     def clean_student(self, attack, defense: ASVPConfig, seed: int) -> dict[str, float]:

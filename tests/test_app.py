@@ -1,4 +1,5 @@
 """The app over its real HTTP API (gradio_client): every endpoint agrees with the library."""
+import dataclasses
 import re
 from pathlib import Path
 
@@ -7,7 +8,6 @@ from gradio_client import Client, handle_file
 
 from app import lab
 from app.asvp import ASVPConfig
-from app.distill import Attack
 from app.hub import load_teacher
 from app.images import load_rgb
 from app.tasks import TASKS
@@ -65,7 +65,8 @@ def test_distill_streams_and_matches_the_library(client):
     d = TASKS["derain"].defaults
     scene = lab.make_scene(TASKS["derain"], load_rgb(COFFEE), False, 1)
     *_, last = lab.duel(load_teacher("derain").model, scene,
-                        ASVPConfig(k=d.k, a=d.a, layout=d.layout, layers=(d.layer,)), Attack(steps=20), 1)
+                        ASVPConfig(k=d.k, a=d.a, layout=d.layout, layers=(d.layer,)),
+                        dataclasses.replace(TASKS["derain"].attack, steps=20), 1)
     assert table["data"] == last.rows
     assert verdict == f"**Verdict.** {last.verdict}"
 
@@ -81,3 +82,11 @@ def test_sweep_over_a(client):
 def test_bad_teacher_source_is_a_clear_error(client):
     with pytest.raises(Exception, match="nor a Hub repo id"):
         client.predict(task="dehaze", source="../../etc/passwd", api_name="/load_teacher")
+
+
+@pytest.mark.parametrize("task", ["sr_x4", "dehaze"])
+def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
+    _facts, layer, k, a, layout, placement, budget = client.predict(task=task, source=task, api_name="/load_teacher")
+    d = TASKS[task].defaults
+    assert (layer, k, a, layout, placement) == (d.layer, d.k, d.a, d.layout, d.placement)
+    assert budget == TASKS[task].attack.steps

@@ -2,7 +2,10 @@
 import csv
 import json
 
+import pandas as pd
+
 from app.experiments import main
+from app.report import defaults
 
 
 def test_quick_sweep_end_to_end(tmp_path):
@@ -18,3 +21,19 @@ def test_quick_sweep_end_to_end(tmp_path):
     assert (tmp_path / "tradeoff_sr_x4.png").stat().st_size > 5000
     defaults = json.loads((tmp_path / "defaults.json").read_text())["sr_x4"]
     assert defaults["layout"] in ("channel", "spatial") and defaults["k"] >= 1
+
+
+def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
+    rows = pd.DataFrame([
+        # (layer, k, teacher dPSNR, student dPSNR, learned): ratio 1.0, but it costs the teacher 5 dB
+        ("dec1", 4, -5.0, -5.0, True),
+        ("enc2", 1, -0.5, -0.3, True),  # ratio 0.6, affordable: the pick
+        ("enc2", 4, -0.2, -2.0, False),  # ratio 10, but the clean student never learned
+        ("dec1", 1, -0.05, 0.01, True),  # affordable, no protection
+    ], columns=["layer", "k", "t_dpsnr", "s_dpsnr", "learned"])
+    s = rows.assign(task="t", stage="screen", layout="channel", a=2.0, tau="-",
+                    protection=-rows.s_dpsnr / (-rows.t_dpsnr).clip(lower=0.1))
+    assert defaults(s)["t"] == dict(layer="enc2", layout="channel", k=1, a=2.0, tau=None)
+    # nothing affordable: the cheapest valid setting
+    s.loc[1, "t_dpsnr"], s.loc[3, "t_dpsnr"] = -3.0, -2.0
+    assert defaults(s)["t"]["layer"] == "dec1" and defaults(s)["t"]["k"] == 1
