@@ -48,6 +48,12 @@ class Attack:
     dilated: bool = True
     leak: float = 0.0
 
+    @property
+    def student(self) -> str:
+        """The student's shape in words, for reports."""
+        convs = "dilated" if self.dilated else "plain"
+        return f"{convs} convs, " + (f"LeakyReLU {self.leak:g}" if self.leak else "ReLU")
+
     def __post_init__(self):
         if self.kind not in ATTACKS:
             raise ValueError(f"unknown attacker {self.kind!r}; choose one of {', '.join(ATTACKS)}")

@@ -137,7 +137,8 @@ def write_report(out: Path) -> None:
         figure(ts, task, out / f"tradeoff_{task}.png")
         raw = rows[rows.task == task]
         parts.append(f"## {task}\n\nSeeds {sorted(raw.seed.unique().tolist())}, student budget "
-                     f"{int(raw.budget.iloc[0])} steps, {len(raw)} students taught by a defended teacher.\n\n"
+                     f"{int(raw.budget.iloc[0])} steps ({raw.student.iloc[0]}), {len(raw)} students taught by a "
+                     f"defended teacher.\n\n"
                      f"**Verdict.** {verdict(ts)}\n\n![trade-off](tradeoff_{task}.png)\n")
         for stage, title in (("screen", "Screen (output-KD attacker)"), ("attackers", "Best setting under each attacker"),
                              ("baselines", "Baselines at the same served-output distortion (output-KD attacker)")):
