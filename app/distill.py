@@ -31,8 +31,10 @@ class Attack:
 
     `output`: L1 to the teacher's answers (black box). `feature`: plus `feature_weight` times L1
     between an adapter of the student's hidden map and the teacher's feature at the hooked layer
-    (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers with a
-    trimmed L1 that ignores the worst-fitting `trim` fraction of pixels. `dilated` and `leak`
+    (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers
+    (`lowpass_sigma` px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is
+    high-frequency too) with a trimmed L1 that ignores the worst-fitting `trim` fraction of
+    pixels. `dilated` and `leak`
     shape the student (see QuickStudent); each task names the attacker it expects (Task.attack).
     """
 
@@ -57,6 +59,8 @@ class Attack:
     def __post_init__(self):
         if self.kind not in ATTACKS:
             raise ValueError(f"unknown attacker {self.kind!r}; choose one of {', '.join(ATTACKS)}")
+        if self.lowpass_sigma < 0:
+            raise ValueError(f"lowpass_sigma must be >= 0 (0: no low-pass), got {self.lowpass_sigma}")
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"student budget must be 1..{MAX_STEPS} steps, got {self.steps}")
 
@@ -114,7 +118,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
     every `every` steps and at the end."""
     x = query_images(task, attack.queries, attack.patch, seed)
     y, t_feat = ask_teacher(teacher, x, defense)
-    if attack.kind == "adaptive":
+    if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
         y = gaussian_lowpass(y, attack.lowpass_sigma)
     torch.manual_seed(seed)
     student = QuickStudent(scale=task.scale, dilated=attack.dilated, leak=attack.leak)

@@ -70,7 +70,7 @@ def test_robust_pieces_of_the_adaptive_attacker():
     assert torch.nn.functional.l1_loss(pred, target) > 1
 
 
-@pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6)])
+@pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6), dict(lowpass_sigma=-1.0)])
 def test_bad_attacks_are_refused(bad):
     with pytest.raises(ValueError):
         Attack(**bad)
