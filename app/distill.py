@@ -43,6 +43,7 @@ class Attack:
     batch: int = 8
     patch: int = 48  # student input side; the teacher's answer is `scale` times larger for SR
     queries: int = 96
+    variants: int = 8  # degraded versions of each query image: more haze, light, water, rain draws
     lr: float = 4e-3
     feature_weight: float = 0.1
     lowpass_sigma: float = 1.0
@@ -75,10 +76,10 @@ class Progress:
 
 
 @lru_cache(maxsize=32)
-def query_images(task, queries: int, patch: int, seed: int) -> torch.Tensor:
+def query_images(task, queries: int, patch: int, variants: int, seed: int) -> torch.Tensor:
     """The attacker's own degraded patches (N x 3 x p x p), reproducible from the seed (cached:
     both students of a pair, and every setting of a sweep, ask with the same ones)."""
-    pool = PairPool(task, ATTACKER_IMAGES, variants=2, seed=seed)
+    pool = PairPool(task, ATTACKER_IMAGES, variants=variants, seed=seed)
     x, _ = pool.batch(np.random.default_rng(seed), queries, patch)
     return x
 
@@ -116,7 +117,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
             every: int = 10) -> Iterator[Progress]:
     """Train a student on the teacher's answers; yield progress once the teacher has answered, then
     every `every` steps and at the end."""
-    x = query_images(task, attack.queries, attack.patch, seed)
+    x = query_images(task, attack.queries, attack.patch, attack.variants, seed)
     y, t_feat = ask_teacher(teacher, x, defense)
     if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
         y = gaussian_lowpass(y, attack.lowpass_sigma)
