@@ -142,7 +142,7 @@ def verdict(rows: dict[str, dict | None]) -> str:
     else:
         cost = (f"The teacher's PSNR {'fell' if teacher_cost > 0 else 'rose'} by {abs(teacher_cost):.2f} dB "
                 f"and its SSIM changed by {td['ssim'] - t['ssim']:+.4f}.")
-    if student_drop >= 1.0 and teacher_cost >= 0.5:
+    if student_drop >= 1.0 and (teacher_cost >= 0.5 or t["ssim"] - td["ssim"] >= 0.02):
         return (f"The defended-taught student lost {student_drop:.2f} dB, but at a price: {cost} "
                 "The defense damages the output it is meant to protect.")
     if student_drop >= 1.0:
