@@ -84,6 +84,11 @@ def query_images(task, queries: int, patch: int, variants: int, seed: int) -> to
     return x
 
 
+def attacker_queries(task, attack: Attack, seed: int) -> torch.Tensor:
+    """The queries one attacker sends for one seed (cached by `query_images`)."""
+    return query_images(task, attack.queries, attack.patch, attack.variants, seed)
+
+
 @torch.no_grad()
 def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk: int = 32):
     """The teacher's answers (and features at the hooked layer) for every query, in chunks."""
@@ -117,7 +122,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
             every: int = 10) -> Iterator[Progress]:
     """Train a student on the teacher's answers; yield progress once the teacher has answered, then
     every `every` steps and at the end."""
-    x = query_images(task, attack.queries, attack.patch, attack.variants, seed)
+    x = attacker_queries(task, attack, seed)
     y, t_feat = ask_teacher(teacher, x, defense)
     if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
         y = gaussian_lowpass(y, attack.lowpass_sigma)

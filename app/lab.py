@@ -6,19 +6,22 @@ the two students of one Distill click and ends with their metrics and a verdict.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from app.asvp import ASVPConfig, FeatureRecord, defend
-from app.distill import Attack, clean_twin, distill
+from app.distill import Attack, attacker_queries, clean_twin, distill
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
 from app.nets import UNetTeacher, restore
 
 
 MIN_SIDE = 16  # smallest degraded image the teachers' two downsampling levels make sense on
+HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
 
 
 def hookable_layers(model) -> list[str]:
@@ -152,11 +155,26 @@ def verdict(rows: dict[str, dict | None]) -> str:
     return f"No protection: the defended-taught student is as good ({-student_drop:+.2f} dB). {cost}"
 
 
+def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
+    """Build (and cache) the attacker's queries on a worker thread, yielding every HEARTBEAT_S
+    until they are ready: the first click of a task spends over a second degrading them."""
+    with ThreadPoolExecutor(1) as worker:
+        job = worker.submit(attacker_queries, task, attack, seed)
+        while True:
+            try:
+                job.result(timeout=HEARTBEAT_S)
+                return
+            except NotYet:
+                yield
+
+
 def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
     """Distil a clean-taught and a defended-taught student in lockstep (same seed, queries, batch
     order and budget) and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
+    for _ in queries_ready(scene.task, attack, seed):
+        yield DuelUpdate(0, attack.steps, history)
     defended_run = distill(teacher, scene.task, defense, attack, seed, every)
     for clean in distill(teacher, scene.task, clean_twin(defense), attack, seed, every):
         yield DuelUpdate(clean.step, clean.total, history)  # a heartbeat between the two students

@@ -88,5 +88,5 @@ def test_bad_teacher_source_is_a_clear_error(client):
 def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
     _facts, layer, k, a, layout, placement, budget = client.predict(task=task, source=task, api_name="/load_teacher")
     d = TASKS[task].defaults
-    assert (layer, k, a, layout, placement) == (d.layer, d.k, d.a, d.layout, d.placement)
+    assert (layer["value"], k, a, layout, placement) == (d.layer, d.k, d.a, d.layout, d.placement)
     assert budget == TASKS[task].attack.steps
