@@ -34,8 +34,8 @@ class Attack:
     (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers
     (`lowpass_sigma` px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is
     high-frequency too) with a trimmed L1 that ignores the worst-fitting `trim` fraction of
-    pixels. `dilated` and `leak`
-    shape the student (see QuickStudent); each task names the attacker it expects (Task.attack).
+    pixels. `dilated` and `leak` shape the student (see QuickStudent); each task names the
+    attacker it expects (Task.attack).
     """
 
     kind: str = "output"

@@ -102,7 +102,8 @@ class Sweep:
                 student = train_student(self.teacher, self.task, defense, attack, seed)
             s_def = mean_score(student, self.pairs, self.task)
             rows.append(dict(
-                task=self.task.name, budget=self.budget, student=attack.student, stage=stage, family=family, attack=attack_kind, seed=seed,
+                task=self.task.name, budget=self.budget, student=attack.student, stage=stage, family=family,
+                attack=attack_kind, seed=seed,
                 layout=defense.layout, layer=defense.layers[0], k=defense.k, a=round(defense.a, 4), tau=defense.tau,
                 placement=defense.placement, directions=defense.directions,
                 noise_sigma=round(sigma, 5),

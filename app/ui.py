@@ -220,7 +220,8 @@ def build_demo() -> gr.Blocks:
                                              info="inline: served output changes; exposed: only features handed out")
                     with gr.Accordion("Attacker", open=True):
                         attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
-                        budget = gr.Slider(10, MAX_STEPS, value=get_task(first).attack.steps, step=10, label="Student budget (steps)")
+                        budget = gr.Slider(10, MAX_STEPS, value=get_task(first).attack.steps, step=10,
+                                           label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
                 with gr.Column(scale=3):
                     with gr.Accordion("Teacher: model card facts and measured quality", open=False):
