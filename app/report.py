@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 SETTING = ["task", "stage", "family", "attack", "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
-DEFAULT_MAX_TEACHER_LOSS = 1.0  # dB: the most a default setting may cost the served output
+# the most a default setting may cost the served output: dB of PSNR, and SSIM
+DEFAULT_MAX_PSNR_LOSS, DEFAULT_MAX_SSIM_LOSS = 1.0, 0.02
 NEGLIGIBLE_PSNR, NEGLIGIBLE_SSIM = 0.1, 0.01  # a teacher cost within both counts as negligible
 HEADLINE = (f"student -4 dB PSNR and SSIM -60..75 % at a negligible teacher cost (<= {NEGLIGIBLE_PSNR} dB PSNR "
             f"and <= {NEGLIGIBLE_SSIM} SSIM)")
@@ -108,13 +109,14 @@ def defaults(s: pd.DataFrame) -> dict[str, dict]:
     """Per task, the screened setting with the best protection ratio (ties: the larger student drop).
 
     Only valid settings (the clean-taught student learned) that cost the teacher at most
-    DEFAULT_MAX_TEACHER_LOSS dB compete: a default that ruins the served output protects nothing
-    worth protecting. A task where every setting costs more falls back to its cheapest one.
+    DEFAULT_MAX_PSNR_LOSS dB and DEFAULT_MAX_SSIM_LOSS SSIM compete: a default that ruins the served
+    output protects nothing worth protecting. A task where every setting costs more falls back to
+    its cheapest one (in PSNR).
     """
     best = {}
     for task, ts in s[s.stage == "screen"].groupby("task", sort=False):
         valid = ts[ts.learned] if ts.learned.any() else ts
-        affordable = valid[valid.t_dpsnr >= -DEFAULT_MAX_TEACHER_LOSS]
+        affordable = valid[(valid.t_dpsnr >= -DEFAULT_MAX_PSNR_LOSS) & (valid.t_dssim >= -DEFAULT_MAX_SSIM_LOSS)]
         if affordable.empty:
             r = valid.loc[valid.t_dpsnr.idxmax()]
         else:
