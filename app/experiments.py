@@ -169,7 +169,9 @@ def main(argv=None):
                    help="student steps, the same for every student of a task (default: the task's own)")
     p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; the stored results ran with 1 (other counts round differently, and "
+                        "students trained on them match only within their spread). Run tasks side by side instead")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -136,6 +136,9 @@ def write_report(out: Path) -> None:
              f"(`--tasks NAME` re-runs one task; this file is rebuilt from every results/sweep_*.csv). "
              f"Each task section names its seeds and student budget; every clean/defended student pair "
              f"shares seed, queries, batch order and budget. "
+             f"Sweeps run single-threaded (`--threads 1`, the default): a rerun on the same kind of CPU "
+             f"matches bit for bit, while other thread counts round differently and match only within the "
+             f"spread. "
              f"Deltas are defended minus clean; the spread is the std over seeds. A row is valid only "
              f"when the clean-taught student beats the degraded input. Paper headline: {HEADLINE}.\n"]
     for task, ts in s.groupby("task", sort=False):
