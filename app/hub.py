@@ -219,7 +219,16 @@ def _build(config) -> tuple[torch.nn.Module, str, int]:
 
 
 def _setting(arch: str, key: str, value, hint):
-    """One config value checked against its annotation: an int or a tuple of ints, each in 1..MAX_SETTING."""
+    """One config value checked against its annotation: a flag, a number in 0..1, or an int or a
+    tuple of ints, each in 1..MAX_SETTING."""
+    if hint is bool:
+        if type(value) is bool:
+            return value
+        raise TeacherLoadError(f"{CONFIG}: {arch} needs {key} as true or false, not {reprlib.repr(value)}")
+    if hint is float:
+        if type(value) in (int, float) and 0 <= value <= 1:
+            return float(value)
+        raise TeacherLoadError(f"{CONFIG}: {arch} needs {key} as a number from 0 to 1, not {reprlib.repr(value)}")
     if typing.get_origin(hint) is tuple:
         n = len(typing.get_args(hint))
         if isinstance(value, list) and len(value) == n and all(map(_small_int, value)):

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from app import hub
 from app.hub import MAX_BYTES, MAX_PARAMS, MAX_SETTING, TeacherLoadError, bundled_teachers, load_teacher, save_teacher
-from app.nets import UNetTeacher, count_params
+from app.nets import QuickStudent, UNetTeacher, count_params
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CARD = "# tiny teacher\n<!-- quality:start -->\n+1 dB\n<!-- quality:end -->\n"
@@ -171,6 +171,15 @@ def test_bundled_and_local_folders_round_trip(lab, tmp_path):
     assert same_output(local.model, tiny_teacher(seed=3)) and local.origin.startswith("local folder")
 
 
+def test_a_student_with_its_flag_and_slope_round_trips(tmp_path):
+    torch.manual_seed(0)
+    student = QuickStudent(width=4, scale=2, dilated=False, leak=0.1).eval()
+    save_teacher(student, tmp_path / "student")
+    loaded = load_teacher(tmp_path / "student")
+    assert loaded.config["dilated"] is False and loaded.config["leak"] == 0.1
+    assert same_output(loaded.model, student)
+
+
 def test_a_task_without_a_bundled_teacher_says_how_to_train_it():
     with pytest.raises(TeacherLoadError, match="no bundled lowlight teacher yet: train it"):
         load_teacher("lowlight")
@@ -274,6 +283,9 @@ def weights_never_read(monkeypatch):
     ('{"architecture": "UNetTeacher", "width": 0}', "needs width as a whole number from 1"),
     ('{"architecture": "UNetTeacher", "blocks": [1, 1]}', "needs blocks as a list of 3 whole numbers"),
     ('{"architecture": "UNetTeacher", "blocks": "111"}', "needs blocks as a list of 3 whole numbers"),
+    ('{"architecture": "QuickStudent", "dilated": 1}', "needs dilated as true or false, not 1"),
+    ('{"architecture": "QuickStudent", "leak": 1e300}', "needs leak as a number from 0 to 1"),
+    ('{"architecture": "QuickStudent", "leak": "0.1"}', "needs leak as a number from 0 to 1"),
 ])
 def test_malformed_configs_are_refused(tmp_path, source, weights_never_read, config, message):
     folder = write_folder(tmp_path / "bad", {**source[1], "config.json": config.encode()})
