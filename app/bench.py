@@ -121,13 +121,11 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
     from app.images import load_rgb
 
     task, teacher = get_task(task_name), load_teacher(task_name).model
-    d = task.defaults
-    cfg = ASVPConfig(k=d.k, a=d.a, layout=d.layout, layers=(d.layer,), tau=d.tau)
     scene = lab.make_scene(task, load_rgb(ROOT / "assets" / "coffee.png"), False, 0)
     walls, gaps = [], []
     for seed in range(repeats):
         start = last = time.perf_counter()
-        for _ in lab.duel(teacher, scene, cfg, task.attack, seed):
+        for _ in lab.duel(teacher, scene, task.defaults.config, task.attack, seed):
             now = time.perf_counter()
             gaps.append(now - last)
             last = now

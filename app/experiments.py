@@ -23,12 +23,12 @@ import torch
 from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
 from app.benchmarks import benchmark_pairs
-from app.distill import clean_twin, distill
+from app.distill import Attack, clean_twin, distill
 from app.hub import load_teacher
 from app.metrics import score
 from app.nets import restore
 from app.report import defaults, summarise, write_report
-from app.tasks import TASKS
+from app.tasks import TASKS, DefenseDefaults
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # enc2 (half resolution) is cheap for the teacher, dec1 (the last stage) is costly: each is tried
@@ -76,13 +76,13 @@ def train_student(teacher, task, defense, attack, seed):
 class Sweep:
     """One task's measurements, with clean-taught students cached per (attacker, layer, seed)."""
 
-    def __init__(self, task, teacher, pairs, seeds, budget: int, queries: int):
+    def __init__(self, task, teacher, pairs, seeds, attack: Attack):
         self.task, self.teacher, self.pairs, self.seeds = task, teacher, pairs, seeds
-        self.budget, self.queries = budget, queries  # the task's own attacker, at this budget
+        self.attack = attack  # the task's own attacker at the sweep's budget; `measure` picks the kind
         self.inputs = input_scores(pairs, task)
         self._clean = {}
 
-    def clean_student(self, attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
+    def clean_student(self, attack: Attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
         key = (attack, defense.layers, seed)
         if key not in self._clean:
             student = train_student(self.teacher, self.task, clean_twin(defense), attack, seed)
@@ -91,7 +91,7 @@ class Sweep:
 
     def measure(self, stage: str, family: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
         """Rows (one per seed) for one defense under one attacker; `sigma` adds output noise."""
-        attack = dataclasses.replace(self.task.attack, kind=attack_kind, steps=self.budget, queries=self.queries)
+        attack = dataclasses.replace(self.attack, kind=attack_kind)
         t_clean = teacher_score(self.teacher, clean_twin(defense), self.pairs, self.task)
         with output_noise(self.teacher, sigma):
             t_def = teacher_score(self.teacher, defense, self.pairs, self.task)
@@ -102,7 +102,7 @@ class Sweep:
                 student = train_student(self.teacher, self.task, defense, attack, seed)
             s_def = mean_score(student, self.pairs, self.task)
             rows.append(dict(
-                task=self.task.name, budget=self.budget, student=attack.student, stage=stage, family=family,
+                task=self.task.name, budget=attack.steps, student=attack.student, stage=stage, family=family,
                 attack=attack_kind, seed=seed,
                 layout=defense.layout, layer=defense.layers[0], k=defense.k, a=round(defense.a, 4), tau=defense.tau,
                 placement=defense.placement, directions=defense.directions,
@@ -136,14 +136,14 @@ def run_task(task, seeds, budget: int | None, quick: bool) -> list[dict]:
     task's own default)."""
     teacher = load_teacher(task.name).model
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
-    sweep = Sweep(task, teacher, pairs, seeds, budget or task.attack.steps,
-                  queries=16 if quick else task.attack.queries)
+    attack = dataclasses.replace(task.attack, steps=budget or task.attack.steps,
+                                 queries=16 if quick else task.attack.queries)
+    sweep = Sweep(task, teacher, pairs, seeds, attack)
     rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
         rows += sweep.measure("screen", "asvp", ASVPConfig(**setting), "output")
         print(f"{task.name} screened {setting}", flush=True)
-    d = defaults(summarise(pd.DataFrame(rows)))[task.name]
-    best = ASVPConfig(k=d["k"], a=d["a"], layout=d["layout"], layers=(d["layer"],), tau=d["tau"])
+    best = DefenseDefaults(**defaults(summarise(pd.DataFrame(rows)))[task.name]).config
     rows += [dict(r, stage="attackers") for r in rows if r["stage"] == "screen" and _same(r, best)]
     for kind in ("feature", "adaptive"):
         rows += sweep.measure("attackers", "asvp", best, kind)

@@ -38,7 +38,6 @@ def score(restored: np.ndarray, target: np.ndarray, task) -> dict[str, float]:
     return {"psnr": calculate_psnr(restored, target, **kw), "ssim": calculate_ssim(restored, target, **kw)}
 
 
-
 def _radial_bands(img: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Band centres (cycles/pixel, 0 to Nyquist), total power and pixel count per radial band."""
     grey = img.mean(axis=2) if img.ndim == 3 else img

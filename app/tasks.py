@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from app import degrade
+from app.asvp import ASVPConfig
 from app.distill import Attack
 
 
@@ -25,6 +26,11 @@ class DefenseDefaults:
     a: float = 1.5
     tau: float | None = None
     placement: str = "inline"
+
+    @property
+    def config(self) -> ASVPConfig:
+        return ASVPConfig(k=self.k, a=self.a, layout=self.layout, layers=(self.layer,), tau=self.tau,
+                          placement=self.placement)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app import lab
-from app.asvp import ASVPConfig
 from app.hub import load_teacher
 from app.images import load_rgb
 from app.tasks import TASKS
@@ -39,10 +38,8 @@ def test_look_matches_the_library(client, task):
     for img in (inp, gt, clean, defended, pert):
         assert Path(img["value"]).is_file()
     assert spectra["type"] == "plotly" and freq["type"] == "plotly"
-    d = TASKS[task].defaults
     scene = lab.make_scene(TASKS[task], load_rgb(COFFEE), False, 0)
-    view = lab.look(load_teacher(task).model, scene,
-                    ASVPConfig(k=d.k, a=d.a, layout=d.layout, layers=(d.layer,), placement=d.placement))
+    view = lab.look(load_teacher(task).model, scene, TASKS[task].defaults.config)
     assert label_psnr(clean) == pytest.approx(view.scores["teacher"]["psnr"], abs=0.006)
     assert label_psnr(defended) == pytest.approx(view.scores["teacher + ASVP"]["psnr"], abs=0.006)
     assert label_psnr(inp) == pytest.approx(view.scores["input"]["psnr"], abs=0.006)
@@ -62,10 +59,8 @@ def test_distill_streams_and_matches_the_library(client):
     assert len(job.outputs()) >= 3  # progress arrived as a stream, not one final answer
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
     assert verdict.startswith("**Verdict.**")
-    d = TASKS["derain"].defaults
     scene = lab.make_scene(TASKS["derain"], load_rgb(COFFEE), False, 1)
-    *_, last = lab.duel(load_teacher("derain").model, scene,
-                        ASVPConfig(k=d.k, a=d.a, layout=d.layout, layers=(d.layer,)),
+    *_, last = lab.duel(load_teacher("derain").model, scene, TASKS["derain"].defaults.config,
                         dataclasses.replace(TASKS["derain"].attack, steps=20), 1)
     assert table["data"] == last.rows
     assert verdict == f"**Verdict.** {last.verdict}"
