@@ -22,20 +22,23 @@ from app.data import ATTACKER_IMAGES, PairPool
 from app.nets import QuickStudent
 
 ATTACKS = ("output", "feature", "adaptive")
+LOSSES = ("l1", "l2")
 MAX_STEPS = 600  # a public Space must not let one click hold a worker for minutes
+MAX_DEPTH = 12  # a quick student stays quick
 
 
 @dataclass(frozen=True)
 class Attack:
     """Threat model and budget.
 
-    `output`: L1 to the teacher's answers (black box). `feature`: plus `feature_weight` times L1
-    between an adapter of the student's hidden map and the teacher's feature at the hooked layer
-    (FitNet). `adaptive`: knows a defense may be on: fits a low-passed copy of the answers
-    (`lowpass_sigma` px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is
-    high-frequency too) with a trimmed L1 that ignores the worst-fitting `trim` fraction of
-    pixels. `dilated` and `leak` shape the student (see QuickStudent); each task names the
-    attacker it expects (Task.attack).
+    `output`: the pixel `loss` (L1, or L2 for an attacker that scores itself by PSNR) to the
+    teacher's answers (black box). `feature`: plus `feature_weight` times L1 between an adapter of
+    the student's hidden map and the teacher's feature at the hooked layer (FitNet). `adaptive`:
+    knows a defense may be on: fits a low-passed copy of the answers (`lowpass_sigma` px; 0 keeps
+    them sharp, as an SR attacker must, since the detail it buys is high-frequency too) with the
+    pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated` and
+    `leak` shape the student (see QuickStudent); each task names the attacker it expects
+    (Task.attack).
     """
 
     kind: str = "output"
@@ -48,18 +51,25 @@ class Attack:
     feature_weight: float = 0.1
     lowpass_sigma: float = 1.0
     trim: float = 0.2
+    depth: int = 4
     dilated: bool = True
     leak: float = 0.0
+    loss: str = "l1"
 
     @property
     def student(self) -> str:
-        """The student's shape in words, for reports."""
+        """The student's shape and loss in words, for reports."""
         convs = "dilated" if self.dilated else "plain"
-        return f"{convs} convs, " + (f"LeakyReLU {self.leak:g}" if self.leak else "ReLU")
+        act = f"LeakyReLU {self.leak:g}" if self.leak else "ReLU"
+        return f"{self.depth} layers, {convs} convs, {act}, {self.loss.upper()} loss"
 
     def __post_init__(self):
         if self.kind not in ATTACKS:
             raise ValueError(f"unknown attacker {self.kind!r}; choose one of {', '.join(ATTACKS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if not 2 <= self.depth <= MAX_DEPTH:
+            raise ValueError(f"student depth must be 2..{MAX_DEPTH} conv layers, got {self.depth}")
         if self.lowpass_sigma < 0:
             raise ValueError(f"lowpass_sigma must be >= 0 (0: no low-pass), got {self.lowpass_sigma}")
         if not 1 <= self.steps <= MAX_STEPS:
@@ -111,9 +121,13 @@ def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def trimmed_l1(pred: torch.Tensor, target: torch.Tensor, trim: float) -> torch.Tensor:
-    """L1 over the (1 - trim) best-fitting pixels: outliers injected by a defense get no say."""
-    err = (pred - target).abs().mean(1).flatten()
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float = 0.0) -> torch.Tensor:
+    """Mean L1 or L2 error; with `trim` > 0 only over the (1 - trim) best-fitting pixels, so that
+    outliers injected by a defense get no say (the adaptive attacker's robust loss)."""
+    if not trim:
+        return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
+    diff = pred - target
+    err = (diff.abs() if loss == "l1" else diff.square()).mean(1).flatten()
     keep = max(1, int(err.numel() * (1 - trim)))
     return err.topk(keep, largest=False).values.mean()
 
@@ -127,7 +141,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
     if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
         y = gaussian_lowpass(y, attack.lowpass_sigma)
     torch.manual_seed(seed)
-    student = QuickStudent(scale=task.scale, dilated=attack.dilated, leak=attack.leak)
+    student = QuickStudent(depth=attack.depth, scale=task.scale, dilated=attack.dilated, leak=attack.leak)
     adapter = nn.Conv2d(student.tail[0].in_channels, t_feat.shape[1], 1)
     params = list(student.parameters()) + (list(adapter.parameters()) if attack.kind == "feature" else [])
     opt = torch.optim.Adam(params, lr=attack.lr)
@@ -137,7 +151,7 @@ def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed:
     for step in range(1, attack.steps + 1):
         idx = torch.randint(len(x), (attack.batch,), generator=order)
         pred = student(x[idx])
-        fit = trimmed_l1(pred, y[idx], attack.trim) if attack.kind == "adaptive" else F.l1_loss(pred, y[idx])
+        fit = pixel_loss(pred, y[idx], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
         feat_loss = torch.zeros(())
         if attack.kind == "feature":
             mapped = F.adaptive_avg_pool2d(adapter(student.features(x[idx])), t_feat.shape[-2:])

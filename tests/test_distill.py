@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.asvp import ASVPConfig
-from app.distill import Attack, clean_twin, distill, gaussian_lowpass, trimmed_l1
+from app.distill import Attack, clean_twin, distill, gaussian_lowpass, pixel_loss
 from app.experiments import eval_pairs, input_scores, mean_score
 from app.hub import load_teacher
 from app.tasks import TASKS
@@ -66,22 +66,32 @@ def test_robust_pieces_of_the_adaptive_attacker():
     target = torch.zeros(1, 3, 10, 10)
     pred = target.clone()
     pred[..., 0, :2] = 100.0  # 2 % of pixels are wild outliers
-    assert trimmed_l1(pred, target, trim=0.2) == 0
-    assert torch.nn.functional.l1_loss(pred, target) > 1
+    for loss in ("l1", "l2"):
+        assert pixel_loss(pred, target, loss, trim=0.2) == 0
+        assert pixel_loss(pred, target, loss) > 1
 
 
-@pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6), dict(lowpass_sigma=-1.0)])
+@pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6), dict(lowpass_sigma=-1.0),
+                                 dict(loss="huber"), dict(depth=1), dict(depth=100)])
 def test_bad_attacks_are_refused(bad):
     with pytest.raises(ValueError):
         Attack(**bad)
 
 
-@pytest.mark.parametrize("name", ["sr_x2", "sr_x4"])
-def test_default_sr_attacker_learns_past_bicubic(name):
-    """The issue's bar for a valid SR row: the clean-taught student gains >= 0.3 dB over bicubic on
-    the real benchmark crops the sweep scores on (one seed here; the sweep reports three)."""
+# the issue's bar for the clean-taught student at the default budget, over the degraded input
+STUDENT_BAR_DB = {"sr_x2": 0.3, "sr_x4": 0.3, "dehaze": 3.0, "derain": 3.0, "lowlight": 3.0, "underwater": 3.0}
+
+
+@pytest.mark.parametrize("name", list(STUDENT_BAR_DB))
+def test_default_attacker_learns_past_the_input(name):
+    """A valid row needs a student that learned: averaged over the sweep's three seeds, the
+    clean-taught student beats the input (bicubic for SR) by the bar on the real benchmark crops
+    the sweep scores on."""
     task = TASKS[name]
-    pairs = eval_pairs(task, n=4, crop=192)
-    *_, last = distill(load_teacher(name).model, task, clean_twin(ASVPConfig(layers=("dec1",))), task.attack,
-                       seed=0, every=task.attack.steps)
-    assert mean_score(last.student, pairs, task)["psnr"] >= input_scores(pairs, task)["psnr"] + 0.3
+    teacher, pairs = load_teacher(name).model, eval_pairs(task, n=4, crop=192)
+    defense = clean_twin(ASVPConfig(layers=("dec1",)))
+    gains = []
+    for seed in (0, 1, 2):
+        *_, last = distill(teacher, task, defense, task.attack, seed, every=task.attack.steps)
+        gains.append(mean_score(last.student, pairs, task)["psnr"] - input_scores(pairs, task)["psnr"])
+    assert sum(gains) / len(gains) >= STUDENT_BAR_DB[name], gains
