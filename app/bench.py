@@ -54,23 +54,26 @@ def feature_like(c: int, n: int, seed: int, blur: int = 9) -> torch.Tensor:
     return F.avg_pool2d(noise, blur, stride=1)
 
 
+def versus_svd(feat: torch.Tensor, matrices: torch.Tensor, config: ASVPConfig, repeats: int) -> dict:
+    """The op on `feat` vs a full torch.linalg.svd of the same numbers as `matrices`."""
+    fast, svd = timed(lambda: amplify(feat, config), lambda: torch.linalg.svd(matrices, full_matrices=False),
+                      repeats=repeats)
+    return {"speedup": svd / fast, "fast_ms": fast * 1e3, "svd_ms": svd * 1e3}
+
+
 def bench_channel(repeats: int = 7, config: ASVPConfig = ASVPConfig()) -> dict:
     """Channel op vs torch.linalg.svd of the same B=1, C=64, 256x256 map; error vs the float64 reference."""
     feat = feature_like(64, 256, seed=0, blur=1)
-    fast, svd = timed(lambda: amplify(feat, config),
-                      lambda: torch.linalg.svd(feat.reshape(1, 64, -1), full_matrices=False), repeats=repeats)
     err = max(rel_error(amplify(f, config), reference_amplify(f, config))
               for f in (feat, feature_like(64, 256, seed=1)))
-    return {"speedup": svd / fast, "fast_ms": fast * 1e3, "svd_ms": svd * 1e3, "rel_err": err}
+    return {**versus_svd(feat, feat.reshape(1, 64, -1), config, repeats), "rel_err": err}
 
 
 def bench_spatial(repeats: int = 7, config: ASVPConfig = ASVPConfig(layout="spatial"), blur: int = 9) -> dict:
     """Spatial op vs batched full torch.linalg.svd of C=64 maps of 64x64; error vs the reference."""
     feat = feature_like(64, 64, seed=0, blur=blur)
-    fast, svd = timed(lambda: amplify(feat, config),
-                      lambda: torch.linalg.svd(feat.reshape(64, 64, 64), full_matrices=False), repeats=repeats)
     err = rel_error(amplify(feat, config), reference_amplify(feat, config))
-    return {"speedup": svd / fast, "fast_ms": fast * 1e3, "svd_ms": svd * 1e3, "rel_err": err}
+    return {**versus_svd(feat, feat.reshape(64, 64, 64), config, repeats), "rel_err": err}
 
 
 def load_bench_teacher(source: str | None) -> tuple[torch.nn.Module, str]:

@@ -14,7 +14,6 @@ from app.asvp import ASVPConfig
 from app.distill import Attack
 
 
-
 @dataclass(frozen=True)
 class DefenseDefaults:
     """Where and how hard ASVP perturbs by default: chosen by `python -m app.experiments`

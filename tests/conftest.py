@@ -1,16 +1,14 @@
 """Tests run offline: no Hub traffic unless a test points HF_ENDPOINT at its own loopback server."""
 import os
+import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
-
-import socket  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
