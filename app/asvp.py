@@ -19,6 +19,7 @@ import math
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -287,9 +288,41 @@ class FeatureRecord:
         return {n: (spectrum(self.clean[n], lay), spectrum(self.exposed[n], lay)) for n, lay in self.layouts.items()}
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Every hookable submodule name, in definition order."""
-    return [name for name, _ in model.named_modules() if name]
+@dataclass(frozen=True)
+class FeatureMap:
+    """A layer the defense can hook: its output is a B x C x H x W map that follows the input."""
+
+    name: str
+    channels: int
+    scale: Fraction  # map side / input side: 1/2 at half resolution, 2 after a x2 upsampler
+
+
+@torch.no_grad()
+def hookable_layers(model: nn.Module, probe: torch.Tensor) -> list[FeatureMap]:
+    """The named modules whose output, in one forward of `probe` (B x 3 x H x W, H != W), is a
+    feature map: 4-D, the probe's batch, and both sides scaled from the input's by one factor.
+    That leaves out attention matrices (square, a batch of windows), channel gates (C x 1 x 1) and
+    tokens. In the order the forward reaches them."""
+    b, _, h, w = probe.shape
+    if h == w:
+        raise ValueError("the probe must not be square: a square map could not be told from the input's shape")
+    found: dict[str, FeatureMap] = {}
+
+    def seen(name):
+        def hook(_module, _inputs, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == b and name not in found:
+                scale = Fraction(out.shape[2], h)
+                if scale == Fraction(out.shape[3], w):
+                    found[name] = FeatureMap(name, out.shape[1], scale)
+        return hook
+
+    handles = [module.register_forward_hook(seen(name)) for name, module in model.named_modules() if name]
+    try:
+        model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(found.values())
 
 
 @contextmanager
@@ -303,7 +336,9 @@ def defend(model: nn.Module, config: ASVPConfig, record: FeatureRecord | None = 
     modules = dict(model.named_modules())
     unknown = [n for n in config.layers if n not in modules or not n]
     if unknown:
-        raise ValueError(f"unknown layer {', '.join(map(repr, unknown))}; available: {', '.join(layer_names(model))}")
+        parts = ", ".join(name for name, _ in model.named_children())
+        raise ValueError(f"unknown layer {', '.join(map(repr, unknown))}: the model has no such submodule "
+                         f"(its top-level parts: {parts})")
     inline = config.placement == "inline" and not config.is_identity
     if not inline and record is None:  # nothing would change and nothing is asked for
         yield None

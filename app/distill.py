@@ -38,7 +38,7 @@ class Attack:
     them sharp, as an SR attacker must, since the detail it buys is high-frequency too) with the
     pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated` and
     `leak` shape the student (see QuickStudent); each task names the attacker it expects
-    (Task.attack).
+    (app.presets).
     """
 
     kind: str = "output"

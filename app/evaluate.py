@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.benchmarks import benchmark_pairs
+from app.testsets import benchmark_pairs
 from app.hub import bundled_teachers, load_teacher
 from app.metrics import score
 from app.modelcard import write_quality

@@ -7,13 +7,15 @@ student beats the degraded input. Stage 1 screens ASVP settings against the outp
 stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
 baselines at the same served-output distortion (MSE). Everything lands in results/:
 sweep_<task>.csv, RESULTS.md, figures and defaults.json (per task, the screened setting with the
-best protection ratio: the app's defaults).
+best protection ratio: the app's defaults). A `--quick` run writes to a fresh temporary folder (or
+its `--out`), never to results/: only a full run may replace the stored sweep.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +24,14 @@ import torch
 
 from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
-from app.benchmarks import benchmark_pairs
+from app.testsets import benchmark_pairs
 from app.distill import Attack, clean_twin, distill
 from app.hub import load_teacher
 from app.metrics import score
 from app.nets import restore
+from app.presets import DefenseDefaults, attack_for
 from app.report import defaults, summarise, write_report
-from app.tasks import TASKS, DefenseDefaults
+from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # enc2 (half resolution) is cheap for the teacher, dec1 (the last stage) is costly: each is tried
@@ -136,8 +139,8 @@ def run_task(task, seeds, budget: int | None, quick: bool) -> list[dict]:
     task's own default)."""
     teacher = load_teacher(task.name).model
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
-    attack = dataclasses.replace(task.attack, steps=budget or task.attack.steps,
-                                 queries=16 if quick else task.attack.queries)
+    own = attack_for(task.name)
+    attack = dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
     sweep = Sweep(task, teacher, pairs, seeds, attack)
     rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
@@ -168,12 +171,18 @@ def main(argv=None):
     p.add_argument("--budget", type=int, default=None,
                    help="student steps, the same for every student of a task (default: the task's own)")
     p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default: {RESULTS.name}/ for a full run, a new temporary folder for --quick)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; the stored results ran with 1 (other counts round differently, and "
                         "students trained on them match only within their spread). Run tasks side by side instead")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
     args = p.parse_args(argv)
+    if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
+        p.error(f"--quick never writes {RESULTS.name}/: the stored sweep is replaced only by a full run")
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick else RESULTS
+    print(f"writing to {args.out}", flush=True)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in [] if args.report_only else args.tasks:  # one CSV per task: a task can be re-run alone

@@ -45,6 +45,7 @@ class LoadedTeacher:
     config: dict
     params: int
     origin: str  # where the weights came from, in words
+    scale: int = 1  # output side / input side
     card: str = ""  # the model card (README.md), if there is one
     warning: str = ""  # set when another source stood in for the requested one
 
@@ -193,7 +194,7 @@ def _load_folder(folder: Path, origin: str) -> LoadedTeacher:
         detail = " ".join(str(e).split())[:300]
         raise TeacherLoadError(f"the weights of {origin} do not match its {CONFIG}: {detail}") from None
     card = (folder / CARD).read_text(encoding="utf-8", errors="replace") if (folder / CARD).is_file() else ""
-    return LoadedTeacher(model.eval(), arch, config, params, origin, card)
+    return LoadedTeacher(model.eval(), arch, config, params, origin, int(getattr(model, "scale", 1)), card)
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:

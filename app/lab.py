@@ -6,35 +6,64 @@ the two students of one Distill click and ends with their metrics and a verdict.
 """
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
+import torch
+from torch import nn
 
-from app.asvp import ASVPConfig, FeatureRecord, defend
+from app import thresholds
+from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
 from app.distill import Attack, attacker_queries, clean_twin, distill
+from app.hub import LoadedTeacher, TeacherLoadError, load_teacher
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
-from app.nets import UNetTeacher, restore
-
+from app.nets import restore
+from app.tasks import TASKS, Task, get_task
 
 MIN_SIDE = 16  # smallest degraded image the teachers' two downsampling levels make sense on
 HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
+PROBE_SIZE = (24, 40)  # H x W of the probe image that finds the hookable layers (not square)
 
 
-def hookable_layers(model) -> list[str]:
-    """The named stages of a teacher, in forward order: where the defense can hook."""
-    return [name for name, _ in model.named_children()]
+@lru_cache(maxsize=None)
+def _bundled(task_name: str) -> LoadedTeacher:
+    return load_teacher(task_name)
 
 
-TEACHER_LAYERS = hookable_layers(UNetTeacher())
+@dataclass
+class SessionTeacher:
+    """One visitor's teacher: a private copy (hooks on it never touch another session's) and the
+    facts the UI shows about it."""
+
+    task: Task
+    source: str
+    loaded: LoadedTeacher
+    model: nn.Module
+    layers: list[FeatureMap]  # where the defense can hook, in forward order
+
+
+def session_teacher(task_name: str, source: str = "") -> SessionTeacher:
+    """Load (bundled teachers once per process) and copy a teacher for one session; refuse one
+    whose scale does not fit the task."""
+    task, source = get_task(task_name), (source or "").strip() or task_name
+    loaded = _bundled(source) if source in TASKS else load_teacher(source)
+    if loaded.scale != task.scale:
+        raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
+                               f"x{task.scale}: pick the matching task")
+    model = copy.deepcopy(loaded.model)
+    layers = hookable_layers(model, torch.rand(1, 3, *PROBE_SIZE, generator=torch.Generator().manual_seed(0)))
+    return SessionTeacher(task, source, loaded, model, layers)
 
 
 @dataclass
 class Scene:
-    task: object
+    task: Task
     degraded: np.ndarray
     target: np.ndarray | None
     note: str = ""
@@ -59,13 +88,32 @@ def make_scene(task, image: np.ndarray, already_degraded: bool, seed: int) -> Sc
     return scene
 
 
-def metrics(img: np.ndarray, scene: Scene) -> dict[str, float] | None:
+@dataclass(frozen=True)
+class Quality:
+    psnr: float  # dB
+    ssim: float
+
+
+def reference_quality(img: np.ndarray, scene: Scene) -> Quality | None:
     """PSNR/SSIM against the ground truth, or None when there is no reference."""
-    return None if scene.target is None else score(img, scene.target, scene.task)
+    return None if scene.target is None else Quality(**score(img, scene.target, scene.task))
 
 
-def caption(name: str, m: dict[str, float] | None) -> str:
-    return f"{name}: no reference" if m is None else f"{name}: {m['psnr']:.2f} dB / SSIM {m['ssim']:.4f}"
+@dataclass(frozen=True)
+class TeacherScores:
+    """The instant view's numbers (None where the scene has no ground truth)."""
+
+    input: Quality | None
+    teacher: Quality | None
+    defended_teacher: Quality | None
+
+
+@dataclass(frozen=True)
+class DuelScores(TeacherScores):
+    """A Distill click's numbers: the teachers', plus both students'."""
+
+    clean_student: Quality | None = None
+    defended_student: Quality | None = None
 
 
 @dataclass
@@ -80,7 +128,7 @@ class Look:
     spectra: tuple[np.ndarray, np.ndarray]
     freqs: np.ndarray
     power: np.ndarray
-    scores: dict[str, dict | None]
+    scores: TeacherScores
 
 
 def answers(teacher, scene: Scene, defense: ASVPConfig, record: FeatureRecord | None = None):
@@ -96,9 +144,9 @@ def baseline(scene: Scene) -> np.ndarray:
     return scene.task.input_baseline(scene.degraded, (h * scene.task.scale, w * scene.task.scale))
 
 
-def teacher_scores(scene: Scene, clean: np.ndarray, defended: np.ndarray) -> dict[str, dict | None]:
-    return {"input": metrics(baseline(scene), scene), "teacher": metrics(clean, scene),
-            "teacher + ASVP": metrics(defended, scene)}
+def teacher_scores(scene: Scene, clean: np.ndarray, defended: np.ndarray) -> TeacherScores:
+    return TeacherScores(reference_quality(baseline(scene), scene), reference_quality(clean, scene),
+                         reference_quality(defended, scene))
 
 
 def look(teacher, scene: Scene, defense: ASVPConfig) -> Look:
@@ -114,45 +162,52 @@ def look(teacher, scene: Scene, defense: ASVPConfig) -> Look:
 def teacher_cost(teacher, scene: Scene, defense: ASVPConfig) -> tuple[float, float]:
     """(teacher dPSNR against the ground truth, high-frequency share of the perturbation)."""
     clean, defended = answers(teacher, scene, defense)
-    d = metrics(defended, scene)["psnr"] - metrics(clean, scene)["psnr"] if scene.target is not None else float("nan")
+    d = (reference_quality(defended, scene).psnr - reference_quality(clean, scene).psnr
+         if scene.target is not None else float("nan"))
     return d, high_frequency_share(defended - clean)
 
 
 @dataclass
 class DuelUpdate:
-    """One step of a Distill click; `students`, `rows` and `verdict` are set on the last one."""
+    """One step of a Distill click; `students`, `scores` and `verdict` are set on the last one."""
 
     step: int
     total: int
     history: dict[str, list[tuple[int, float]]]
     students: tuple[np.ndarray, np.ndarray] | None = None
-    rows: list[list] | None = None
-    verdict: str = ""
+    scores: DuelScores | None = None
+    verdict: Verdict | None = None
 
 
-def verdict(rows: dict[str, dict | None]) -> str:
-    """The protection verdict in words, refusing to judge when the clean-taught student learned nothing."""
-    inp, t, td, s, sd = (rows[k] for k in ("input", "teacher", "teacher + ASVP", "student (clean teacher)",
-                                           "student (defended teacher)"))
-    if s is None:
-        return "No ground truth for this image, so no verdict: compare the students by eye."
-    if s["psnr"] <= inp["psnr"]:
-        return ("The undefended student did not learn (it does not beat the degraded input): no verdict. "
-                "Raise the student budget.")
-    student_drop, teacher_cost = s["psnr"] - sd["psnr"], t["psnr"] - td["psnr"]
-    if abs(teacher_cost) <= 0.01:
-        cost = "The teacher's PSNR did not change."
+OUTCOMES = ("no reference", "not learned", "costly", "protects", "weak", "none")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The lab's judgement of one Distill click, with the numbers it rests on (dB; drops and
+    costs are positive when the defended side is worse)."""
+
+    outcome: str  # one of OUTCOMES
+    student_drop: float = float("nan")
+    teacher_cost: float = float("nan")
+    teacher_ssim_change: float = float("nan")  # defended - clean
+
+
+def verdict(s: DuelScores) -> Verdict:
+    """Judge a pair of students, refusing to when the clean-taught student learned nothing: a drop
+    counts as protection only when the teacher did not pay for it (app.thresholds)."""
+    if s.clean_student is None:
+        return Verdict("no reference")
+    if s.clean_student.psnr <= s.input.psnr:
+        return Verdict("not learned")
+    drop, cost = s.clean_student.psnr - s.defended_student.psnr, s.teacher.psnr - s.defended_teacher.psnr
+    ssim_change = s.defended_teacher.ssim - s.teacher.ssim
+    if drop >= thresholds.PROTECTS_DB:
+        costly = cost >= thresholds.DAMAGES_PSNR_DB or -ssim_change >= thresholds.DAMAGES_SSIM
+        outcome = "costly" if costly else "protects"
     else:
-        cost = (f"The teacher's PSNR {'fell' if teacher_cost > 0 else 'rose'} by {abs(teacher_cost):.2f} dB "
-                f"and its SSIM changed by {td['ssim'] - t['ssim']:+.4f}.")
-    if student_drop >= 1.0 and (teacher_cost >= 0.5 or t["ssim"] - td["ssim"] >= 0.02):
-        return (f"The defended-taught student lost {student_drop:.2f} dB, but at a price: {cost} "
-                "The defense damages the output it is meant to protect.")
-    if student_drop >= 1.0:
-        return f"ASVP protects here: the defended-taught student lost {student_drop:.2f} dB. {cost}"
-    if student_drop >= 0.2:
-        return f"Weak protection: the defended-taught student lost only {student_drop:.2f} dB. {cost}"
-    return f"No protection: the defended-taught student is as good ({-student_drop:+.2f} dB). {cost}"
+        outcome = "weak" if drop >= thresholds.WEAK_DB else "none"
+    return Verdict(outcome, drop, cost, ssim_change)
 
 
 def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
@@ -184,14 +239,7 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
             history["defended-taught"].append((defended.step, defended.loss))
         yield DuelUpdate(clean.step, clean.total, history)
     students = restore(clean.student, scene.degraded), restore(defended.student, scene.degraded)
-    scores = teacher_scores(scene, *answers(teacher, scene, defense))
-    scores["student (clean teacher)"] = metrics(students[0], scene)
-    scores["student (defended teacher)"] = metrics(students[1], scene)
-    twins = {"teacher + ASVP": "teacher", "student (defended teacher)": "student (clean teacher)"}
-    rows = []
-    for name, m in scores.items():
-        base = scores.get(twins.get(name, ""))
-        delta = f"{m['psnr'] - base['psnr']:+.2f} dB / {m['ssim'] - base['ssim']:+.4f}" if m and base else ""
-        rows.append([name, "no reference" if m is None else f"{m['psnr']:.2f}",
-                     "no reference" if m is None else f"{m['ssim']:.4f}", delta])
-    yield DuelUpdate(clean.total, clean.total, history, students, rows, verdict(scores))
+    teachers = teacher_scores(scene, *answers(teacher, scene, defense))
+    scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
+                        reference_quality(students[0], scene), reference_quality(students[1], scene))
+    yield DuelUpdate(clean.total, clean.total, history, students, scores, verdict(scores))

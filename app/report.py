@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from app.thresholds import (DEFAULT_MAX_PSNR_LOSS_DB, DEFAULT_MAX_SSIM_LOSS, HEADLINE, NEGLIGIBLE_PSNR_DB,
+                            NEGLIGIBLE_SSIM, PAPER_STUDENT_DROP_DB, negligible, reaches_headline)
+
 SETTING = ["task", "stage", "family", "attack", "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
-# the most a default setting may cost the served output: dB of PSNR, and SSIM
-DEFAULT_MAX_PSNR_LOSS, DEFAULT_MAX_SSIM_LOSS = 1.0, 0.02
-NEGLIGIBLE_PSNR, NEGLIGIBLE_SSIM = 0.1, 0.01  # a teacher cost within both counts as negligible
-HEADLINE = (f"student -4 dB PSNR and SSIM -60..75 % at a negligible teacher cost (<= {NEGLIGIBLE_PSNR} dB PSNR "
-            f"and <= {NEGLIGIBLE_SSIM} SSIM)")
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,16 +56,16 @@ def verdict(s: pd.DataFrame) -> str:
     valid = s[s.learned & (s.family == "asvp")]
     if valid.empty:
         return "No verdict: the clean-taught student did not beat the degraded input."
-    cheap = valid[(valid.t_dpsnr >= -NEGLIGIBLE_PSNR) & (valid.t_dssim >= -NEGLIGIBLE_SSIM)]
+    cheap = valid[negligible(valid.t_dpsnr, valid.t_dssim)]
     parts = []
     for attack, grp in valid.groupby("attack", sort=False):
         c = cheap[cheap.attack == attack]
         if c.empty:
-            parts.append(f"{attack} KD: no setting keeps the teacher within {NEGLIGIBLE_PSNR} dB and "
+            parts.append(f"{attack} KD: no setting keeps the teacher within {NEGLIGIBLE_PSNR_DB} dB and "
                          f"{NEGLIGIBLE_SSIM} SSIM.")
             continue
         b = c.loc[c.s_dpsnr.idxmin()]
-        hit = b.s_dpsnr <= -4 and b.ssim_drop_pct >= 60
+        hit = reaches_headline(b.s_dpsnr, b.ssim_drop_pct)
         noise = " (within seed noise: |mean| < std)" if abs(b.s_dpsnr) < (b.s_dpsnr_std or 0) else ""
         parts.append(f"{attack} KD: best student change at a negligible teacher cost is {b.s_dpsnr:+.2f} ± "
                      f"{b.s_dpsnr_std:.2f} dB{noise}, SSIM {-b.ssim_drop_pct:+.1f} % ({describe(b)}): "
@@ -94,8 +92,8 @@ def figure(s: pd.DataFrame, task: str, path: Path) -> None:
     for (family, attack), grp in s.groupby(["family", "attack"], sort=False):
         ax.errorbar(grp.t_dpsnr, grp.s_dpsnr, yerr=grp.s_dpsnr_std.fillna(0), fmt="o", capsize=3,
                     label=f"{family} / {attack} KD", alpha=0.8)
-    ax.axhline(-4, color="red", ls="--", lw=0.8, label="paper: student -4 dB")
-    ax.axvline(-NEGLIGIBLE_PSNR, color="grey", ls=":", lw=0.8, label=f"teacher -{NEGLIGIBLE_PSNR} dB")
+    ax.axhline(-PAPER_STUDENT_DROP_DB, color="red", ls="--", lw=0.8, label=f"paper: student -{PAPER_STUDENT_DROP_DB:g} dB")
+    ax.axvline(-NEGLIGIBLE_PSNR_DB, color="grey", ls=":", lw=0.8, label=f"teacher -{NEGLIGIBLE_PSNR_DB} dB")
     ax.set_xlabel("teacher dPSNR (dB, defended - clean)")
     ax.set_ylabel("student dPSNR (dB, mean ± std over seeds)")
     ax.set_title(f"{task}: protection vs teacher cost")
@@ -109,14 +107,14 @@ def defaults(s: pd.DataFrame) -> dict[str, dict]:
     """Per task, the screened setting with the best protection ratio (ties: the larger student drop).
 
     Only valid settings (the clean-taught student learned) that cost the teacher at most
-    DEFAULT_MAX_PSNR_LOSS dB and DEFAULT_MAX_SSIM_LOSS SSIM compete: a default that ruins the served
+    DEFAULT_MAX_PSNR_LOSS_DB dB and DEFAULT_MAX_SSIM_LOSS SSIM compete: a default that ruins the served
     output protects nothing worth protecting. A task where every setting costs more falls back to
     its cheapest one (in PSNR).
     """
     best = {}
     for task, ts in s[s.stage == "screen"].groupby("task", sort=False):
         valid = ts[ts.learned] if ts.learned.any() else ts
-        affordable = valid[(valid.t_dpsnr >= -DEFAULT_MAX_PSNR_LOSS) & (valid.t_dssim >= -DEFAULT_MAX_SSIM_LOSS)]
+        affordable = valid[(valid.t_dpsnr >= -DEFAULT_MAX_PSNR_LOSS_DB) & (valid.t_dssim >= -DEFAULT_MAX_SSIM_LOSS)]
         if affordable.empty:
             r = valid.loc[valid.t_dpsnr.idxmax()]
         else:

@@ -1,21 +1,18 @@
 """The Gradio app: defend, distill and compare side by side. Knows app.lab, not torch internals."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import inspect
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from app import lab, plots
+from app import lab, plots, presets, thresholds
 from app.asvp import ASVPConfig
 from app.distill import ATTACKS, MAX_STEPS
-from app.hub import TeacherLoadError, load_teacher
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
 from app.tasks import TASKS, get_task
@@ -40,33 +37,6 @@ class UploadPath(gr.Image):
             return super().preprocess(payload)
         except Exception:  # noqa: BLE001 - any decoding failure is reported by read_image
             return payload.path if payload is not None else None
-
-
-@lru_cache(maxsize=None)
-def _bundled(task_name: str):
-    return load_teacher(task_name)
-
-
-def session_teacher(task_name: str, source: str):
-    """A teacher for this session only: hooks on one visitor's copy never touch another's."""
-    source = (source or "").strip() or task_name
-    loaded = _bundled(source) if source in TASKS else load_teacher(source)
-    if getattr(loaded.model, "scale", 1) != get_task(task_name).scale:
-        raise TeacherLoadError(f"this teacher upscales x{loaded.model.scale}, but task {task_name} needs "
-                               f"x{get_task(task_name).scale}: pick the matching task")
-    return {"task": task_name, "source": source, "loaded": loaded, "model": copy.deepcopy(loaded.model)}
-
-
-def teacher_facts(state) -> str:
-    loaded = state["loaded"]
-    lines = [f"**{loaded.architecture}**, {loaded.params:,} parameters — {loaded.origin}"]
-    if loaded.warning:
-        lines.append(f"⚠️ {loaded.warning}")
-    return "\n\n".join(lines + [loaded.quality])
-
-
-def ensure_teacher(state, task_name: str):
-    return state if state and state["task"] == task_name else session_teacher(task_name, task_name)
 
 
 def defense_from(k, a, layer, layout, adaptive, tau, placement) -> ASVPConfig:
@@ -109,66 +79,58 @@ def read_image(path):
         raise gr.Error(f"Could not read the image ({type(e).__name__}): upload a PNG, JPEG or WebP photo.") from None
 
 
-@user_errors
-def on_load(task, source):
-    state = session_teacher(task, source)
-    if state["loaded"].warning:
-        gr.Warning(state["loaded"].warning)
-    d = get_task(task).defaults
-    layers = lab.hookable_layers(state["model"])
-    return (state, teacher_facts(state), gr.Dropdown(choices=layers, value=d.layer if d.layer in layers else layers[0]),
-            d.k, d.a, d.layout, d.placement, get_task(task).attack.steps)
+def layer_choices(layers) -> list[tuple[str, str]]:
+    """Dropdown entries: each hookable layer with its map's shape relative to the input (H x W)."""
+    def side(scale, n):
+        return n if scale == 1 else f"{scale.numerator}{n}" if scale > 1 else f"{n}/{scale.denominator}"
+
+    return [(f"{f.name} · {f.channels} x {side(f.scale, 'H')} x {side(f.scale, 'W')}", f.name) for f in layers]
 
 
-@user_errors
-def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
-    state = ensure_teacher(state, task)
-    defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-    scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
-    view = lab.look(state["model"], scene, defense)
-    s = view.scores
-    gt = None if scene.target is None else to_uint8(scene.target)
-    return (state, scene, scene.note,
-            gr.Image(to_uint8(view.baseline), label=lab.caption("input", s["input"])),
-            gr.Image(gt, label="ground truth" if gt is not None else "ground truth: none (degraded upload)"),
-            gr.Image(to_uint8(view.clean), label=lab.caption("teacher", s["teacher"])),
-            gr.Image(to_uint8(view.defended), label=lab.caption("teacher + ASVP", s["teacher + ASVP"])),
-            plots.spectra_figure(*view.spectra, defense.k, layer),
-            gr.Image(to_uint8(view.perturbation), label=f"perturbation (x{1 / max(view.span, 1e-6):.0f}, grey = 0)"),
-            plots.frequency_figure(view.freqs, view.power))
+def teacher_facts(teacher: lab.SessionTeacher, preset: presets.Preset) -> str:
+    loaded = teacher.loaded
+    lines = [f"**{loaded.architecture}**, {loaded.params:,} parameters, x{loaded.scale} — {loaded.origin}"]
+    if loaded.warning:
+        lines.append(f"⚠️ {loaded.warning}")
+    lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
+    return "\n\n".join(lines + [loaded.quality])
 
 
-@user_errors
-def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
-               progress=gr.Progress()):
-    if scene is None:
-        raise gr.Error("Pick an image first: the students are scored on it.")
-    defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-    attack = dataclasses.replace(scene.task.attack, kind=attacker, steps=int(budget))
-    for update in lab.duel(state["model"], scene, defense, attack, int(seed)):
-        progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
-        if update.students is None:
-            yield plots.loss_figure(update.history), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        else:
-            yield (plots.loss_figure(update.history), gr.Image(to_uint8(update.students[0])),
-                   gr.Image(to_uint8(update.students[1])),
-                   pd.DataFrame(update.rows, columns=["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]),
-                   f"**Verdict.** {update.verdict}")
+def caption(name: str, q: lab.Quality | None) -> str:
+    return f"{name}: no reference" if q is None else f"{name}: {q.psnr:.2f} dB / SSIM {q.ssim:.4f}"
 
 
-@user_errors
-def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
-    if scene is None:
-        raise gr.Error("Pick an image first.")
-    points = [lab.teacher_cost(state["model"], scene, defense_from(k, a, layer, layout, adaptive, tau, placement))
-              for a in SWEEP_A]
-    return plots.sweep_figure(SWEEP_A, [p[0] for p in points], [p[1] for p in points])
+def score_rows(s: lab.DuelScores) -> list[list[str]]:
+    """The Distill table: PSNR, SSIM and the change against each row's undefended twin."""
+    rows = []
+    for name, q, twin in (("input", s.input, None), ("teacher", s.teacher, None),
+                          ("teacher + ASVP", s.defended_teacher, s.teacher),
+                          ("student (clean teacher)", s.clean_student, None),
+                          ("student (defended teacher)", s.defended_student, s.clean_student)):
+        delta = f"{q.psnr - twin.psnr:+.2f} dB / {q.ssim - twin.ssim:+.4f}" if q and twin else ""
+        rows.append([name, "no reference" if q is None else f"{q.psnr:.2f}",
+                     "no reference" if q is None else f"{q.ssim:.4f}", delta])
+    return rows
 
 
-def example_view(image, task):
-    """What an example shows at the task's defaults: cached by Gradio, so a click answers at once."""
-    d = get_task(task).defaults
-    return on_look(None, task, image, False, 0, d.k, d.a, d.layer, d.layout, False, 0.9, d.placement)[2:]
+def verdict_text(v: lab.Verdict) -> str:
+    """The lab's verdict in words."""
+    if v.outcome == "no reference":
+        return "No ground truth for this image, so no verdict: compare the students by eye."
+    if v.outcome == "not learned":
+        return ("The undefended student did not learn (it does not beat the degraded input): no verdict. "
+                "Raise the student budget.")
+    if abs(v.teacher_cost) <= thresholds.UNCHANGED_DB:
+        cost = "The teacher's PSNR did not change."
+    else:
+        cost = (f"The teacher's PSNR {'fell' if v.teacher_cost > 0 else 'rose'} by {abs(v.teacher_cost):.2f} dB "
+                f"and its SSIM changed by {v.teacher_ssim_change:+.4f}.")
+    return {"costly": f"The defended-taught student lost {v.student_drop:.2f} dB, but at a price: {cost} "
+                      "The defense damages the output it is meant to protect.",
+            "protects": f"ASVP protects here: the defended-taught student lost {v.student_drop:.2f} dB. {cost}",
+            "weak": f"Weak protection: the defended-taught student lost only {v.student_drop:.2f} dB. {cost}",
+            "none": f"No protection: the defended-taught student is as good ({-v.student_drop:+.2f} dB). {cost}",
+            }[v.outcome]
 
 
 def tradeoff_view(task):
@@ -182,7 +144,8 @@ def tradeoff_view(task):
 
 def build_demo() -> gr.Blocks:
     first = "dehaze"
-    d = get_task(first).defaults
+    start = presets.preset(first)
+    d = start.defense
     with gr.Blocks(title="ASVP Lab") as demo:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
@@ -194,6 +157,33 @@ def build_demo() -> gr.Blocks:
         defended = gr.Image(label="teacher + ASVP", render=False)
         spectra, freq = gr.Plot(label="spectra", render=False), gr.Plot(label="frequency content", render=False)
         pert = gr.Image(label="perturbation", render=False)
+        views = [note, inp, gt, clean, defended, spectra, pert, freq]
+
+        # handler parameters are named as the HTTP API shows them, even where they shadow a component
+        @user_errors
+        def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
+            session = state if state and state.task.name == task else lab.session_teacher(task)
+            defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
+            view_scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
+            view = lab.look(session.model, view_scene, defense)
+            s = view.scores
+            truth = None if view_scene.target is None else to_uint8(view_scene.target)
+            return {teacher: session, scene: view_scene, note: view_scene.note,
+                    inp: gr.Image(to_uint8(view.baseline), label=caption("input", s.input)),
+                    gt: gr.Image(truth, label="ground truth" if truth is not None else "ground truth: none (degraded upload)"),
+                    clean: gr.Image(to_uint8(view.clean), label=caption("teacher", s.teacher)),
+                    defended: gr.Image(to_uint8(view.defended), label=caption("teacher + ASVP", s.defended_teacher)),
+                    spectra: plots.spectra_figure(*view.spectra, defense.k, layer),
+                    pert: gr.Image(to_uint8(view.perturbation),
+                                   label=f"perturbation (x{1 / max(view.span, 1e-6):.0f}, grey = 0)"),
+                    freq: plots.frequency_figure(view.freqs, view.power)}
+
+        def example_view(image_path, task_name):
+            """What an example shows at the task's defaults: cached by Gradio, so a click answers at once."""
+            d = presets.preset(task_name).defense
+            shown = on_look(None, task_name, image_path, False, 0, d.k, d.a, d.layer, d.layout, False, 0.9, d.placement)
+            return {view: shown[view] for view in views}
+
         with gr.Tab("Lab"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
@@ -201,17 +191,18 @@ def build_demo() -> gr.Blocks:
                     source = gr.Textbox(value=first, label="Teacher source",
                                         info="a bundled task name, or a Hub repo id such as owner/name")
                     load_btn = gr.Button("Load teacher")
-                    image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None, label=f"Image (downscaled to {MAX_SIDE} px)",
-                                     sources=["upload", "clipboard"])
+                    image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
+                                       label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"])
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
-                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=[note, inp, gt, clean, defended, spectra, pert, freq],
-                                fn=example_view, label="CC0 examples (clean: the task degrades them)",
+                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
+                                label="CC0 examples (clean: the task degrades them)",
                                 cache_examples=True, cache_mode="lazy")
                     seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
                     with gr.Accordion("Defense (ASVP)", open=True):
                         k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
                         a = gr.Slider(1.0, 10.0, value=d.a, step=0.05, label="a: amplification")
-                        layer = gr.Dropdown(lab.TEACHER_LAYERS, value=d.layer, label="Hooked layer")
+                        layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer", allow_custom_value=True,
+                                            info="the teacher's feature maps: channels x height x width")
                         layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
                                           info="channel: C x HW matrix per image; spatial: each channel's H x W map")
                         adaptive = gr.Checkbox(False, label="Adaptive k (energy threshold tau)")
@@ -220,7 +211,7 @@ def build_demo() -> gr.Blocks:
                                              info="inline: served output changes; exposed: only features handed out")
                     with gr.Accordion("Attacker", open=True):
                         attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
-                        budget = gr.Slider(10, MAX_STEPS, value=get_task(first).attack.steps, step=10,
+                        budget = gr.Slider(10, MAX_STEPS, value=start.attack.steps, step=10,
                                            label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
                 with gr.Column(scale=3):
@@ -251,8 +242,47 @@ def build_demo() -> gr.Blocks:
                         "teacher cost and student change against the ground truth):\n\n" + measured_verdicts(RESULTS))
 
         controls = [k, a, layer, layout, adaptive, tau, placement]
+
+        @user_errors
+        def on_load(task, source):
+            session = lab.session_teacher(task, source)
+            if session.loaded.warning:
+                gr.Warning(session.loaded.warning)
+            start = presets.preset(task)
+            names, d = [f.name for f in session.layers], start.defense
+            return {teacher: session, facts: teacher_facts(session, start),
+                    layer: gr.Dropdown(choices=layer_choices(session.layers),
+                                       value=d.layer if d.layer in names else names[-1]),
+                    k: d.k, a: d.a, layout: d.layout, placement: d.placement, budget: start.attack.steps}
+
+        @user_errors
+        def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
+                       progress=gr.Progress()):
+            if scene is None:
+                raise gr.Error("Pick an image first: the students are scored on it.")
+            defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
+            attack = dataclasses.replace(presets.attack_for(scene.task.name), kind=attacker, steps=int(budget))
+            for update in lab.duel(state.model, scene, defense, attack, int(seed)):
+                progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
+                shown = {loss: plots.loss_figure(update.history)}
+                if update.students is not None:
+                    shown.update({s_clean: gr.Image(to_uint8(update.students[0])),
+                                  s_def: gr.Image(to_uint8(update.students[1])),
+                                  table: pd.DataFrame(score_rows(update.scores),
+                                                      columns=["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]),
+                                  verdict: f"**Verdict.** {verdict_text(update.verdict)}"})
+                yield shown
+
+        @user_errors
+        def on_sweep(state, scene, k, layer, layout, adaptive, tau, placement):
+            if scene is None:
+                raise gr.Error("Pick an image first.")
+            points = [lab.teacher_cost(state.model, scene, defense_from(k, a, layer, layout, adaptive, tau, placement))
+                      for a in SWEEP_A]
+            return plots.sweep_figure(SWEEP_A, [p[0] for p in points], [p[1] for p in points])
+
         look_in = [teacher, task, image, already, seed, *controls]
-        look_out = [teacher, scene, note, inp, gt, clean, defended, spectra, pert, freq]
+        look_out = [teacher, scene, *views]
         load_out = [teacher, facts, layer, k, a, layout, placement, budget]
         private = dict(api_visibility="private")
         load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(

@@ -1,6 +1,13 @@
-"""Tests run offline: no Hub traffic unless a test points HF_ENDPOINT at its own loopback server."""
+"""Shared fixtures and constants. Tests run offline: no Hub traffic unless a test points
+HF_ENDPOINT at its own loopback server.
+
+Markers (declared in pytest.ini): `browser` drives Debian's chromium, `benchmarks` reads the real
+benchmark pairs and skips, with the reason, where they are absent (CI has them, so runs all),
+`slow` takes more than about 20 s on 2 cores. `pytest -m "not browser and not slow"` is the quick loop.
+"""
 import os
 import socket
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -8,7 +15,21 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from app.testsets import BENCHMARKS  # noqa: E402
+
 torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parent.parent
+COFFEE = ROOT / "assets" / "coffee.png"
+
+
+def pytest_collection_modifyitems(config, items):
+    if BENCHMARKS.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"benchmark pairs not found at {BENCHMARKS}: set ASVP_BENCHMARKS")
+    for item in items:
+        if "benchmarks" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +44,10 @@ def app_url():
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

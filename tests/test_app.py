@@ -4,24 +4,19 @@ import re
 from pathlib import Path
 
 import pytest
-from gradio_client import Client, handle_file
+from conftest import COFFEE
+from gradio_client import handle_file
 
 from app import lab
 from app.hub import load_teacher
 from app.images import load_rgb
+from app.presets import preset
 from app.tasks import TASKS
-
-ROOT = Path(__file__).resolve().parent.parent
-COFFEE = ROOT / "assets" / "coffee.png"
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    return Client(app_url, verbose=False)
+from app.ui import score_rows, verdict_text
 
 
 def settings(task):
-    d = TASKS[task].defaults
+    d = preset(task).defense
     return dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=False, tau=0.9, placement=d.placement)
 
 
@@ -39,10 +34,10 @@ def test_look_matches_the_library(client, task):
         assert Path(img["value"]).is_file()
     assert spectra["type"] == "plotly" and freq["type"] == "plotly"
     scene = lab.make_scene(TASKS[task], load_rgb(COFFEE), False, 0)
-    view = lab.look(load_teacher(task).model, scene, TASKS[task].defaults.config)
-    assert label_psnr(clean) == pytest.approx(view.scores["teacher"]["psnr"], abs=0.006)
-    assert label_psnr(defended) == pytest.approx(view.scores["teacher + ASVP"]["psnr"], abs=0.006)
-    assert label_psnr(inp) == pytest.approx(view.scores["input"]["psnr"], abs=0.006)
+    view = lab.look(load_teacher(task).model, scene, preset(task).defense.config)
+    assert label_psnr(clean) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
+    assert label_psnr(defended) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
+    assert label_psnr(inp) == pytest.approx(view.scores.input.psnr, abs=0.006)
 
 
 def test_degraded_upload_has_no_reference(client):
@@ -60,10 +55,11 @@ def test_distill_streams_and_matches_the_library(client):
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
     assert verdict.startswith("**Verdict.**")
     scene = lab.make_scene(TASKS["derain"], load_rgb(COFFEE), False, 1)
-    *_, last = lab.duel(load_teacher("derain").model, scene, TASKS["derain"].defaults.config,
-                        dataclasses.replace(TASKS["derain"].attack, steps=20), 1)
-    assert table["data"] == last.rows
-    assert verdict == f"**Verdict.** {last.verdict}"
+    start = preset("derain")
+    *_, last = lab.duel(load_teacher("derain").model, scene, start.defense.config,
+                        dataclasses.replace(start.attack, steps=20), 1)
+    assert table["data"] == score_rows(last.scores)
+    assert verdict == f"**Verdict.** {verdict_text(last.verdict)}"
 
 
 def test_sweep_over_a(client):
@@ -82,6 +78,8 @@ def test_bad_teacher_source_is_a_clear_error(client):
 @pytest.mark.parametrize("task", ["sr_x4", "dehaze"])
 def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
     _facts, layer, k, a, layout, placement, budget = client.predict(task=task, source=task, api_name="/load_teacher")
-    d = TASKS[task].defaults
+    d = preset(task).defense
     assert (layer["value"], k, a, layout, placement) == (d.layer, d.k, d.a, d.layout, d.placement)
-    assert budget == TASKS[task].attack.steps
+    assert budget == preset(task).attack.steps
+    offered = [value for _label, value in layer["choices"]]
+    assert d.layer in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates

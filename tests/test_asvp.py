@@ -1,13 +1,14 @@
 """The spectral op against its full-SVD reference, its identities and edge cases, and hooks that
 leave no trace on the model."""
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.asvp import ASVPConfig, FeatureRecord, amplify, defend, reference_amplify, spectrum
+from app.asvp import ASVPConfig, FeatureRecord, amplify, defend, hookable_layers, reference_amplify, spectrum
 from app.nets import UNetTeacher
 
 BUDGET = {"channel": 1e-4, "spatial": 1e-3}  # DESIGN.md section 5
@@ -270,7 +271,7 @@ def test_recording_an_undefended_teacher(teacher):
 
 
 def test_any_module_and_clear_errors(teacher):
-    with pytest.raises(ValueError, match="unknown layer 'nope'.*enc1.*dec1"):
+    with pytest.raises(ValueError, match="unknown layer 'nope': the model has no such submodule.*enc1.*dec1"):
         with defend(teacher, ASVPConfig(layers=("nope",))):
             pass
     net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Flatten(), nn.Identity())
@@ -299,3 +300,41 @@ def test_spectrum_of_the_first_image():
     torch.testing.assert_close(torch.as_tensor(spectrum(f, "channel")), torch.tensor(s), rtol=1e-4, atol=1e-4)
     assert math.isclose(float(spectrum(f * 0, "spatial")[0]), 0.0)
 
+
+
+# ---- where the defense can hook --------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_hookable_layers_are_the_feature_maps_in_forward_order(scale):
+    torch.manual_seed(0)
+    net = UNetTeacher(width=8, scale=scale).eval()
+    layers = {f.name: f for f in hookable_layers(net, torch.rand(1, 3, 12, 20))}
+    names = list(layers)
+    assert names.index("head") < names.index("enc2") < names.index("mid") < names.index("dec1") < names.index("tail")
+    assert (layers["enc2"].channels, layers["enc2"].scale) == (16, Fraction(1, 2))
+    assert (layers["mid"].channels, layers["mid"].scale) == (32, Fraction(1, 4))
+    assert layers["tail"].scale == scale
+    assert not [n for n in names if n.endswith(("fc1", "fc2"))]  # channel-attention gates are C x 1 x 1
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_attention_matrices_and_tokens_are_not_feature_maps():
+    class Attention(nn.Module):
+        """A window-attention step: square (1 x windows x N x N) scores, then tokens."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 4, 3, padding=1)
+            self.softmax = nn.Softmax(-1)
+            self.tokens = nn.Flatten(2)
+
+        def forward(self, x):
+            f = self.embed(x)
+            windows = f.unfold(2, 4, 4).unfold(3, 4, 4).reshape(-1, 4, 16)  # (B * windows) x C x 16
+            self.softmax((windows.mT @ windows)[None])  # 4-D, batch 1, but square: not a feature map
+            return self.tokens(f)
+
+    layers = hookable_layers(Attention(), torch.rand(1, 3, 8, 12))
+    assert [f.name for f in layers] == ["embed"]
+    with pytest.raises(ValueError, match="not be square"):
+        hookable_layers(Attention(), torch.rand(1, 3, 8, 8))

@@ -1,10 +1,12 @@
 """A real browser (Debian's chromium via Playwright) uses the app as a person would."""
 import re
-from pathlib import Path
 
+import pytest
+from conftest import ROOT
 from playwright.sync_api import expect, sync_playwright
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

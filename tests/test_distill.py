@@ -8,6 +8,7 @@ from app.asvp import ASVPConfig
 from app.distill import Attack, clean_twin, distill, gaussian_lowpass, pixel_loss
 from app.experiments import eval_pairs, input_scores, mean_score
 from app.hub import load_teacher
+from app.presets import attack_for
 from app.tasks import TASKS
 
 SMALL = dict(steps=6, queries=12, batch=4, patch=32)
@@ -82,16 +83,18 @@ def test_bad_attacks_are_refused(bad):
 STUDENT_BAR_DB = {name: 0.3 if task.scale > 1 else 3.0 for name, task in TASKS.items()}
 
 
+@pytest.mark.benchmarks
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(STUDENT_BAR_DB))
 def test_default_attacker_learns_past_the_input(name):
     """A valid row needs a student that learned: averaged over the sweep's three seeds, the
     clean-taught student beats the input (bicubic for SR) by the bar on the real benchmark crops
     the sweep scores on."""
-    task = TASKS[name]
+    task, attack = TASKS[name], attack_for(name)
     teacher, pairs = load_teacher(name).model, eval_pairs(task, n=4, crop=192)
     defense, baseline = clean_twin(ASVPConfig(layers=("dec1",))), input_scores(pairs, task)["psnr"]
     gains = []
     for seed in (0, 1, 2):
-        *_, last = distill(teacher, task, defense, task.attack, seed, every=task.attack.steps)
+        *_, last = distill(teacher, task, defense, attack, seed, every=attack.steps)
         gains.append(mean_score(last.student, pairs, task)["psnr"] - baseline)
     assert sum(gains) / len(gains) >= STUDENT_BAR_DB[name], gains

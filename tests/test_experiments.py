@@ -1,26 +1,54 @@
-"""The quick sweep runs end to end and writes every artefact the report promises."""
+"""The quick sweep runs end to end, writes every artefact the report promises, and never touches
+the stored results."""
 import csv
 import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
+from conftest import ROOT
 
 from app.experiments import main
 from app.report import defaults
 
 
-def test_quick_sweep_end_to_end(tmp_path):
-    main(["--tasks", "sr_x4", "--quick", "--budget", "5", "--seeds", "0", "1", "2", "--threads", "2",
-          "--out", str(tmp_path)])
-    rows = list(csv.DictReader(open(tmp_path / "sweep_sr_x4.csv")))
+def git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.benchmarks
+@pytest.mark.slow
+def test_quick_sweep_end_to_end_leaves_the_stored_results_alone(request):
+    before = git_status()
+    run = subprocess.run([sys.executable, "-m", "app.experiments", "--tasks", "sr_x4", "--quick", "--budget", "5",
+                          "--seeds", "0", "1", "2", "--threads", "2"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert git_status() == before  # nothing under results/ (or anywhere else in the checkout) changed
+    out = Path(re.search(r"writing to (\S+)", run.stdout).group(1))
+    assert ROOT not in out.resolve().parents
+    request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
+    rows = list(csv.DictReader(open(out / "sweep_sr_x4.csv")))
     stages = {r["stage"] for r in rows}
     assert stages == {"screen", "attackers", "baselines"}
     assert {r["seed"] for r in rows} == {"0", "1", "2"}
     assert {r["family"] for r in rows} >= {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
-    report = (tmp_path / "RESULTS.md").read_text()
+    report = (out / "RESULTS.md").read_text()
     assert "## sr_x4" in report and "**Verdict.**" in report and "tradeoff_sr_x4.png" in report
-    assert (tmp_path / "tradeoff_sr_x4.png").stat().st_size > 5000
-    defaults = json.loads((tmp_path / "defaults.json").read_text())["sr_x4"]
-    assert defaults["layout"] in ("channel", "spatial") and defaults["k"] >= 1
+    assert (out / "tradeoff_sr_x4.png").stat().st_size > 5000
+    swept = json.loads((out / "defaults.json").read_text())["sr_x4"]
+    assert swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
+
+
+def test_a_quick_run_may_not_name_the_stored_results(capsys):
+    with pytest.raises(SystemExit):
+        main(["--quick", "--out", str(ROOT / "results")])
+    assert "--quick never writes results/" in capsys.readouterr().err
 
 
 def test_defaults_take_the_best_ratio_among_affordable_valid_settings():

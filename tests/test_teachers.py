@@ -1,7 +1,6 @@
 """Every bundled teacher loads from its Hub-layout folder and restores better than its input."""
-from pathlib import Path
-
 import pytest
+from conftest import COFFEE
 
 from app.hub import bundled_teachers, load_teacher
 from app.images import load_rgb
@@ -9,7 +8,7 @@ from app.metrics import score
 from app.nets import restore
 from app.tasks import TASKS
 
-CLEAN = load_rgb(Path(__file__).resolve().parent.parent / "assets" / "coffee.png")[64:192, 64:192]
+CLEAN = load_rgb(COFFEE)[64:192, 64:192]
 
 
 def test_every_task_has_a_bundled_teacher_under_5_mb():

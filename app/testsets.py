@@ -1,4 +1,6 @@
-"""Read the real benchmark pairs (research licence: read in place, never copied into the project)."""
+"""The real test sets: benchmark pairs read in place (research licence: never copied into the project).
+
+Not to be confused with app.bench, the speed budgets."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,80 @@
+"""Where the app and the sweep start, per task: the defense setting and the attacker's student.
+
+The defense defaults are chosen by the last full sweep (`python -m app.experiments` writes
+results/defaults.json) and read here explicitly, when asked; without that file, or without an
+entry for the task, the built-in setting stands and `Preset.source` says so. Nothing is read at
+import time, so loading a teacher never depends on a results file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.asvp import ASVPConfig
+from app.distill import Attack
+
+SWEPT_DEFAULTS = Path(__file__).resolve().parent.parent / "results" / "defaults.json"
+
+
+@dataclass(frozen=True)
+class DefenseDefaults:
+    """One task's default defense: where and how hard ASVP perturbs."""
+
+    layer: str = "dec1"
+    layout: str = "channel"
+    k: int = 1
+    a: float = 1.5
+    tau: float | None = None
+    placement: str = "inline"
+
+    @property
+    def config(self) -> ASVPConfig:
+        return ASVPConfig(k=self.k, a=self.a, layout=self.layout, layers=(self.layer,), tau=self.tau,
+                          placement=self.placement)
+
+
+# SR students need plain convs and more steps to get past bicubic-plus-a-linear-filter; an adaptive
+# SR attacker keeps the answers sharp (a low-pass would erase what SR adds) and relies on the trim
+SR_ATTACK = Attack(steps=400, dilated=False, leak=0.1, lowpass_sigma=0.0)
+# rain streaks (up to 40 px long) and water casts need the wider view of a deeper dilated stack (31
+# px instead of 17); the derain attacker also fits with L2, since L1 treats the sparse bright streaks
+# as outliers and leaves them half-removed. Haze and low light do as well or better with 4 layers
+ATTACKS = {"sr_x2": SR_ATTACK, "sr_x4": SR_ATTACK, "underwater": Attack(depth=7),
+           "derain": Attack(depth=7, loss="l2")}
+
+
+def attack_for(task_name: str) -> Attack:
+    """The attacker a task expects (the app's Distill and the sweep's students)."""
+    return ATTACKS.get(task_name, Attack())
+
+
+@dataclass(frozen=True)
+class Preset:
+    defense: DefenseDefaults
+    attack: Attack
+    source: str  # where the defense setting comes from, in words
+
+
+def read_swept(path: Path = SWEPT_DEFAULTS) -> tuple[dict, str]:
+    """The swept defaults file as {task: fields}, and a note when it is absent or unreadable."""
+    if not path.is_file():
+        return {}, f"no {path.name} yet (run `python -m app.experiments`)"
+    try:
+        swept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return {}, f"{path.name} is unreadable ({type(e).__name__})"
+    return (swept, "") if isinstance(swept, dict) else ({}, f"{path.name} does not hold an object")
+
+
+def preset(task_name: str, path: Path = SWEPT_DEFAULTS) -> Preset:
+    """A task's defense defaults (swept, or built-in with the reason) and its attacker."""
+    swept, problem = read_swept(path)
+    fields = swept.get(task_name)
+    if isinstance(fields, dict):
+        try:
+            return Preset(DefenseDefaults(**fields), attack_for(task_name), f"swept ({path.name})")
+        except TypeError as e:
+            problem = f"{path.name} has a bad entry for {task_name} ({e})"
+    return Preset(DefenseDefaults(), attack_for(task_name),
+                  f"built-in: {problem or f'{path.name} has no entry for {task_name}'}")
