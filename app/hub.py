@@ -1,8 +1,11 @@
-"""Load a teacher from a bundled folder or a Hub repo: safetensors only, allow-listed architectures.
+"""Load a teacher from a bundled folder, a Hub repo or a local file: safetensors only.
 
-A repo id typed into the app is untrusted input. So files are size-checked before they are
-downloaded, the config is checked against the allow-list and the model is sized on the meta device
-before a byte of weights is read, and nothing is ever unpickled.
+Two layouts: ours (config.json naming an allow-listed class of app.nets, plus model.safetensors),
+and a bare checkpoint of a field architecture (SwinIR, NAFNet, ...: one .safetensors file, no
+config), which app.checkpoint reads and spandrel detects. A source typed into the app is untrusted
+input: `owner/name`, optionally `owner/name@revision` and `/file.safetensors`. Files are
+size-checked before they are downloaded, configs and checkpoint headers are checked before a byte
+of weights is read, and nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from app.checkpoint import MAX_HEADER_BYTES, TeacherLoadError, read_checkpoint
+from app.checkpoint import MAX_PARAMS as MAX_CHECKPOINT_PARAMS
 from app.modelcard import read_quality
 from app.nets import ARCHITECTURES, count_params
 from app.tasks import TASKS
@@ -32,14 +37,18 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_PARAMS = 5_000_000  # 20 MB in float32; the bundled teachers have about 0.6M
 MAX_SETTING = 256  # cap on any number in a config: even on the meta device each layer costs time to build
 MAX_BYTES = {CONFIG: 2**16, CARD: 2**20, WEIGHTS: 4 * MAX_PARAMS + 2**20}
-
-
-class TeacherLoadError(ValueError):
-    """A teacher source that cannot be used; the message is meant for the user."""
+MAX_CHECKPOINT_BYTES = 4 * MAX_CHECKPOINT_PARAMS + MAX_HEADER_BYTES + 8
+OWN_FAMILY = ("ASVP Lab (ours)", "MIT")
+CONVERT = ("To convert a checkpoint you trust, on your own machine (loading a pickle runs its code): "
+           "python -c \"import torch; from safetensors.torch import save_file; "
+           "sd = torch.load('model.pth', map_location='cpu', weights_only=True); "
+           "save_file({k: v.contiguous() for k, v in sd.get('params_ema', sd).items()}, 'model.safetensors')\"")
 
 
 @dataclass
 class LoadedTeacher:
+    """A loaded teacher and what it states about itself (like spandrel's ImageModelDescriptor)."""
+
     model: torch.nn.Module  # in eval mode
     architecture: str
     config: dict
@@ -48,6 +57,11 @@ class LoadedTeacher:
     scale: int = 1  # output side / input side
     card: str = ""  # the model card (README.md), if there is one
     warning: str = ""  # set when another source stood in for the requested one
+    family: str = OWN_FAMILY[0]
+    licence: str = OWN_FAMILY[1]
+    size_multiple: int = 1  # inputs run as they are when both sides are multiples of this...
+    size_minimum: int = 0  # ...and at least this; others are padded (and the output cropped)
+    default_layer: str = "dec1"  # regex: the last hookable layer that matches it is the default hook
 
     @property
     def quality(self) -> str:
@@ -55,7 +69,7 @@ class LoadedTeacher:
 
 
 def bundled_teachers() -> dict[str, Path]:
-    """Task name -> models/<task>/ folder, for every bundled teacher that has its weights."""
+    """Folder name (`dehaze`, `dehaze-nafnet`) -> models/<name>/, for every bundled teacher with weights."""
     return {p.parent.name: p.parent for p in sorted(MODELS.glob(f"*/{WEIGHTS}"))}
 
 
@@ -64,113 +78,177 @@ def save_teacher(model: torch.nn.Module, folder: Path) -> None:
     model.save_pretrained(folder, config={**model._hub_mixin_config, "architecture": type(model).__name__})
 
 
-def load_teacher(source: str | os.PathLike, revision: str | None = None,
+def load_teacher(source: str | os.PathLike, revision: str | None = None, filename: str | None = None,
                  fallback_task: str | None = None) -> LoadedTeacher:
-    """Load a teacher from a bundled task (`dehaze`), a Hub repo id (`owner/name`) or a local folder.
+    """Load a teacher from a bundled folder (`dehaze`, `dehaze-nafnet`), a Hub repo or a local path.
 
-    Strings name only bundled teachers (`dehaze`, or the path of models/dehaze) or Hub repos, so a
-    text box cannot read other folders; code may pass any folder as a `Path`. When the Hub cannot be
-    reached, a repo falls back to the bundled teacher of `fallback_task` or of the task its name
-    ends with (`someone/asvp-dehaze`), with `warning` saying so.
+    A Hub source is `owner/name`, with an optional `@revision` and `/file.safetensors` (or the
+    `revision` and `filename` arguments). Strings name only bundled teachers (or the path of their
+    models/ folder) or Hub repos, so a text box cannot read other files; code may pass any folder or
+    .safetensors file as a `Path`. When the Hub cannot be reached, a repo falls back to the bundled
+    teacher of `fallback_task` or of the task its name ends with (`someone/asvp-dehaze`), with
+    `warning` saying so.
     """
     if isinstance(source, os.PathLike):
-        return _load_folder(Path(source), f"local folder {source}")
+        path = Path(source)
+        if path.is_file():
+            return _load_file(path, f"local file {path.name}")
+        return _load_folder(path, f"local folder {source}")
     source, bundled = source.strip(), bundled_teachers()
     if (folder := _bundled_folder(source, bundled)) is not None:
         return _load_folder(folder, f"bundled models/{folder.name}")
     if source in TASKS:
         raise TeacherLoadError(f"there is no bundled {source} teacher yet: train it with "
                                f"`python -m app.train --task {source}`")
-    _check_repo_id(source, revision, bundled)
+    repo_id, revision, filename = parse_source(source, revision, filename, bundled)
     try:
-        folder = _download(source, revision)
+        path = _download(repo_id, revision, filename)
     except LocalEntryNotFoundError:  # offline, connection refused, Hub down, and not in the HF cache
         task = fallback_task or next((t for t in sorted(TASKS, key=len, reverse=True)
-                                      if source.lower().replace("-", "_").endswith(t)), None)
+                                      if repo_id.lower().replace("-", "_").endswith(t)), None)
         if task not in bundled:
-            raise TeacherLoadError(f"the Hub is unreachable, {source} is not in the local cache and there is "
+            raise TeacherLoadError(f"the Hub is unreachable, {repo_id} is not in the local cache and there is "
                                    "no bundled teacher to fall back to") from None
         loaded = _load_folder(bundled[task], f"bundled models/{task}")
         loaded.origin = f"Hub unreachable: fell back to bundled models/{task}"
-        loaded.warning = f"The Hub could not be reached, so {source} was replaced by the bundled {task} teacher."
+        loaded.warning = f"The Hub could not be reached, so {repo_id} was replaced by the bundled {task} teacher."
         return loaded
     except RepositoryNotFoundError:
-        raise TeacherLoadError(f"Hub repo {source} was not found (or it is private or gated)") from None
+        raise TeacherLoadError(f"Hub repo {repo_id} was not found (or it is private or gated)") from None
     except RevisionNotFoundError:
-        raise TeacherLoadError(f"Hub repo {source} has no revision {revision!r}") from None
+        raise TeacherLoadError(f"Hub repo {repo_id} has no revision {revision!r}") from None
     except HfHubHTTPError as e:
-        raise TeacherLoadError(f"the Hub answered HTTP {e.response.status_code} for {source}") from None
-    return _load_folder(folder, f"Hub repo {source} @ {folder.name}")
+        raise TeacherLoadError(f"the Hub answered HTTP {e.response.status_code} for {repo_id}") from None
+    if path.is_file():
+        return _with_card(_load_file(path, f"Hub repo {repo_id} @ {path.parent.name}, {path.name}"), path.parent)
+    return _load_folder(path, f"Hub repo {repo_id} @ {path.name}")
 
 
 def _bundled_folder(source: str, bundled: dict[str, Path]) -> Path | None:
-    """The bundled folder a string names: a task, or the path of its models/<task>/ folder."""
+    """The bundled folder a string names: its name, or the path of its models/<name>/ folder."""
     if source in bundled:
         return bundled[source]
-    if not source or ".." in source:  # keep paths plain: no walking out of and back into models/
+    if not source or ".." in source or not source.isprintable():  # plain paths only
         return None
     resolved = Path(source).resolve()
     return next((p for p in bundled.values() if p.resolve() == resolved), None)
 
 
-def _check_repo_id(repo_id: str, revision: str | None, bundled: dict[str, Path]) -> None:
-    """Refuse anything but a plain `owner/name` (or `name`): paths and traversal never reach the cache."""
+def parse_source(source: str, revision: str | None, filename: str | None,
+                 bundled: dict[str, Path]) -> tuple[str, str | None, str | None]:
+    """`owner/name[@revision][/file.safetensors]` as (repo id, revision, file name), refusing
+    anything else: paths and traversal never reach the cache."""
+    not_a_source = TeacherLoadError(
+        f"{reprlib.repr(source)} is neither a bundled teacher ({', '.join(bundled) or 'none yet'}) nor a Hub repo id "
+        "like owner/name (optionally owner/name@revision/file.safetensors)")
+    if not source.isprintable() or ".." in source or "\\" in source or Path(source).is_absolute():
+        raise not_a_source
+    owner, _, rest = source.partition("/")
+    name, _, file_part = rest.partition("/")
+    name, at, rev_part = name.partition("@")
+    repo_id = f"{owner}/{name}" if rest else owner
     try:
-        if ".." in repo_id or "\\" in repo_id or Path(repo_id).is_absolute():
-            raise HFValidationError("a path, not a repo id")
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise TeacherLoadError(f"{repo_id!r} is neither a bundled teacher ({', '.join(bundled) or 'none yet'}) "
-                               "nor a Hub repo id like owner/name") from None
-    if revision is not None and (".." in revision or revision.startswith("/") or "\\" in revision):
-        raise TeacherLoadError(f"{revision!r} is not a revision (a branch, tag or commit)")
+        raise not_a_source from None
+    if at:
+        revision = revision or rev_part
+    filename = filename or file_part or None
+    for what, value in (("revision", revision), ("file name", filename)):
+        if value is not None and (not value or not value.isprintable() or ".." in value or value.startswith("/")
+                                  or "\\" in value):
+            raise TeacherLoadError(f"{reprlib.repr(value)} is not a {what} of a Hub repo")
+    if revision is not None and not revision.strip():
+        raise TeacherLoadError("the revision is empty")
+    return repo_id, revision, filename
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
-    """Fetch config, weights and (if any) card into the HF cache; return their snapshot folder."""
+def _download(repo_id: str, revision: str | None, filename: str | None) -> Path:
+    """Fetch what a teacher needs into the HF cache: the named or the only .safetensors file of a
+    bare checkpoint (returned as a file), or config, weights and card of our layout (their folder)."""
+    origin = f"Hub repo {repo_id}"
+    if filename is None:
+        try:
+            config = _fetch(repo_id, CONFIG, revision)
+        except RemoteEntryNotFoundError:
+            filename = _choose_checkpoint(origin, _list_files(repo_id, revision))
+        else:
+            return _download_own_layout(repo_id, revision, config)
+    _refuse_pickles(origin, [filename], named=True)
+    if not filename.endswith(".safetensors"):
+        raise TeacherLoadError(f"{filename} of {origin} is not a .safetensors file")
     try:
-        config = _fetch(repo_id, CONFIG, revision)
+        weights = _fetch(repo_id, filename, revision, MAX_CHECKPOINT_BYTES)
     except RemoteEntryNotFoundError:
-        raise TeacherLoadError(f"Hub repo {repo_id} has no {CONFIG}") from None
-    try:
-        weights = _fetch(repo_id, WEIGHTS, revision)
-    except RemoteEntryNotFoundError:
-        try:  # only to say why: the listing never downloads a pickle
-            files = HfApi().list_repo_files(repo_id, revision=revision)
-        except HfHubHTTPError:
-            files = []
-        _refuse_pickles(f"Hub repo {repo_id}", files)
-        raise TeacherLoadError(f"Hub repo {repo_id} has no {WEIGHTS}") from None
+        raise TeacherLoadError(f"{origin} has no file {filename}") from None
     try:
         _fetch(repo_id, CARD, revision)
     except EntryNotFoundError:  # the card is optional, online or offline
+        pass
+    return weights
+
+
+def _download_own_layout(repo_id: str, revision: str | None, config: Path) -> Path:
+    try:
+        weights = _fetch(repo_id, WEIGHTS, revision)
+    except RemoteEntryNotFoundError:
+        _refuse_pickles(f"Hub repo {repo_id}", _list_files(repo_id, revision))
+        raise TeacherLoadError(f"Hub repo {repo_id} has no {WEIGHTS}") from None
+    try:
+        _fetch(repo_id, CARD, revision)
+    except EntryNotFoundError:
         pass
     if weights.parent != config.parent:
         raise TeacherLoadError(f"Hub repo {repo_id} changed while downloading; try again")
     return weights.parent
 
 
-def _fetch(repo_id: str, filename: str, revision: str | None) -> Path:
+def _list_files(repo_id: str, revision: str | None) -> list[str]:
+    """The repo's file names (a listing downloads nothing)."""
+    try:
+        return HfApi().list_repo_files(repo_id, revision=revision)
+    except EntryNotFoundError:
+        return []
+
+
+def _choose_checkpoint(origin: str, files: list[str]) -> str:
+    """The one .safetensors file of a repo without config.json; otherwise say what is there."""
+    candidates = [f for f in files if f.endswith(".safetensors")]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise TeacherLoadError(f"{origin} holds several checkpoints ({', '.join(sorted(candidates))}): "
+                               "name one, as owner/name/file.safetensors")
+    _refuse_pickles(origin, files)
+    raise TeacherLoadError(f"{origin} has no .safetensors checkpoint and no {CONFIG}"
+                           + (f" (it holds {', '.join(sorted(files)[:8])})" if files else ""))
+
+
+def _fetch(repo_id: str, filename: str, revision: str | None, limit: int | None = None) -> Path:
     """hf_hub_download, after a dry run has shown the file is small enough to take."""
     size = hf_hub_download(repo_id, filename, revision=revision, dry_run=True).file_size
-    _check_size(f"Hub repo {repo_id}", filename, size)
+    _check_size(f"Hub repo {repo_id}", filename, size, limit)
     return Path(hf_hub_download(repo_id, filename, revision=revision))
 
 
-def _check_size(origin: str, filename: str, size: int | None) -> None:
-    if size is None or size > MAX_BYTES[filename]:
+def _check_size(origin: str, filename: str, size: int | None, limit: int | None = None) -> None:
+    limit = limit or MAX_BYTES[filename]
+    if size is None or size > limit:
         raise TeacherLoadError(f"{filename} of {origin} is {'of unknown size' if size is None else f'{size:,} bytes'}"
-                               f"; the limit is {MAX_BYTES[filename]:,} bytes")
+                               f"; the limit is {limit:,} bytes")
 
 
-def _refuse_pickles(origin: str, files: list[str]) -> None:
+def _refuse_pickles(origin: str, files: list[str], named: bool = False) -> None:
     if pickles := [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]:
-        raise TeacherLoadError(f"{origin} has no {WEIGHTS}: only a pickle checkpoint found ({pickles[0]}); "
-                               "ASVP Lab never unpickles")
+        found = "it is a pickle checkpoint" if named else f"only a pickle checkpoint found ({', '.join(pickles)})"
+        raise TeacherLoadError(f"{origin} has no {WEIGHTS}: {found}; ASVP Lab never unpickles. {CONVERT}")
 
 
 def _load_folder(folder: Path, origin: str) -> LoadedTeacher:
-    """Check and load config.json + model.safetensors (+ README.md) from one folder."""
+    """Our layout (config.json + model.safetensors + README.md), or one bare checkpoint (+ README.md)."""
+    checkpoints = sorted(folder.glob("*.safetensors"))
+    if not (folder / CONFIG).is_file() and len(checkpoints) == 1:
+        return _with_card(_load_file(checkpoints[0], origin), folder)
     if not (folder / WEIGHTS).is_file():
         _refuse_pickles(origin, [p.name for p in folder.glob("*")])
         raise TeacherLoadError(f"{origin} has no {WEIGHTS}")
@@ -193,8 +271,29 @@ def _load_folder(folder: Path, origin: str) -> LoadedTeacher:
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
         raise TeacherLoadError(f"the weights of {origin} do not match its {CONFIG}: {detail}") from None
-    card = (folder / CARD).read_text(encoding="utf-8", errors="replace") if (folder / CARD).is_file() else ""
-    return LoadedTeacher(model.eval(), arch, config, params, origin, int(getattr(model, "scale", 1)), card)
+    return _with_card(LoadedTeacher(model.eval(), arch, config, params, origin, int(getattr(model, "scale", 1))),
+                      folder)
+
+
+def _with_card(loaded: LoadedTeacher, folder: Path) -> LoadedTeacher:
+    """Attach the model card (README.md) beside the weights, if there is one."""
+    if (folder / CARD).is_file():
+        _check_size(loaded.origin, CARD, (folder / CARD).stat().st_size)
+        loaded.card = (folder / CARD).read_text(encoding="utf-8", errors="replace")
+    return loaded
+
+
+def _load_file(path: Path, origin: str) -> LoadedTeacher:
+    """A bare checkpoint of an allowed field family (app.checkpoint does the checking)."""
+    if path.suffix.lower() != ".safetensors":
+        _refuse_pickles(origin, [path.name], named=True)
+        raise TeacherLoadError(f"{origin} is not a .safetensors file")
+    _check_size(origin, path.name, path.stat().st_size, MAX_CHECKPOINT_BYTES)
+    found = read_checkpoint(path, origin)
+    model = found.model
+    return LoadedTeacher(model, found.family.title, {}, found.params, origin, model.scale,
+                         family=found.family.title, licence=found.family.licence, size_multiple=model.multiple_of,
+                         size_minimum=model.minimum, default_layer="net." + found.family.default_layer)
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:

@@ -7,6 +7,7 @@ the two students of one Distill click and ends with their metrics and a verdict.
 from __future__ import annotations
 
 import copy
+import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass
@@ -20,15 +21,15 @@ from torch import nn
 from app import thresholds
 from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
 from app.distill import Attack, attacker_queries, clean_twin, distill
-from app.hub import LoadedTeacher, TeacherLoadError, load_teacher
+from app.hub import LoadedTeacher, TeacherLoadError, bundled_teachers, load_teacher
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
 from app.nets import restore
-from app.tasks import TASKS, Task, get_task
+from app.tasks import Task, get_task
 
 MIN_SIDE = 16  # smallest degraded image the teachers' two downsampling levels make sense on
 HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
-PROBE_SIZE = (24, 40)  # H x W of the probe image that finds the hookable layers (not square)
+PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 40 (never square)
 
 
 @lru_cache(maxsize=None)
@@ -46,19 +47,39 @@ class SessionTeacher:
     loaded: LoadedTeacher
     model: nn.Module
     layers: list[FeatureMap]  # where the defense can hook, in forward order
+    default_layer: str  # the family's default hook (the end of the network's body)
+
+
+def probe(loaded: LoadedTeacher) -> torch.Tensor:
+    """A seeded 1 x 3 x H x W image that meets the teacher's size rule as it is (padding would
+    hide which maps follow the input) and is not square."""
+    m = loaded.size_multiple
+    h = -(-max(PROBE_SIDE, loaded.size_minimum) // m) * m
+    w = h + -(-16 // m) * m
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def default_layer(layers: list[FeatureMap], pattern: str) -> str:
+    """The last layer whose name matches the family's pattern; else the last map at the input's
+    resolution with more channels than an image; else the last map."""
+    names = [f.name for f in layers if re.fullmatch(pattern, f.name)]
+    names = names or [f.name for f in layers if f.scale == 1 and f.channels > 3] or [f.name for f in layers]
+    return names[-1]
 
 
 def session_teacher(task_name: str, source: str = "") -> SessionTeacher:
     """Load (bundled teachers once per process) and copy a teacher for one session; refuse one
-    whose scale does not fit the task."""
+    whose scale does not fit the task, or that offers no feature map to hook."""
     task, source = get_task(task_name), (source or "").strip() or task_name
-    loaded = _bundled(source) if source in TASKS else load_teacher(source)
+    loaded = _bundled(source) if source in bundled_teachers() else load_teacher(source)
     if loaded.scale != task.scale:
         raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
                                f"x{task.scale}: pick the matching task")
     model = copy.deepcopy(loaded.model)
-    layers = hookable_layers(model, torch.rand(1, 3, *PROBE_SIZE, generator=torch.Generator().manual_seed(0)))
-    return SessionTeacher(task, source, loaded, model, layers)
+    layers = hookable_layers(model, probe(loaded))
+    if not layers:
+        raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
+    return SessionTeacher(task, source, loaded, model, layers, default_layer(layers, loaded.default_layer))
 
 
 @dataclass

@@ -89,7 +89,8 @@ def layer_choices(layers) -> list[tuple[str, str]]:
 
 def teacher_facts(teacher: lab.SessionTeacher, preset: presets.Preset) -> str:
     loaded = teacher.loaded
-    lines = [f"**{loaded.architecture}**, {loaded.params:,} parameters, x{loaded.scale} — {loaded.origin}"]
+    lines = [f"**{loaded.architecture}** ({loaded.family}, licence {loaded.licence}), {loaded.params:,} parameters, "
+             f"x{loaded.scale} — {loaded.origin}"]
     if loaded.warning:
         lines.append(f"⚠️ {loaded.warning}")
     lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
@@ -252,7 +253,7 @@ def build_demo() -> gr.Blocks:
             names, d = [f.name for f in session.layers], start.defense
             return {teacher: session, facts: teacher_facts(session, start),
                     layer: gr.Dropdown(choices=layer_choices(session.layers),
-                                       value=d.layer if d.layer in names else names[-1]),
+                                       value=d.layer if d.layer in names else session.default_layer),
                     k: d.k, a: d.a, layout: d.layout, placement: d.placement, budget: start.attack.steps}
 
         @user_errors

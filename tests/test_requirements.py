@@ -1,5 +1,5 @@
-"""Every third-party package the app imports is pinned in requirements.txt (not left to arrive as
-somebody else's dependency)."""
+"""Every third-party package the app imports is pinned in requirements.txt or requirements-nodeps.txt
+(not left to arrive as somebody else's dependency)."""
 import ast
 import re
 import sys
@@ -9,7 +9,8 @@ from conftest import ROOT
 
 
 def pinned() -> dict[str, str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    lines = [line for name in ("requirements.txt", "requirements-nodeps.txt")
+             for line in (ROOT / name).read_text().splitlines()]
     pins = [re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line) for line in lines if line and not line.startswith("#")]
     return {m.group(1).lower().replace("_", "-"): m.group(2) for m in pins if m}
 

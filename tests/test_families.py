@@ -1,0 +1,177 @@
+"""Field architectures: each allowed family, as a small random instance saved as safetensors, loads
+from a local file and over the loopback Hub, is detected as itself, offers its feature maps (no
+attention or gate tensors) and, with a = 1, serves bit for bit what it served without the hooks.
+Bad checkpoints get a user's message, and nothing is unpickled."""
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+from hubserver import serving
+from huggingface_hub import constants
+from safetensors.torch import save_file
+
+from app import lab
+from app.asvp import ASVPConfig, defend
+from app.families import FAMILIES, import_spandrel
+from app.hub import TeacherLoadError, load_teacher
+
+spandrel = import_spandrel()
+from spandrel.architectures.Compact import Compact  # noqa: E402
+from spandrel.architectures.ESRGAN import ESRGAN  # noqa: E402
+from spandrel.architectures.NAFNet import NAFNet  # noqa: E402
+from spandrel.architectures.RetinexFormer import RetinexFormer  # noqa: E402
+from spandrel.architectures.SCUNet import SCUNet  # noqa: E402
+from spandrel.architectures.SwinIR import SwinIR  # noqa: E402
+
+SMALL = {  # family -> (a small random instance, scale)
+    "Compact": (lambda: Compact(num_feat=16, num_conv=4, upscale=2), 2),
+    "ESRGAN": (lambda: ESRGAN(num_filters=8, num_blocks=1, scale=2), 2),
+    "SwinIR": (lambda: SwinIR(upscale=2, img_size=32, window_size=8, embed_dim=24, depths=[2], num_heads=[2],
+                              mlp_ratio=2, upsampler="pixelshuffledirect"), 2),
+    "NAFNet": (lambda: NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]), 1),
+    "RetinexFormer": (lambda: RetinexFormer(n_feat=8, stage=1, num_blocks=[1, 1, 1]), 1),
+}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+def test_every_allowed_family_is_tested_and_has_a_licence():
+    assert set(SMALL) == set(FAMILIES)
+    assert all(f.licence and f.upstream for f in FAMILIES.values())
+
+
+def checkpoint(family: str, path, dtype=torch.float32):
+    torch.manual_seed(0)
+    net = SMALL[family][0]().eval()
+    save_file({k: v.to(dtype).contiguous() for k, v in net.state_dict().items()}, path)
+    return net
+
+
+@pytest.mark.parametrize("family", list(SMALL))
+def test_a_family_loads_from_a_file_and_the_hub_and_is_defended_bit_for_bit(monkeypatch, tmp_path, family):
+    net = checkpoint(family, tmp_path / "weights.safetensors")
+    local = load_teacher(tmp_path / "weights.safetensors")
+    with serving(monkeypatch, {"someone/model": {"weights.safetensors": (tmp_path / "weights.safetensors").read_bytes(),
+                                                 "README.md": b"# a card"}}):
+        remote = load_teacher("someone/model")  # the only .safetensors file of a repo without config.json
+    for loaded in (local, remote):
+        assert loaded.family == FAMILIES[family].title and loaded.licence == FAMILIES[family].licence
+        assert loaded.scale == SMALL[family][1] and loaded.params == sum(p.numel() for p in net.parameters())
+    assert remote.card == "# a card" and "someone/model" in remote.origin
+    model = local.model
+    layers = lab.hookable_layers(model, lab.probe(local))
+    names = [f.name for f in layers]
+    gates = [n for n, m in model.named_modules()
+             if isinstance(m, (torch.nn.Softmax, torch.nn.AdaptiveAvgPool2d)) or n.endswith(".sca")]
+    assert names and not set(gates) & set(names)  # attention scores and channel gates are no feature maps
+    if family in ("SwinIR", "NAFNet"):
+        assert gates
+    hook = lab.default_layer(layers, local.default_layer)
+    assert hook in names and hook != names[-1]  # the end of the body, not the output
+    x = torch.rand(1, 3, 21, 35, generator=torch.Generator().manual_seed(1))  # fits no size rule
+    with torch.no_grad():
+        clean = model(x)
+        assert clean.shape == (1, 3, 21 * loaded.scale, 35 * loaded.scale)
+        with defend(model, ASVPConfig(k=2, a=1.0, layers=(hook,))):
+            assert torch.equal(model(x), clean)
+        with defend(model, ASVPConfig(k=2, a=3.0, layers=(hook,))):
+            assert not torch.equal(model(x), clean)
+    assert torch.equal(remote.model(x), clean)
+
+
+def test_half_precision_checkpoints_load_as_float32(tmp_path):
+    checkpoint("Compact", tmp_path / "half.safetensors", torch.float16)
+    loaded = load_teacher(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+
+
+def raw_safetensors(path, header: dict, data: bytes = b""):
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+@pytest.fixture
+def never_read(monkeypatch):
+    monkeypatch.setattr("app.checkpoint.load_file", lambda *a, **k: pytest.fail("weights were read"))
+
+
+def test_a_header_that_claims_a_huge_tensor_is_refused_unread(tmp_path, never_read):
+    path = raw_safetensors(tmp_path / "huge.safetensors",
+                           {"w": {"dtype": "F32", "shape": [100_000, 100_000], "data_offsets": [0, 4]}}, b"\0" * 4)
+    with pytest.raises(TeacherLoadError, match=r"hold 10,000,000,000 parameters; the limit is"):
+        load_teacher(path)
+
+
+def test_integer_tensors_are_refused_unread(tmp_path, never_read):
+    path = raw_safetensors(tmp_path / "int8.safetensors",
+                           {"w": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4)
+    with pytest.raises(TeacherLoadError, match="hold I8 tensors; a restoration teacher is stored as F32, F16, BF16"):
+        load_teacher(path)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage", "not a safetensors file"),
+    (b"\xff" * 8 + b"{}", "not a safetensors file"),
+    (b"", "not a safetensors file"),
+])
+def test_files_that_are_not_safetensors(tmp_path, data, message):
+    (tmp_path / "bad.safetensors").write_bytes(data)
+    with pytest.raises(TeacherLoadError, match=message):
+        load_teacher(tmp_path / "bad.safetensors")
+
+
+def test_shapes_that_match_no_family(tmp_path):
+    save_file({"encoder.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "odd.safetensors")
+    with pytest.raises(TeacherLoadError, match="match no architecture the lab knows \\(allowed: .*SwinIR"):
+        load_teacher(tmp_path / "odd.safetensors")
+
+
+def test_a_one_channel_model_is_refused(tmp_path):
+    torch.manual_seed(0)
+    save_file(Compact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2, upscale=2).state_dict(),
+              tmp_path / "grey.safetensors")
+    with pytest.raises(TeacherLoadError, match="maps 1 to 1 channels; the lab restores RGB images"):
+        load_teacher(tmp_path / "grey.safetensors")
+
+
+def test_a_family_without_a_permissive_licence_is_named_and_refused(tmp_path):
+    torch.manual_seed(0)
+    net = SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=16)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "scunet.safetensors")
+    with pytest.raises(TeacherLoadError, match="are a SCUNet network, which the lab does not load: its upstream "
+                                               "repository states no licence. Allowed: "):
+        load_teacher(tmp_path / "scunet.safetensors")
+
+
+class Bomb:
+    def __reduce__(self):
+        return pytest.fail, ("a checkpoint was unpickled",)
+
+
+def test_repos_with_pickles_or_several_checkpoints_say_what_is_there(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    checkpoint("Compact", tmp_path / "a.safetensors")
+    weights = (tmp_path / "a.safetensors").read_bytes()
+    repos = {"someone/pickles": {"RealESRGAN_x2.pth": pickle.dumps(Bomb()), "notes.txt": b"hi"},
+             "someone/several": {"x2.safetensors": weights, "x4.safetensors": weights},
+             "someone/empty": {"notes.txt": b"hi"}}
+    with serving(monkeypatch, repos) as hub:
+        with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(RealESRGAN_x2.pth\); ASVP Lab "
+                                                   r"never unpickles. To convert a checkpoint you trust"):
+            load_teacher("someone/pickles")
+        with pytest.raises(TeacherLoadError, match=r"several checkpoints \(x2.safetensors, x4.safetensors\): name one"):
+            load_teacher("someone/several")
+        with pytest.raises(TeacherLoadError, match=r"no .safetensors checkpoint and no config.json \(it holds notes.txt\)"):
+            load_teacher("someone/empty")
+        with pytest.raises(TeacherLoadError, match="it is a pickle checkpoint; ASVP Lab never unpickles"):
+            load_teacher("someone/pickles/RealESRGAN_x2.pth")
+        assert load_teacher("someone/several/x4.safetensors").family == FAMILIES["Compact"].title
+        assert load_teacher("someone/several@main/x2.safetensors").scale == 2
+    assert not any(path.endswith(".pth") for method, path in hub.requests if method == "GET")
