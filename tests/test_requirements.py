@@ -7,6 +7,8 @@ from importlib.metadata import packages_distributions
 
 from conftest import ROOT
 
+OPTIONAL = {"torchvision"}  # used when it works, never required (app/families.py)
+
 
 def pinned() -> dict[str, str]:
     lines = [line for name in ("requirements.txt", "requirements-nodeps.txt")
@@ -23,7 +25,7 @@ def imported_packages() -> set[str]:
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"app", "__future__"}
+    return names - set(sys.stdlib_module_names) - {"app", "__future__"} - OPTIONAL
 
 
 def test_every_imported_package_is_pinned():
