@@ -1,17 +1,20 @@
 """Score every bundled teacher on its benchmark: `python -m app.evaluate [--write-cards]`.
 
-Prints, per task, PSNR/SSIM of the degraded input (bicubic upsampling for SR) and of the teacher,
-writes results/teachers.md, and with --write-cards puts the same figures in each model card.
+Prints, per teacher (models/<task>/ and models/<task>-<arch>/), PSNR/SSIM of the degraded input
+(bicubic upsampling for SR) and of the teacher, and its time on one 512 x 512 input; writes
+results/teachers.md, and with --write-cards puts the same figures in each model card.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from app.testsets import benchmark_pairs
-from app.hub import bundled_teachers, load_teacher
+from app.hub import bundled_for, bundled_teachers, load_teacher
 from app.metrics import score
 from app.modelcard import write_quality
 from app.nets import restore
@@ -19,6 +22,18 @@ from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 COMMAND = "python -m app.evaluate --write-cards"
+
+
+def seconds_at_512(model, scale: int) -> float:
+    """Median wall time of one forward of a 512 x 512 output (the Space's CPU budget is about 1 s)."""
+    x = torch.rand(1, 3, 512 // scale, 512 // scale, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def evaluate_task(task, model, limit: int | None = None) -> dict[str, float]:
@@ -40,14 +55,14 @@ def describe(task) -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["| task | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) ± std over pairs "
-             "| target |", "|---|---|---|---|---|---|---|"]
+    lines = ["| teacher | family | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) ± std "
+             "over pairs | target | 512 px (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        target = TASKS[name].target_gain
-        verdict = "met" if r["gain"] >= target else f"missed by {target - r['gain']:.2f} dB"
-        lines.append(f"| {name} | {describe(TASKS[name])} | {r['pairs']} | {r['input_psnr']:.2f} / {r['input_ssim']:.4f} "
-                     f"| {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['gain']:+.2f} ± {r['gain_std']:.2f} "
-                     f"| >= {target:+.1f} dB: {verdict} |")
+        task = TASKS[r["task"]]
+        verdict = "met" if r["gain"] >= task.target_gain else f"missed by {task.target_gain - r['gain']:.2f} dB"
+        lines.append(f"| {name} | {r['family']} | {describe(task)} | {r['pairs']} | {r['input_psnr']:.2f} / "
+                     f"{r['input_ssim']:.4f} | {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['gain']:+.2f} ± "
+                     f"{r['gain_std']:.2f} | >= {task.target_gain:+.1f} dB: {verdict} | {r['seconds']:.2f} |")
     return "\n".join(lines)
 
 
@@ -55,22 +70,29 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--limit", type=int, default=None, help="pairs per task (default: all)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the Space has 2 cores)")
     p.add_argument("--write-cards", action="store_true")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     folders = bundled_teachers()
     results = {}
-    for name in args.tasks:
-        results[name] = evaluate_task(TASKS[name], load_teacher(name).model, args.limit)
-        print(table({name: results[name]}).splitlines()[-1], flush=True)
+    for task_name in args.tasks:
+        for name in bundled_for(task_name):
+            loaded = load_teacher(name)
+            results[name] = {**evaluate_task(TASKS[task_name], loaded.model, args.limit), "task": task_name,
+                             "family": loaded.family, "seconds": seconds_at_512(loaded.model, loaded.scale)}
+            print(table({name: results[name]}).splitlines()[-1], flush=True)
     text = table(results)
     print("\n" + text)
     if args.write_cards and args.limit is None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "teachers.md").write_text(f"# Bundled teachers on the dev benchmarks\n\nMeasured by `{COMMAND}` "
-                                             "(deterministic: fixed weights, fixed pairs).\n\n" + text + "\n")
+                                             "(deterministic: fixed weights, fixed pairs; the time is the median of "
+                                             "three 512 x 512 forwards on 2 threads, and varies with the machine)."
+                                             "\n\n" + text + "\n")
         for name, r in results.items():
-            write_quality(folders[name], f"Measured by `{COMMAND}` on {describe(TASKS[name])}, {r['pairs']} pairs:\n\n"
-                          + table({name: r}))
+            write_quality(folders[name], f"Measured by `{COMMAND}` on {describe(TASKS[r['task']])}, {r['pairs']} "
+                          "pairs:\n\n" + table({name: r}))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class Family:
     default_layer: str  # regex: the last hookable layer whose name matches it (the end of the body)
 
 
+OWN = Family("UNetTeacher", "U-Net (ASVP Lab)", "MIT", "this repository", r"dec1")  # our own, config.json layout
 FAMILIES: dict[str, Family] = {f.arch_id: f for f in (
     Family("Compact", "Real-ESRGAN Compact (SRVGGNet)", "BSD-3-Clause", "github.com/xinntao/Real-ESRGAN",
            r"body\.\d*[13579]"),  # the activations between convs; the last one ends the body

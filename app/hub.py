@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from app.checkpoint import MAX_HEADER_BYTES, TeacherLoadError, read_checkpoint
 from app.checkpoint import MAX_PARAMS as MAX_CHECKPOINT_PARAMS
+from app.families import OWN
 from app.modelcard import read_quality
 from app.nets import ARCHITECTURES, count_params
 from app.tasks import TASKS
@@ -38,7 +39,6 @@ MAX_PARAMS = 5_000_000  # 20 MB in float32; the bundled teachers have about 0.6M
 MAX_SETTING = 256  # cap on any number in a config: even on the meta device each layer costs time to build
 MAX_BYTES = {CONFIG: 2**16, CARD: 2**20, WEIGHTS: 4 * MAX_PARAMS + 2**20}
 MAX_CHECKPOINT_BYTES = 4 * MAX_CHECKPOINT_PARAMS + MAX_HEADER_BYTES + 8
-OWN_FAMILY = ("ASVP Lab (ours)", "MIT")
 CONVERT = ("To convert a checkpoint you trust, on your own machine (loading a pickle runs its code): "
            "python -c \"import torch; from safetensors.torch import save_file; "
            "sd = torch.load('model.pth', map_location='cpu', weights_only=True); "
@@ -57,11 +57,11 @@ class LoadedTeacher:
     scale: int = 1  # output side / input side
     card: str = ""  # the model card (README.md), if there is one
     warning: str = ""  # set when another source stood in for the requested one
-    family: str = OWN_FAMILY[0]
-    licence: str = OWN_FAMILY[1]
+    family: str = OWN.title
+    licence: str = OWN.licence
     size_multiple: int = 1  # inputs run as they are when both sides are multiples of this...
     size_minimum: int = 0  # ...and at least this; others are padded (and the output cropped)
-    default_layer: str = "dec1"  # regex: the last hookable layer that matches it is the default hook
+    default_layer: str = OWN.default_layer  # regex: the last hookable layer that matches it is the default hook
 
     @property
     def quality(self) -> str:
@@ -71,6 +71,11 @@ class LoadedTeacher:
 def bundled_teachers() -> dict[str, Path]:
     """Folder name (`dehaze`, `dehaze-nafnet`) -> models/<name>/, for every bundled teacher with weights."""
     return {p.parent.name: p.parent for p in sorted(MODELS.glob(f"*/{WEIGHTS}"))}
+
+
+def bundled_for(task_name: str) -> list[str]:
+    """The bundled teachers of one task: `<task>` (our U-Net) first, then `<task>-<arch>` ones."""
+    return [n for n in bundled_teachers() if n == task_name or n.startswith(f"{task_name}-")]
 
 
 def save_teacher(model: torch.nn.Module, folder: Path) -> None:

@@ -21,7 +21,8 @@ from torch import nn
 from app import thresholds
 from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
 from app.distill import Attack, attacker_queries, clean_twin, distill
-from app.hub import LoadedTeacher, TeacherLoadError, bundled_teachers, load_teacher
+from app.arches import ARCHES
+from app.hub import LoadedTeacher, TeacherLoadError, bundled_for, bundled_teachers, load_teacher
 from app.images import MAX_SIDE, cap_size
 from app.metrics import high_frequency_share, radial_spectrum, score
 from app.nets import restore
@@ -35,6 +36,12 @@ PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 
 @lru_cache(maxsize=None)
 def _bundled(task_name: str) -> LoadedTeacher:
     return load_teacher(task_name)
+
+
+def bundled_choices(task_name: str) -> list[tuple[str, str]]:
+    """(label, source) for a task's bundled teachers: our U-Net first, then the field families."""
+    return [(f"{ARCHES[name.partition('-')[2] or 'unet'].family.title} · bundled", name)
+            for name in bundled_for(task_name)]
 
 
 @dataclass

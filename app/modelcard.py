@@ -12,9 +12,9 @@ license: mit
 library_name: pytorch
 tags: [image-restoration, asvp-lab, {task}]
 ---
-# ASVP Lab teacher: {title}
+# ASVP Lab teacher: {title}, {family}
 
-A small U-Net restoration teacher (`UNetTeacher`, {params:,} parameters, {mb:.1f} MB in float32) for
+A small {family} restoration teacher (`{cls}`, {params:,} parameters, {mb:.1f} MB in float32) for
 the ASVP Lab, a lab for testing runtime defenses against knowledge-distillation theft.
 
 ## Training
@@ -31,16 +31,19 @@ Not measured yet: run `python -m app.evaluate --write-cards`.
 {quality_end}
 
 ## Licence
-MIT (weights and code).
+Weights: MIT (trained here). Architecture code: {licence} ({upstream}){loader}.
 """
 
 
-def write_card(folder: Path, task, recipe: dict, params: int, train_minutes: float) -> None:
+def write_card(folder: Path, task, family, cls: str, recipe: dict, params: int, train_minutes: float) -> None:
+    """A card for a freshly trained teacher of `family` (app.families.Family)."""
     from app.data import TEACHER_IMAGES
 
     doc = (task.degrade.__doc__ or task.title).strip().splitlines()[0]
+    loader = ", loaded through spandrel (MIT)" if cls != "UNetTeacher" else ""
     (folder / "README.md").write_text(CARD.format(
-        task=task.name, title=task.title, params=params, mb=params * 4 / 1e6, images=", ".join(TEACHER_IMAGES),
+        task=task.name, title=task.title, family=family.title, cls=cls, licence=family.licence,
+        upstream=family.upstream, loader=loader, params=params, mb=params * 4 / 1e6, images=", ".join(TEACHER_IMAGES),
         doc=doc, recipe=json.dumps(recipe),
         command="python -m app.train " + " ".join(f"--{k} {v}" for k, v in recipe.items()), minutes=train_minutes, quality_start=QUALITY_START,
         quality_end=QUALITY_END))

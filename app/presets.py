@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.asvp import ASVPConfig
 from app.distill import Attack
+from app.families import OWN
 
 SWEPT_DEFAULTS = Path(__file__).resolve().parent.parent / "results" / "defaults.json"
 
@@ -67,8 +68,12 @@ def read_swept(path: Path = SWEPT_DEFAULTS) -> tuple[dict, str]:
     return (swept, "") if isinstance(swept, dict) else ({}, f"{path.name} does not hold an object")
 
 
-def preset(task_name: str, path: Path = SWEPT_DEFAULTS) -> Preset:
-    """A task's defense defaults (swept, or built-in with the reason) and its attacker."""
+def preset(task_name: str, family: str = OWN.title, path: Path = SWEPT_DEFAULTS) -> Preset:
+    """A task's defense defaults for a teacher family (swept, or built-in with the reason) and its
+    attacker. The stored sweep covers our U-Net; another family starts from the built-in setting,
+    hooked at the family's default layer."""
+    if family != OWN.title:
+        return Preset(DefenseDefaults(), attack_for(task_name), f"built-in: no sweep of {family} teachers yet")
     swept, problem = read_swept(path)
     fields = swept.get(task_name)
     if isinstance(fields, dict):

@@ -189,8 +189,10 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
                     task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
-                    source = gr.Textbox(value=first, label="Teacher source",
-                                        info="a bundled task name, or a Hub repo id such as owner/name")
+                    source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher",
+                                         allow_custom_value=True,
+                                         info="a bundled teacher, or a Hub repo id: owner/name, optionally "
+                                              "@revision and /file.safetensors")
                     load_btn = gr.Button("Load teacher")
                     image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
                                        label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"])
@@ -249,7 +251,7 @@ def build_demo() -> gr.Blocks:
             session = lab.session_teacher(task, source)
             if session.loaded.warning:
                 gr.Warning(session.loaded.warning)
-            start = presets.preset(task)
+            start = presets.preset(task, session.loaded.family)
             names, d = [f.name for f in session.layers], start.defense
             return {teacher: session, facts: teacher_facts(session, start),
                     layer: gr.Dropdown(choices=layer_choices(session.layers),
@@ -288,7 +290,7 @@ def build_demo() -> gr.Blocks:
         private = dict(api_visibility="private")
         load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(
             on_look, look_in, look_out, **private)
-        task.change(lambda t: t, task, source, **private).then(on_load, [task, source], load_out, **private).then(
+        task.change(lambda t: gr.Dropdown(choices=lab.bundled_choices(t), value=t), task, source, **private).then(on_load, [task, source], load_out, **private).then(
             on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
         # one listener for every control: a session's looks run in order, the newest one last
         gr.on([c.change for c in (image, already, seed, *controls)], on_look, look_in, look_out, api_name="look",

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 LAYERS = {
     "data": ["thresholds", "images", "degrade", "tasks", "metrics", "testsets", "data"],
-    "networks": ["modelcard", "nets", "families", "checkpoint", "hub"],
+    "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines"],
     "attacker": ["distill"],
     "lab": ["presets", "lab", "report", "experiments", "evaluate", "train", "bench"],

@@ -11,7 +11,8 @@ from app.tasks import TASKS
 def test_swept_defaults_are_read_from_the_file_named(tmp_path):
     path = tmp_path / "defaults.json"
     path.write_text(json.dumps({"dehaze": dict(layer="enc2", layout="spatial", k=4, a=3.0, tau=None)}))
-    start = preset("dehaze", path)
+    start = preset("dehaze", path=path)
+    assert preset("dehaze", "NAFNet", path).source == "built-in: no sweep of NAFNet teachers yet"
     assert start.defense == DefenseDefaults(layer="enc2", layout="spatial", k=4, a=3.0)
     assert start.source == "swept (defaults.json)"
     assert start.defense.config.layers == ("enc2",) and start.defense.config.layout == "spatial"
@@ -28,7 +29,7 @@ def test_without_a_usable_file_the_built_in_setting_stands_and_says_why(tmp_path
     path = tmp_path / "defaults.json"
     if content is not None:
         path.write_text(content)
-    start = preset("dehaze", path)
+    start = preset("dehaze", path=path)
     assert start.defense == DefenseDefaults() and start.source.startswith("built-in") and reason in start.source
 
 

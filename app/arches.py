@@ -1,0 +1,50 @@
+"""The architectures the lab trains as bundled teachers: a small preset table, one entry a family.
+
+`unet` is our own UNetTeacher (config.json layout); the others are field families built from
+spandrel's implementations and saved as bare checkpoints, which the loader detects like any
+checkpoint from the Hub. Sizes are chosen to run a 512 x 512 image in about a second on 2 CPU cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from app.families import FAMILIES, OWN, Family, import_spandrel
+from app.nets import UNetTeacher
+
+
+@dataclass(frozen=True)
+class Arch:
+    family: Family
+    build: Callable[[int], nn.Module]  # scale -> a fresh network
+    scales: tuple[int, ...]  # the scales it can serve
+
+
+def _spandrel(name: str):
+    import_spandrel()
+    module = __import__(f"spandrel.architectures.{name}", fromlist=[name])
+    return getattr(module, name)
+
+
+ARCHES: dict[str, Arch] = {
+    "unet": Arch(OWN, lambda s: UNetTeacher(scale=s), (1, 2, 4)),
+    "compact": Arch(FAMILIES["Compact"], lambda s: _spandrel("Compact")(num_feat=48, num_conv=12, upscale=s), (1, 2, 4)),
+    "swinir": Arch(FAMILIES["SwinIR"], lambda s: _spandrel("SwinIR")(
+        upscale=s, img_size=48, window_size=8, embed_dim=48, depths=[4, 4], num_heads=[4, 4], mlp_ratio=2,
+        upsampler="pixelshuffledirect", resi_connection="1conv"), (2, 4)),
+    "nafnet": Arch(FAMILIES["NAFNet"], lambda s: _spandrel("NAFNet")(
+        width=16, middle_blk_num=2, enc_blk_nums=[1, 1, 2], dec_blk_nums=[1, 1, 1]), (1,)),
+    "retinexformer": Arch(FAMILIES["RetinexFormer"], lambda s: _spandrel("RetinexFormer")(
+        n_feat=16, stage=1, num_blocks=[1, 2, 2]), (1,)),
+}
+
+
+def build(arch: str, scale: int) -> nn.Module:
+    """A fresh network of a preset, for a task's scale; a clear error for a mismatch."""
+    if arch not in ARCHES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    if scale not in ARCHES[arch].scales:
+        raise ValueError(f"{arch} serves scale {', '.join(map(str, ARCHES[arch].scales))}, not x{scale}")
+    return ARCHES[arch].build(scale)
