@@ -22,6 +22,21 @@ class Arch:
     scales: tuple[int, ...]  # the scales it can serve
 
 
+def _compact(scale: int) -> nn.Module:
+    """Real-ESRGAN Compact, started well: a plain 14-conv stack under PyTorch's default init shrinks
+    its signal about 1/sqrt(3) per conv, and at x4 it sat on its nearest-neighbour base for 4000
+    steps (measured here). He init for the PReLU body, and a zero last conv, so the untrained net
+    returns its nearest-upsampled input and learns the residual from the first step."""
+    net = _spandrel("Compact")(num_feat=48, num_conv=12, upscale=scale)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs[:-1]:
+        nn.init.kaiming_normal_(conv.weight, a=0.25, nonlinearity="leaky_relu")  # PReLU starts at slope 0.25
+        nn.init.zeros_(conv.bias)
+    nn.init.zeros_(convs[-1].weight)
+    nn.init.zeros_(convs[-1].bias)
+    return net
+
+
 def _spandrel(name: str):
     import_spandrel()
     module = __import__(f"spandrel.architectures.{name}", fromlist=[name])
@@ -30,7 +45,7 @@ def _spandrel(name: str):
 
 ARCHES: dict[str, Arch] = {
     "unet": Arch(OWN, lambda s: UNetTeacher(scale=s), (1, 2, 4)),
-    "compact": Arch(FAMILIES["Compact"], lambda s: _spandrel("Compact")(num_feat=48, num_conv=12, upscale=s), (1, 2, 4)),
+    "compact": Arch(FAMILIES["Compact"], _compact, (1, 2, 4)),
     "swinir": Arch(FAMILIES["SwinIR"], lambda s: _spandrel("SwinIR")(
         upscale=s, img_size=48, window_size=8, embed_dim=48, depths=[4, 4], num_heads=[4, 4], mlp_ratio=2,
         upsampler="pixelshuffledirect", resi_connection="1conv"), (2, 4)),

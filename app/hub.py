@@ -163,8 +163,6 @@ def parse_source(source: str, revision: str | None, filename: str | None,
         if value is not None and (not value or not value.isprintable() or ".." in value or value.startswith("/")
                                   or "\\" in value):
             raise TeacherLoadError(f"{reprlib.repr(value)} is not a {what} of a Hub repo")
-    if revision is not None and not revision.strip():
-        raise TeacherLoadError("the revision is empty")
     return repo_id, revision, filename
 
 
@@ -244,9 +242,11 @@ def _check_size(origin: str, filename: str, size: int | None, limit: int | None 
 
 
 def _refuse_pickles(origin: str, files: list[str], named: bool = False) -> None:
+    """Refuse a pickle checkpoint (the one named, or a listing with nothing else) without reading it."""
     if pickles := [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]:
-        found = "it is a pickle checkpoint" if named else f"only a pickle checkpoint found ({', '.join(pickles)})"
-        raise TeacherLoadError(f"{origin} has no {WEIGHTS}: {found}; ASVP Lab never unpickles. {CONVERT}")
+        found = (f"{pickles[0]} of {origin} is a pickle checkpoint" if named
+                 else f"{origin} has no {WEIGHTS}: only a pickle checkpoint found ({', '.join(pickles)})")
+        raise TeacherLoadError(f"{found}; ASVP Lab never unpickles. {CONVERT}")
 
 
 def _load_folder(folder: Path, origin: str) -> LoadedTeacher:

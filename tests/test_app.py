@@ -83,3 +83,12 @@ def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
     assert budget == preset(task).attack.steps
     offered = [value for _label, value in layer["choices"]]
     assert d.layer in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates
+
+
+def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
+    facts, layer, *_ = client.predict(task="dehaze", source="dehaze-nafnet", api_name="/load_teacher")
+    assert "NAFNet" in facts and "licence MIT" in facts and "no sweep of NAFNet teachers yet" in facts
+    assert layer["value"] == "net.decoders.2"
+    assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
+    with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):
+        client.predict(task="dehaze", source="sr_x2-compact", api_name="/load_teacher")

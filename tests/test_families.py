@@ -170,8 +170,16 @@ def test_repos_with_pickles_or_several_checkpoints_say_what_is_there(monkeypatch
             load_teacher("someone/several")
         with pytest.raises(TeacherLoadError, match=r"no .safetensors checkpoint and no config.json \(it holds notes.txt\)"):
             load_teacher("someone/empty")
-        with pytest.raises(TeacherLoadError, match="it is a pickle checkpoint; ASVP Lab never unpickles"):
+        with pytest.raises(TeacherLoadError, match="RealESRGAN_x2.pth of Hub repo someone/pickles is a pickle "
+                                                   "checkpoint; ASVP Lab never unpickles"):
             load_teacher("someone/pickles/RealESRGAN_x2.pth")
         assert load_teacher("someone/several/x4.safetensors").family == FAMILIES["Compact"].title
         assert load_teacher("someone/several@main/x2.safetensors").scale == 2
     assert not any(path.endswith(".pth") for method, path in hub.requests if method == "GET")
+
+
+def test_a_local_pickle_file_is_refused_unread(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    (tmp_path / "model.pth").write_bytes(pickle.dumps(Bomb()))
+    with pytest.raises(TeacherLoadError, match="model.pth of local file model.pth is a pickle checkpoint"):
+        load_teacher(tmp_path / "model.pth")
