@@ -22,6 +22,8 @@ from app.families import FAMILIES, NOT_ALLOWED, NOT_ALLOWED_REASON, Family, allo
 MAX_PARAMS = 20_000_000  # 80 MB in float32: Real-ESRGAN x4plus (16.7M) fits, HAT-L (40.8M) does not
 MAX_HEADER_BYTES = 2**22
 WEIGHT_DTYPES = {"F32": 4, "F16": 2, "BF16": 2}  # what a restoration checkpoint holds; ints are quantised models
+# ...except the window transformers' (SwinIR, HAT) integer lookup table of relative positions
+INDEX_BUFFERS, INDEX_DTYPES = ("relative_position_index",), {"I64", "I32"}
 
 
 class TeacherLoadError(ValueError):
@@ -53,7 +55,9 @@ def header(path: Path, origin: str) -> dict[str, dict]:
 def check_tensors(table: dict[str, dict], origin: str) -> int:
     """Refuse other number types and oversized models; return the number of values (parameters and
     buffers: all the header can tell)."""
-    if odd := sorted({info.get("dtype") for info in table.values()} - set(WEIGHT_DTYPES), key=str):
+    if odd := sorted({info.get("dtype") for name, info in table.items()
+                      if not (name.endswith(INDEX_BUFFERS) and info.get("dtype") in INDEX_DTYPES)}
+                     - set(WEIGHT_DTYPES), key=str):
         raise TeacherLoadError(f"the weights of {origin} hold {', '.join(map(str, odd))} tensors; a restoration "
                                f"teacher is stored as {', '.join(WEIGHT_DTYPES)}")
     params = sum(math.prod(info["shape"]) for info in table.values())
@@ -104,7 +108,8 @@ def read_checkpoint(path: Path, origin: str) -> Checkpoint:
         weights = load_file(path)
     except SafetensorError as e:
         raise TeacherLoadError(f"{path.name} of {origin} is not a valid safetensors file: {e}") from None
-    state = spandrel.canonicalize_state_dict({k: v.float() for k, v in weights.items()})
+    state = spandrel.canonicalize_state_dict({k: v if k.endswith(INDEX_BUFFERS) else v.float()
+                                              for k, v in weights.items()})
     arch = detect(state)
     if arch is None:
         raise TeacherLoadError(f"the weights of {origin} match no architecture the lab knows (allowed: "

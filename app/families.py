@@ -14,6 +14,7 @@ torchvision still see none. Where a real torchvision imports, spandrel gets it, 
 from __future__ import annotations
 
 import sys
+import threading
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class _Unavailable:
         self._name = name
 
     def __getattr__(self, attr: str) -> _Unavailable:
+        if attr.startswith("__"):  # copy, pickle and inspect probe dunders: a placeholder has none
+            raise AttributeError(attr)
         return _Unavailable(f"{self._name}.{attr}")
 
     def __call__(self, *args, **kwargs):
@@ -37,6 +40,7 @@ class _Unavailable:
 def _torchvision_placeholder():
     """Stand-in modules for the torchvision names spandrel imports, for the duration of the block."""
     names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+
     def stand_in(prefix):
         def attribute(attr):
             if attr.startswith("__"):  # module metadata (__file__, __path__, ...): a placeholder has none
@@ -65,17 +69,21 @@ def _working_torchvision() -> bool:
     return True
 
 
+_IMPORTING = threading.Lock()  # two sessions loading their first checkpoint at once import it once
+
+
 def import_spandrel() -> types.ModuleType:
     """spandrel, with the real torchvision where one works and the placeholder where none does."""
-    if "spandrel" in sys.modules:
-        return sys.modules["spandrel"]
-    import torch  # noqa: F401 - torch itself must never see the placeholder
-    if _working_torchvision():
-        import spandrel
-    else:
-        with _torchvision_placeholder():
+    with _IMPORTING:
+        if "spandrel" in sys.modules:
+            return sys.modules["spandrel"]
+        import torch  # noqa: F401 - torch itself must never see the placeholder
+        if _working_torchvision():
             import spandrel
-    return spandrel
+        else:
+            with _torchvision_placeholder():
+                import spandrel
+        return spandrel
 
 
 @dataclass(frozen=True)

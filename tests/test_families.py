@@ -114,6 +114,11 @@ def test_integer_tensors_are_refused_unread(tmp_path, never_read):
                            {"w": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4)
     with pytest.raises(TeacherLoadError, match="hold I8 tensors; a restoration teacher is stored as F32, F16, BF16"):
         load_teacher(path)
+    index = raw_safetensors(tmp_path / "index.safetensors",  # ints only as a window transformer's index table
+                            {"w.relative_position_index": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}},
+                            b"\0" * 4)
+    with pytest.raises(TeacherLoadError, match="hold I8 tensors"):
+        load_teacher(index)
 
 
 @pytest.mark.parametrize("data,message", [
