@@ -19,14 +19,13 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         page = browser.new_page(viewport={"width": 1400, "height": 2200})
         page.goto(app_url)
         expect(page.get_by_text("degraded with the dehazing model")).to_be_visible(timeout=60_000)
-        # the dehaze example (the page opens on dehaze with another photo): same task, new image
-        page.get_by_text("CC0 examples").locator("..").locator("img").nth(4).click()
         expect(page.get_by_text("input: ")).to_be_visible(timeout=60_000)
         # a real-family teacher: the bundled NAFNet, hooked by default at the end of its decoder
         page.get_by_label("Teacher", exact=True).click()
         page.get_by_role("option", name="NAFNet · bundled").click()
         page.get_by_role("button", name="Load teacher").click()
-        expect(page.get_by_text("Singular values at 'net.decoders.2'")).to_be_visible(timeout=60_000)
+        expect(page.get_by_label("Hooked layer", exact=False)).to_have_value(re.compile(r"^net\.decoders\.2"),
+                                                                            timeout=60_000)
         k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
             "input[type=number]")
         k_box.fill("3")
