@@ -6,6 +6,7 @@ checkpoint from the Hub. Sizes are chosen to run a 512 x 512 image in about a se
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,9 +39,9 @@ def _compact(scale: int) -> nn.Module:
 
 
 def _spandrel(name: str):
+    """spandrel's network class of one family (spandrel.architectures.<name>.<name>)."""
     import_spandrel()
-    module = __import__(f"spandrel.architectures.{name}", fromlist=[name])
-    return getattr(module, name)
+    return getattr(importlib.import_module(f"spandrel.architectures.{name}"), name)
 
 
 ARCHES: dict[str, Arch] = {

@@ -21,7 +21,7 @@ from app.families import FAMILIES, NOT_ALLOWED, NOT_ALLOWED_REASON, Family, allo
 
 MAX_PARAMS = 20_000_000  # 80 MB in float32: Real-ESRGAN x4plus (16.7M) fits, HAT-L (40.8M) does not
 MAX_HEADER_BYTES = 2**22
-WEIGHT_DTYPES = {"F32": 4, "F16": 2, "BF16": 2}  # what a restoration checkpoint holds; ints are quantised models
+WEIGHT_DTYPES = ("F32", "F16", "BF16")  # what a restoration checkpoint holds; ints are quantised models
 # ...except the window transformers' (SwinIR, HAT) integer lookup table of relative positions
 INDEX_BUFFERS, INDEX_DTYPES = ("relative_position_index",), {"I64", "I32"}
 
@@ -52,9 +52,9 @@ def header(path: Path, origin: str) -> dict[str, dict]:
     return table
 
 
-def check_tensors(table: dict[str, dict], origin: str) -> int:
-    """Refuse other number types and oversized models; return the number of values (parameters and
-    buffers: all the header can tell)."""
+def check_tensors(table: dict[str, dict], origin: str) -> None:
+    """Refuse other number types, and models with too many values (parameters and buffers: all the
+    header can tell)."""
     if odd := sorted({info.get("dtype") for name, info in table.items()
                       if not (name.endswith(INDEX_BUFFERS) and info.get("dtype") in INDEX_DTYPES)}
                      - set(WEIGHT_DTYPES), key=str):
@@ -63,27 +63,20 @@ def check_tensors(table: dict[str, dict], origin: str) -> int:
     params = sum(math.prod(info["shape"]) for info in table.values())
     if params > MAX_PARAMS:
         raise TeacherLoadError(f"the weights of {origin} hold {params:,} parameters; the limit is {MAX_PARAMS:,}")
-    return params
 
 
 class SizeRule(nn.Module):
-    """A field network with its input size rule applied: pad to the rule (replicating the border),
-    run, crop the output back to `scale` x the input. The network's own layers sit under `net.`."""
+    """A field network with its input size rule (spandrel's SizeRequirements) applied: pad to the
+    rule (replicating the border), run, crop the output back to `scale` x the input. The network's
+    own layers sit under `net.`."""
 
-    def __init__(self, net: nn.Module, scale: int, minimum: int = 0, multiple_of: int = 1):
+    def __init__(self, net: nn.Module, scale: int, rule):
         super().__init__()
-        self.net, self.scale, self.minimum, self.multiple_of = net, scale, minimum, multiple_of
-
-    def padding(self, h: int, w: int) -> tuple[int, int]:
-        """Rows and columns to add so that h x w meets the rule."""
-        def fit(n):
-            n = max(n, self.minimum)
-            return -(-n // self.multiple_of) * self.multiple_of
-        return fit(h) - h, fit(w) - w
+        self.net, self.scale, self.rule = net, scale, rule
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        ph, pw = self.padding(h, w)
+        pw, ph = self.rule.get_padding(w, h)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return self.net(x)[..., : h * self.scale, : w * self.scale]
@@ -129,5 +122,5 @@ def read_checkpoint(path: Path, origin: str) -> Checkpoint:
     rule = descriptor.size_requirements
     if rule.square:
         raise TeacherLoadError(f"{origin} needs square inputs, which the lab does not support")
-    model = SizeRule(descriptor.model, descriptor.scale, rule.minimum, rule.multiple_of)
+    model = SizeRule(descriptor.model, descriptor.scale, rule)
     return Checkpoint(model.eval(), FAMILIES[arch], sum(p.numel() for p in model.parameters()))

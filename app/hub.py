@@ -297,8 +297,9 @@ def _load_file(path: Path, origin: str) -> LoadedTeacher:
     found = read_checkpoint(path, origin)
     model = found.model
     return LoadedTeacher(model, found.family.title, {}, found.params, origin, model.scale,
-                         family=found.family.title, licence=found.family.licence, size_multiple=model.multiple_of,
-                         size_minimum=model.minimum, default_layer="net." + found.family.default_layer)
+                         family=found.family.title, licence=found.family.licence,
+                         size_multiple=model.rule.multiple_of, size_minimum=model.rule.minimum,
+                         default_layer="net." + found.family.default_layer)
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:
