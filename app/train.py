@@ -3,6 +3,8 @@
 `--arch unet` (the default) writes models/<task>/ in our config.json layout; a field architecture
 (app.arches: compact, swinir, nafnet, retinexformer) writes models/<task>-<arch>/ as a bare
 safetensors checkpoint, loaded back by spandrel's detection like any checkpoint from the Hub.
+Long runs resume: every `--save-every` steps the run state goes to <folder>/resume.pt, and the
+same command started again continues from there (a different recipe starts afresh).
 Teachers learn from permissively licensed clean images with the task's synthetic degradation,
 never from benchmark images. The recipe is recorded in the model card it writes.
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,8 +52,41 @@ class Recipe:
         return self.task if self.arch == "unet" else f"{self.task}-{self.arch}"
 
 
-def train(recipe: Recipe, out: Path, log_every: int = 100) -> torch.nn.Module:
-    """Fit a teacher with L1 loss, Adam and cosine decay; log and save to `out`."""
+RESUME = "resume.pt"
+
+
+def _save_state(path: Path, recipe: Recipe, step: int, seconds: float, model, opt, sched, rng) -> None:
+    """The whole run state, written beside and then renamed, so a kill never leaves half a file."""
+    state = {"recipe": asdict(recipe), "step": step, "seconds": seconds, "model": model.state_dict(),
+             "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state()}
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def _resume_state(path: Path, recipe: Recipe) -> dict | None:
+    """A saved state of this very recipe, or None. Our own file, read without unpickling code."""
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    return state if state["recipe"] == asdict(recipe) else None
+
+
+@contextmanager
+def _log_to(path: Path, append: bool):
+    """A logger writing to `path` for one run only, so two runs in one process never mix logs."""
+    handler, log = logging.FileHandler(path, mode="a" if append else "w"), logging.getLogger("train")
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def train(recipe: Recipe, out: Path, log_every: int = 100, save_every: int = 200) -> torch.nn.Module:
+    """Fit a teacher with L1 loss, Adam and cosine decay; log, save to `out`, resume if interrupted."""
     task = get_task(recipe.task)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
@@ -60,24 +96,33 @@ def train(recipe: Recipe, out: Path, log_every: int = 100) -> torch.nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps, eta_min=recipe.lr / 100)
     out.mkdir(parents=True, exist_ok=True)
-    log = logging.getLogger("train")
-    log.addHandler(logging.FileHandler(out / "train.log", mode="w"))
-    log.setLevel(logging.INFO)
-    log.info(json.dumps(asdict(recipe)))
-    start, running = time.time(), 0.0
-    bar = tqdm(range(1, recipe.steps + 1), desc=f"train {task.name}")
-    for step in bar:
-        x, y = pool.batch(rng, recipe.batch, recipe.patch // task.scale)
-        loss = F.l1_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running += loss.item()
-        if step % log_every == 0:
-            bar.set_postfix(l1=f"{running / log_every:.4f}")
-            log.info(f"step {step} l1 {running / log_every:.5f} elapsed {time.time() - start:.0f}s")
-            running = 0.0
+    state = _resume_state(out / RESUME, recipe)
+    first, earlier = 1, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first, earlier = state["step"] + 1, state["seconds"]
+    with _log_to(out / "train.log", append=state is not None) as log:
+        log.info(json.dumps(asdict(recipe)) if state is None else f"resumed after step {first - 1}")
+        start, running = time.time() - earlier, 0.0
+        bar = tqdm(range(first, recipe.steps + 1), desc=f"train {task.name}", initial=first - 1, total=recipe.steps)
+        for step in bar:
+            x, y = pool.batch(rng, recipe.batch, recipe.patch // task.scale)
+            loss = F.l1_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+            if step % log_every == 0:
+                bar.set_postfix(l1=f"{running / log_every:.4f}")
+                log.info(f"step {step} l1 {running / log_every:.5f} elapsed {time.time() - start:.0f}s")
+                running = 0.0
+            if step % save_every == 0 and step < recipe.steps:
+                _save_state(out / RESUME, recipe, step, time.time() - start, model, opt, sched, rng)
     model.eval()
     if recipe.arch == "unet":
         save_teacher(model, out)
@@ -85,6 +130,7 @@ def train(recipe: Recipe, out: Path, log_every: int = 100) -> torch.nn.Module:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
     write_card(out, task, ARCHES[recipe.arch].family, type(model).__name__, recipe=asdict(recipe),
                params=count_params(model), train_minutes=(time.time() - start) / 60)
+    (out / RESUME).unlink(missing_ok=True)
     return model
 
 
@@ -95,12 +141,14 @@ def main(argv=None):
         if name != "task":
             p.add_argument(f"--{name}", type=type(default), default=default)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-every", type=int, default=200, help="steps between resumable saves")
     args = vars(p.parse_args(argv))
     torch.set_num_threads(args.pop("threads"))
+    save_every = args.pop("save_every")
     recipe = Recipe(**args)
     if recipe.arch not in ARCHES:
         p.error(f"unknown --arch {recipe.arch!r}; choose one of {', '.join(ARCHES)}")
-    train(recipe, MODELS / recipe.folder)
+    train(recipe, MODELS / recipe.folder, save_every=save_every)
 
 
 if __name__ == "__main__":
