@@ -32,6 +32,8 @@ TEACHER_IMAGES = ("astronaut", "rocket", "immunohistochemistry", "brick", "grass
                   "kodim23", "sail", "barbara")
 ATTACKER_IMAGES = ("monarch", "tulips", "grace_hopper")
 # held out from both: the app's examples (assets/chelsea.png, assets/coffee.png)
+HELD_OUT_IMAGES = ("chelsea", "coffee")
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def source_path(name: str) -> Path:
@@ -47,6 +49,12 @@ def source_path(name: str) -> Path:
 def clean_image(name: str, max_side: int = 512) -> np.ndarray:
     """A training or query image as float RGB, longest side at most `max_side`."""
     return cap_size(load_rgb(source_path(name)), max_side)
+
+
+@lru_cache(maxsize=None)
+def held_out_image(name: str, max_side: int = 512) -> np.ndarray:
+    """One of the app's example images, which neither teachers nor attackers train on."""
+    return cap_size(load_rgb(ASSETS / f"{name}.png"), max_side)
 
 
 class PairPool:

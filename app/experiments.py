@@ -1,13 +1,15 @@
-"""Headless sweeps: `python -m app.experiments [--tasks ...] [--seeds 0 1 2] [--quick]`.
+"""Headless sweeps: `python -m app.experiments [--tasks ...] [--teachers ...] [--seeds 0 1 2] [--quick]`.
 
 Protocol (DESIGN.md section 4): teacher delta = metric(defended teacher) - metric(clean teacher);
 student delta = metric(student taught by the defended teacher) - metric(student taught by the
 clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
 student beats the degraded input. Stage 1 screens ASVP settings against the output-KD attacker;
 stage 2 puts the best setting (and its `exposed` twin) in front of every attacker, next to the
-baselines at the same served-output distortion (MSE). Everything lands in results/:
-sweep_<task>.csv, RESULTS.md, figures and defaults.json (per task, the screened setting with the
-best protection ratio: the app's defaults). A `--quick` run writes to a fresh temporary folder (or
+baselines at the same served-output distortion (MSE). Every bundled teacher of a task is swept
+(our U-Net and each field family), at the same two roles of its body: an early stage and the
+family's default hook at the end of the body. Everything lands in results/: sweep_<teacher>.csv,
+RESULTS.md, figures and defaults.json (per teacher, the screened setting with the best protection
+ratio: the app's defaults for that task and family). A `--quick` run writes to a fresh temporary folder (or
 its `--out`), never to results/: only a full run may replace the stored sweep.
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
 from app.testsets import benchmark_pairs
 from app.distill import Attack, clean_twin, distill
-from app.hub import load_teacher
+from app.hub import bundled_for
+from app.lab import SessionTeacher, session_teacher
 from app.metrics import score
 from app.nets import restore
 from app.presets import DefenseDefaults, attack_for
@@ -34,13 +37,25 @@ from app.report import defaults, summarise, write_report
 from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-# enc2 (half resolution) is cheap for the teacher, dec1 (the last stage) is costly: each is tried
-# gently and hard; `mid` is left out because its channel gate often saturates to an all-zero map
-SCREEN = [dict(layout="channel", layers=("enc2",), k=1, a=2.0), dict(layout="channel", layers=("enc2",), k=4, a=3.0),
-          dict(layout="channel", layers=("dec1",), k=1, a=1.25), dict(layout="channel", layers=("dec1",), k=1, a=2.0),
-          dict(layout="channel", layers=("dec1",), k=4, a=3.0), dict(layout="spatial", layers=("dec1",), k=1, a=2.0),
-          dict(layout="channel", layers=("dec1",), k=16, a=2.0, tau=0.9)]
-QUICK_SCREEN = [dict(layout="channel", layers=("dec1",), k=1, a=3.0), dict(layout="spatial", layers=("enc2",), k=1, a=2.0)]
+# hook roles, resolved per teacher: an early body stage (our U-Net's enc2, at half resolution) is
+# cheap for the teacher, the end of the body (our dec1) is costly: each is tried gently and hard.
+# The U-Net's `mid` is left out because its channel gate often saturates to an all-zero map
+SCREEN = [dict(layout="channel", role="early", k=1, a=2.0), dict(layout="channel", role="early", k=4, a=3.0),
+          dict(layout="channel", role="late", k=1, a=1.25), dict(layout="channel", role="late", k=1, a=2.0),
+          dict(layout="channel", role="late", k=4, a=3.0), dict(layout="spatial", role="late", k=1, a=2.0),
+          dict(layout="channel", role="late", k=16, a=2.0, tau=0.9)]
+QUICK_SCREEN = [dict(layout="channel", role="late", k=1, a=3.0), dict(layout="spatial", role="early", k=1, a=2.0)]
+
+
+def hook_roles(session: SessionTeacher) -> dict[str, str]:
+    """Role -> the teacher's layer: the same two places in every family's body."""
+    return {"early": session.early_layer, "late": session.default_layer}
+
+
+def screened(setting: dict, roles: dict[str, str]) -> ASVPConfig:
+    """A screen setting on one teacher: its role resolved to that teacher's layer."""
+    fields = dict(setting)
+    return ASVPConfig(layers=(roles[fields.pop("role")],), **fields)
 
 
 def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -77,12 +92,14 @@ def train_student(teacher, task, defense, attack, seed):
 
 
 class Sweep:
-    """One task's measurements, with clean-taught students cached per (attacker, layer, seed)."""
+    """One teacher's measurements, with clean-taught students cached per (attacker, layer, seed)."""
 
-    def __init__(self, task, teacher, pairs, seeds, attack: Attack):
-        self.task, self.teacher, self.pairs, self.seeds = task, teacher, pairs, seeds
+    def __init__(self, session: SessionTeacher, pairs, seeds, attack: Attack):
+        self.task, self.teacher, self.pairs, self.seeds = session.task, session.model, pairs, seeds
+        self.who = dict(teacher=session.source, teacher_family=session.loaded.family)
+        self.role = {layer: role for role, layer in hook_roles(session).items()}
         self.attack = attack  # the task's own attacker at the sweep's budget; `measure` picks the kind
-        self.inputs = input_scores(pairs, task)
+        self.inputs = input_scores(pairs, self.task)
         self._clean = {}
 
     def clean_student(self, attack: Attack, defense: ASVPConfig, seed: int) -> dict[str, float]:
@@ -92,7 +109,7 @@ class Sweep:
             self._clean[key] = mean_score(student, self.pairs, self.task)
         return self._clean[key]
 
-    def measure(self, stage: str, family: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
+    def measure(self, stage: str, kind: str, defense: ASVPConfig, attack_kind: str, sigma: float = 0.0) -> list[dict]:
         """Rows (one per seed) for one defense under one attacker; `sigma` adds output noise."""
         attack = dataclasses.replace(self.attack, kind=attack_kind)
         t_clean = teacher_score(self.teacher, clean_twin(defense), self.pairs, self.task)
@@ -105,8 +122,8 @@ class Sweep:
                 student = train_student(self.teacher, self.task, defense, attack, seed)
             s_def = mean_score(student, self.pairs, self.task)
             rows.append(dict(
-                task=self.task.name, budget=attack.steps, student=attack.student, stage=stage, family=family,
-                attack=attack_kind, seed=seed,
+                task=self.task.name, **self.who, budget=attack.steps, student=attack.student, stage=stage,
+                defense=kind, attack=attack_kind, seed=seed, layer_role=self.role.get(defense.layers[0], "-"),
                 layout=defense.layout, layer=defense.layers[0], k=defense.k, a=round(defense.a, 4), tau=defense.tau,
                 placement=defense.placement, directions=defense.directions,
                 noise_sigma=round(sigma, 5),
@@ -134,19 +151,20 @@ def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
         return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
 
 
-def run_task(task, seeds, budget: int | None, quick: bool) -> list[dict]:
-    """Stage 1 screen, stage 2 attackers, baselines: one row per student pair (budget None: the
-    task's own default)."""
-    teacher = load_teacher(task.name).model
+def run_teacher(task, source: str, seeds, budget: int | None, quick: bool) -> list[dict]:
+    """Stage 1 screen, stage 2 attackers, baselines for one bundled teacher of a task: one row per
+    student pair (budget None: the task's own default)."""
+    session = session_teacher(task.name, source)
+    teacher, roles = session.model, hook_roles(session)
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
     own = attack_for(task.name)
     attack = dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
-    sweep = Sweep(task, teacher, pairs, seeds, attack)
+    sweep = Sweep(session, pairs, seeds, attack)
     rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
-        rows += sweep.measure("screen", "asvp", ASVPConfig(**setting), "output")
-        print(f"{task.name} screened {setting}", flush=True)
-    best = DefenseDefaults(**defaults(summarise(pd.DataFrame(rows)))[task.name]).config
+        rows += sweep.measure("screen", "asvp", screened(setting, roles), "output")
+        print(f"{source} screened {setting}", flush=True)
+    best = DefenseDefaults(**defaults(summarise(pd.DataFrame(rows)))[source]).config
     rows += [dict(r, stage="attackers") for r in rows if r["stage"] == "screen" and _same(r, best)]
     for kind in ("feature", "adaptive"):
         rows += sweep.measure("attackers", "asvp", best, kind)
@@ -167,6 +185,8 @@ def run_task(task, seeds, budget: int | None, quick: bool) -> list[dict]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
+    p.add_argument("--teachers", nargs="*", default=None,
+                   help="bundled teachers to sweep (default: every bundled teacher of the tasks)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=None,
                    help="student steps, the same for every student of a task (default: the task's own)")
@@ -178,6 +198,12 @@ def main(argv=None):
                         "students trained on them match only within their spread). Run tasks side by side instead")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
     args = p.parse_args(argv)
+    for name in args.tasks:
+        if name not in TASKS:
+            p.error(f"unknown task {name}; choose from {', '.join(TASKS)}")
+    unknown = set(args.teachers or ()) - {t for name in args.tasks for t in bundled_for(name)}
+    if unknown:
+        p.error(f"no bundled teacher {', '.join(sorted(unknown))} among the tasks {', '.join(args.tasks)}")
     if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
         p.error(f"--quick never writes {RESULTS.name}/: the stored sweep is replaced only by a full run")
     if args.out is None:
@@ -185,12 +211,13 @@ def main(argv=None):
     print(f"writing to {args.out}", flush=True)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in [] if args.report_only else args.tasks:  # one CSV per task: a task can be re-run alone
-        rows = run_task(TASKS[name], args.seeds, args.budget, args.quick)
-        with open(args.out / f"sweep_{name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    for name in [] if args.report_only else args.tasks:
+        for source in [t for t in bundled_for(name) if args.teachers is None or t in args.teachers]:
+            rows = run_teacher(TASKS[name], source, args.seeds, args.budget, args.quick)
+            with open(args.out / f"sweep_{source}.csv", "w", newline="") as f:  # one CSV a teacher: re-run alone
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
     write_report(args.out)
 
 

@@ -95,18 +95,19 @@ class Family:
     licence: str
     upstream: str
     default_layer: str  # regex: the last hookable layer whose name matches it (the end of the body)
+    early_layer: str  # regex: an early body stage (the sweep's cheap hook point, like our U-Net's enc2)
 
 
-OWN = Family("UNetTeacher", "U-Net (ASVP Lab)", "MIT", "this repository", r"dec1")  # our own, config.json layout
+OWN = Family("UNetTeacher", "U-Net (ASVP Lab)", "MIT", "this repository", r"dec1", r"enc2")  # our own, config.json layout
 FAMILIES: dict[str, Family] = {f.arch_id: f for f in (
     Family("Compact", "Real-ESRGAN Compact (SRVGGNet)", "BSD-3-Clause", "github.com/xinntao/Real-ESRGAN",
-           r"body\.\d*[13579]"),  # the activations between convs; the last one ends the body
+           r"body\.\d*[13579]", r"body\.5"),  # the activations between convs: the last, and the third
     Family("ESRGAN", "ESRGAN / Real-ESRGAN (RRDBNet)", "Apache-2.0 (ESRGAN), BSD-3-Clause (Real-ESRGAN)",
-           "github.com/xinntao/ESRGAN", r"model\.1"),  # the RRDB trunk with its long skip
-    Family("SwinIR", "SwinIR", "Apache-2.0", "github.com/JingyunLiang/SwinIR", r"conv_after_body"),
-    Family("NAFNet", "NAFNet", "MIT", "github.com/megvii-research/NAFNet", r"decoders\.\d+"),
+           "github.com/xinntao/ESRGAN", r"model\.1", r"model\.1\.sub\.0"),  # the RRDB trunk; its first block
+    Family("SwinIR", "SwinIR", "Apache-2.0", "github.com/JingyunLiang/SwinIR", r"conv_after_body", r"layers\.0\.conv"),
+    Family("NAFNet", "NAFNet", "MIT", "github.com/megvii-research/NAFNet", r"decoders\.\d+", r"encoders\.1"),
     Family("RetinexFormer", "RetinexFormer", "MIT", "github.com/caiyuanhao1998/Retinexformer",
-           r"body\.\d+\.denoiser\.decoder_layers\.\d+"),
+           r"body\.\d+\.denoiser\.decoder_layers\.\d+", r"body\.0\.denoiser\.encoder_layers\.1\.0"),
 )}
 # detected by spandrel but not loaded here, with the reason shown to the user
 NOT_ALLOWED = {"SPAN": "its upstream repository states no licence", "SCUNet": "its upstream repository states no licence"}

@@ -62,6 +62,7 @@ class LoadedTeacher:
     size_multiple: int = 1  # inputs run as they are when both sides are multiples of this...
     size_minimum: int = 0  # ...and at least this; others are padded (and the output cropped)
     default_layer: str = OWN.default_layer  # regex: the last hookable layer that matches it is the default hook
+    early_layer: str = OWN.early_layer  # regex, likewise: an early body stage
 
     @property
     def quality(self) -> str:
@@ -299,7 +300,8 @@ def _load_file(path: Path, origin: str) -> LoadedTeacher:
     return LoadedTeacher(model, found.family.title, {}, found.params, origin, model.scale,
                          family=found.family.title, licence=found.family.licence,
                          size_multiple=model.rule.multiple_of, size_minimum=model.rule.minimum,
-                         default_layer="net." + found.family.default_layer)
+                         default_layer="net." + found.family.default_layer,
+                         early_layer="net." + found.family.early_layer)
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:

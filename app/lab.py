@@ -55,6 +55,7 @@ class SessionTeacher:
     model: nn.Module
     layers: list[FeatureMap]  # where the defense can hook, in forward order
     default_layer: str  # the family's default hook (the end of the network's body)
+    early_layer: str  # an early body stage of the family (the sweep's cheap hook point)
 
 
 def probe(loaded: LoadedTeacher) -> torch.Tensor:
@@ -66,9 +67,9 @@ def probe(loaded: LoadedTeacher) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
 
-def default_layer(layers: list[FeatureMap], pattern: str) -> str:
-    """The last layer whose name matches the family's pattern; else the last map at the input's
-    resolution with more channels than an image; else the last map."""
+def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
+    """The last layer whose name matches one of the family's patterns; else the last map at the
+    input's resolution with more channels than an image; else the last map."""
     names = [f.name for f in layers if re.fullmatch(pattern, f.name)]
     names = names or [f.name for f in layers if f.scale == 1 and f.channels > 3] or [f.name for f in layers]
     return names[-1]
@@ -86,7 +87,8 @@ def session_teacher(task_name: str, source: str = "") -> SessionTeacher:
     layers = hookable_layers(model, probe(loaded))
     if not layers:
         raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
-    return SessionTeacher(task, source, loaded, model, layers, default_layer(layers, loaded.default_layer))
+    return SessionTeacher(task, source, loaded, model, layers, hook_layer(layers, loaded.default_layer),
+                          hook_layer(layers, loaded.early_layer))
 
 
 @dataclass

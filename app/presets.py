@@ -1,8 +1,10 @@
 """Where the app and the sweep start, per task: the defense setting and the attacker's student.
 
 The defense defaults are chosen by the last full sweep (`python -m app.experiments` writes
-results/defaults.json) and read here explicitly, when asked; without that file, or without an
-entry for the task, the built-in setting stands and `Preset.source` says so. Nothing is read at
+results/defaults.json, one entry per bundled teacher: `dehaze` for our U-Net, `dehaze-nafnet` for
+the NAFNet) and read here explicitly, when asked; a teacher of the same family from elsewhere starts
+from its bundled twin's entry. Without that file, or without an entry, the built-in setting stands
+and `Preset.source` says so. Nothing is read at
 import time, so loading a teacher never depends on a results file.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.arches import ARCHES
 from app.asvp import ASVPConfig
 from app.distill import Attack
 from app.families import OWN
@@ -68,18 +71,24 @@ def read_swept(path: Path = SWEPT_DEFAULTS) -> tuple[dict, str]:
     return (swept, "") if isinstance(swept, dict) else ({}, f"{path.name} does not hold an object")
 
 
+def swept_name(task_name: str, family: str) -> str:
+    """The bundled teacher whose sweep entry a family starts from: `<task>` or `<task>-<arch>` (a
+    family with no bundled teacher gets a name no sweep writes)."""
+    arch = next((name for name, a in ARCHES.items() if a.family.title == family), None)
+    return task_name if arch == "unet" else f"{task_name}-{arch}" if arch else f"{task_name}, {family}"
+
+
 def preset(task_name: str, family: str = OWN.title, path: Path = SWEPT_DEFAULTS) -> Preset:
     """A task's defense defaults for a teacher family (swept, or built-in with the reason) and its
-    attacker. The stored sweep covers our U-Net; another family starts from the built-in setting,
-    hooked at the family's default layer."""
-    if family != OWN.title:
-        return Preset(DefenseDefaults(), attack_for(task_name), f"built-in: no sweep of {family} teachers yet")
+    attacker. A family the sweep has not covered starts from the built-in setting (the UI then
+    hooks the family's default layer)."""
+    name = swept_name(task_name, family)
     swept, problem = read_swept(path)
-    fields = swept.get(task_name)
+    fields = swept.get(name)
     if isinstance(fields, dict):
         try:
-            return Preset(DefenseDefaults(**fields), attack_for(task_name), f"swept ({path.name})")
+            return Preset(DefenseDefaults(**fields), attack_for(task_name), f"swept ({path.name}, {name})")
         except TypeError as e:
-            problem = f"{path.name} has a bad entry for {task_name} ({e})"
+            problem = f"{path.name} has a bad entry for {name} ({e})"
     return Preset(DefenseDefaults(), attack_for(task_name),
-                  f"built-in: {problem or f'{path.name} has no entry for {task_name}'}")
+                  f"built-in: {problem or f'{path.name} has no entry for {name}'}")

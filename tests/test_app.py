@@ -8,6 +8,7 @@ from conftest import COFFEE
 from gradio_client import handle_file
 
 from app import lab
+from app.families import FAMILIES
 from app.hub import load_teacher
 from app.images import load_rgb
 from app.presets import preset
@@ -87,8 +88,9 @@ def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
 
 def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
     facts, layer, *_ = client.predict(task="dehaze", source="dehaze-nafnet", api_name="/load_teacher")
-    assert "NAFNet" in facts and "licence MIT" in facts and "no sweep of NAFNet teachers yet" in facts
-    assert layer["value"] == "net.decoders.2"
+    start = preset("dehaze", FAMILIES["NAFNet"].title)  # the bundled NAFNet's sweep entry, or the built-in setting
+    assert "NAFNet" in facts and "licence MIT" in facts and start.source in facts
+    assert layer["value"] == (start.defense.layer if start.source.startswith("swept") else "net.decoders.2")
     assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
     with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):
         client.predict(task="dehaze", source="sr_x2-compact", api_name="/load_teacher")

@@ -1,5 +1,5 @@
-"""The quick sweep runs end to end, writes every artefact the report promises, and never touches
-the stored results."""
+"""The quick sweep runs end to end over a task's teachers of two families, writes every artefact the
+report promises, and never touches the stored results."""
 import csv
 import json
 import re
@@ -33,22 +33,37 @@ def test_quick_sweep_end_to_end_leaves_the_stored_results_alone(request):
     out = Path(re.search(r"writing to (\S+)", run.stdout).group(1))
     assert ROOT not in out.resolve().parents
     request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
-    rows = list(csv.DictReader(open(out / "sweep_sr_x4.csv")))
-    stages = {r["stage"] for r in rows}
-    assert stages == {"screen", "attackers", "baselines"}
-    assert {r["seed"] for r in rows} == {"0", "1", "2"}
-    assert {r["family"] for r in rows} >= {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
+    hooks = {"sr_x4": {"early": "enc2", "late": "dec1"}, "sr_x4-compact": {"early": "net.body.5", "late": "net.body.25"}}
+    for teacher, roles in hooks.items():
+        rows = list(csv.DictReader(open(out / f"sweep_{teacher}.csv")))
+        assert {r["stage"] for r in rows} == {"screen", "attackers", "baselines"}
+        assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["teacher"] for r in rows} == {teacher}
+        assert {r["defense"] for r in rows} >= {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
+        screen = [r for r in rows if r["stage"] == "screen"]
+        assert {(r["layer_role"], r["layer"]) for r in screen} == set(roles.items())  # the same roles, each body's layers
+        assert (out / f"tradeoff_{teacher}.png").stat().st_size > 5000
+        swept = json.loads((out / "defaults.json").read_text())[teacher]
+        assert swept["layer"] in roles.values() and swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
     report = (out / "RESULTS.md").read_text()
-    assert "## sr_x4" in report and "**Verdict.**" in report and "tradeoff_sr_x4.png" in report
-    assert (out / "tradeoff_sr_x4.png").stat().st_size > 5000
-    swept = json.loads((out / "defaults.json").read_text())["sr_x4"]
-    assert swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
+    assert "## Families compared" in report and "**Real-ESRGAN Compact (SRVGGNet)** (`sr_x4-compact`)" in report
+    assert "| channel @ late, k=1, a=3, inline |" in report  # a screen setting by role, side by side
+    assert "### sr_x4: U-Net (ASVP Lab)" in report and "### sr_x4-compact: Real-ESRGAN Compact" in report
+    assert report.count("**Verdict.**") == 2 and "hooks: early = `net.body.5`, late = `net.body.25`" in report
 
 
 def test_a_quick_run_may_not_name_the_stored_results(capsys):
     with pytest.raises(SystemExit):
         main(["--quick", "--out", str(ROOT / "results")])
     assert "--quick never writes results/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [(["--tasks", "sr_x3"], "unknown task sr_x3"),
+                                          (["--tasks", "dehaze", "--teachers", "sr_x2-swinir"],
+                                           "no bundled teacher sr_x2-swinir among the tasks dehaze")])
+def test_a_sweep_of_nothing_is_refused_with_the_reason(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main(["--quick"] + argv)
+    assert message in capsys.readouterr().err
 
 
 def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
@@ -60,7 +75,7 @@ def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
         ("dec1", 1, -0.05, -0.01, 0.01, True),  # affordable, no protection
         ("dec1", 2, +0.3, -0.05, -3.0, True),  # ratio 30 and PSNR up, but SSIM pays 0.05
     ], columns=["layer", "k", "t_dpsnr", "t_dssim", "s_dpsnr", "learned"])
-    s = rows.assign(task="t", stage="screen", layout="channel", a=2.0, tau="-",
+    s = rows.assign(task="t", teacher="t", stage="screen", layout="channel", a=2.0, tau="-",
                     protection=-rows.s_dpsnr / (-rows.t_dpsnr).clip(lower=0.1))
     assert defaults(s)["t"] == dict(layer="enc2", layout="channel", k=1, a=2.0, tau=None)
     # nothing affordable: the cheapest valid setting in PSNR

@@ -3,6 +3,7 @@ from a local file and over the loopback Hub, is detected as itself, offers its f
 attention or gate tensors) and, with a = 1, serves bit for bit what it served without the hooks.
 Bad checkpoints get a user's message, and nothing is unpickled."""
 import json
+import re
 import pickle
 import struct
 
@@ -72,8 +73,9 @@ def test_a_family_loads_from_a_file_and_the_hub_and_is_defended_bit_for_bit(monk
     assert names and not set(gates) & set(names)  # attention scores and channel gates are no feature maps
     if family in ("SwinIR", "NAFNet"):
         assert gates
-    hook = lab.default_layer(layers, local.default_layer)
+    hook, early = lab.hook_layer(layers, local.default_layer), lab.hook_layer(layers, local.early_layer)
     assert hook in names and hook != names[-1]  # the end of the body, not the output
+    assert re.fullmatch(local.early_layer, early) and names.index(early) < names.index(hook)  # the sweep's two hooks
     x = torch.rand(1, 3, 21, 35, generator=torch.Generator().manual_seed(1))  # fits no size rule
     with torch.no_grad():
         clean = model(x)

@@ -4,17 +4,24 @@ import json
 import pytest
 
 from app.distill import Attack
+from app.families import FAMILIES
 from app.presets import ATTACKS, DefenseDefaults, attack_for, preset
 from app.tasks import TASKS
 
 
 def test_swept_defaults_are_read_from_the_file_named(tmp_path):
     path = tmp_path / "defaults.json"
-    path.write_text(json.dumps({"dehaze": dict(layer="enc2", layout="spatial", k=4, a=3.0, tau=None)}))
+    path.write_text(json.dumps({"dehaze": dict(layer="enc2", layout="spatial", k=4, a=3.0, tau=None),
+                                "dehaze-nafnet": dict(layer="net.encoders.1", layout="channel", k=2, a=2.0)}))
     start = preset("dehaze", path=path)
-    assert preset("dehaze", "NAFNet", path).source == "built-in: no sweep of NAFNet teachers yet"
     assert start.defense == DefenseDefaults(layer="enc2", layout="spatial", k=4, a=3.0)
-    assert start.source == "swept (defaults.json)"
+    assert start.source == "swept (defaults.json, dehaze)"
+    nafnet = preset("dehaze", FAMILIES["NAFNet"].title, path)  # any NAFNet starts from the bundled one's sweep
+    assert nafnet.defense == DefenseDefaults(layer="net.encoders.1", k=2, a=2.0)
+    assert nafnet.source == "swept (defaults.json, dehaze-nafnet)"
+    for family in ("SwinIR", "ESRGAN"):  # a family not swept for this task (ESRGAN has no bundled teacher)
+        other = preset("dehaze", FAMILIES[family].title, path)
+        assert other.defense == DefenseDefaults() and other.source.startswith("built-in: defaults.json has no entry")
     assert start.defense.config.layers == ("enc2",) and start.defense.config.layout == "spatial"
 
 

@@ -3,6 +3,7 @@ and restores better than its input."""
 import pytest
 from conftest import COFFEE
 
+from app.evaluate import versus_unet
 from app.hub import bundled_for, bundled_teachers, load_teacher
 from app.images import load_rgb
 from app.metrics import score
@@ -31,3 +32,16 @@ def test_teacher_restores_better_than_the_input(name):
     assert restored.shape == clean.shape
     before = score(task.input_baseline(degraded, clean.shape), clean, task)["psnr"]
     assert score(restored, clean, task)["psnr"] > before + (0.3 if task.scale > 1 else 1.0)
+
+
+def test_a_field_teacher_card_says_why_it_misses_the_unet():
+    unet = dict(task="dehaze", teacher_psnr=18.0, teacher_ssim=0.8, synthetic_psnr=20.0)
+    shifted = dict(unet, teacher_psnr=17.0, synthetic_psnr=21.0)  # better on synthetic pairs, worse on real ones
+    weaker = dict(unet, teacher_psnr=17.0, synthetic_psnr=19.5)
+    better = dict(unet, teacher_psnr=18.5, synthetic_psnr=19.0)
+    results = {"dehaze": unet, "dehaze-nafnet": shifted}
+    assert versus_unet("dehaze", unet, results) == ""
+    assert "-1.00 dB PSNR" in versus_unet("x", shifted, results) and "+1.00 dB." in versus_unet("x", shifted, results)
+    assert "shift from our synthetic degradation to the real one" in versus_unet("x", shifted, results)
+    assert "under-trained" in versus_unet("x", weaker, results)
+    assert "beats it" in versus_unet("x", better, results) and "Why" not in versus_unet("x", better, results)

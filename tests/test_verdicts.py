@@ -7,7 +7,8 @@ from app.ui import verdict_text
 
 
 def summary_row(t_dpsnr, t_dssim, s_dpsnr, layer):
-    return dict(task="t", stage="screen", family="asvp", attack="output", layout="channel", layer=layer, k=1, a=2.0,
+    return dict(task="t", teacher="t", teacher_family="U-Net", stage="screen", defense="asvp", attack="output", layer_role="-",
+                layout="channel", layer=layer, k=1, a=2.0,
                 tau="-", placement="inline", directions="top", noise_sigma=0.0, t_dpsnr=t_dpsnr, t_dssim=t_dssim,
                 s_dpsnr=s_dpsnr, s_dpsnr_std=0.1, s_dssim=-0.1, ssim_drop_pct=10.0, learned=True)
 
