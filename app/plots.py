@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=40, b=45), template="plotly_white",
+LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_white", title_font_size=13,
               legend=dict(orientation="h", y=-0.25))
+TITLE_CHARS = 36  # what fits across a plot a third of the Lab's width
+
+
+def short(text: str, limit: int = TITLE_CHARS) -> str:
+    """`text`, its middle elided when it would not fit a title line (layer names get long)."""
+    return text if len(text) <= limit else text[:limit // 2 - 1] + "…" + text[-(limit - limit // 2):]
 
 
 def spectra_figure(before: np.ndarray, after: np.ndarray, k: int, layer: str) -> go.Figure:
@@ -16,7 +22,7 @@ def spectra_figure(before: np.ndarray, after: np.ndarray, k: int, layer: str) ->
     if k > 0:
         fig.add_vrect(x0=0.5, x1=k + 0.5, fillcolor="orange", opacity=0.15, line_width=0,
                       annotation_text=f"top-{k}", annotation_position="top left")
-    fig.update_layout(title=f"Singular values at '{layer}'", xaxis_title="index i", yaxis_title="sigma_i",
+    fig.update_layout(title=f"Singular values<br><sup>at {short(layer)}</sup>", xaxis_title="index i", yaxis_title="sigma_i",
                       yaxis_type="log", **LAYOUT)
     return fig
 
@@ -24,7 +30,8 @@ def spectra_figure(before: np.ndarray, after: np.ndarray, k: int, layer: str) ->
 def frequency_figure(freqs: np.ndarray, power: np.ndarray) -> go.Figure:
     """Radial power spectrum of the perturbation the defense adds to the served output."""
     fig = go.Figure(go.Scatter(x=freqs, y=np.maximum(power, 1e-20), mode="lines", name="perturbation"))
-    fig.update_layout(title="Frequency content of the perturbation", xaxis_title="cycles / pixel",
+    fig.update_layout(title="Perturbation spectrum<br><sup>radial power of the served change</sup>",
+                      xaxis_title="cycles / pixel",
                       yaxis_title="power", yaxis_type="log", **LAYOUT)
     return fig
 
@@ -33,7 +40,7 @@ def loss_figure(history: dict[str, list[tuple[int, float]]]) -> go.Figure:
     """Live distillation loss curves, one per student."""
     fig = go.Figure([go.Scatter(x=[s for s, _ in pts], y=[v for _, v in pts], mode="lines", name=name)
                      for name, pts in history.items()])
-    fig.update_layout(title="Student fit to the teacher's answers (L1)", xaxis_title="step",
+    fig.update_layout(title="Student fit to the teacher's answers", xaxis_title="step",
                       yaxis_title="loss", yaxis_type="log", **LAYOUT)
     return fig
 

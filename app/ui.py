@@ -151,14 +151,17 @@ def build_demo() -> gr.Blocks:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
         teacher, scene = gr.State(None), gr.State(None)
-        # the instant view, made first (rendered on the right) so the cached examples can fill it
+        # the instant view, made first (rendered on the right) so the cached examples can fill it. Images
+        # get plain values and their metrics go in a caption under each (never in the label, where a long
+        # caption is cut off, and never as a component update, which lazily cached examples cannot replay)
         note = gr.Markdown(render=False)
         inp, gt = gr.Image(label="input", render=False), gr.Image(label="ground truth", render=False)
         clean = gr.Image(label="teacher", render=False)
         defended = gr.Image(label="teacher + ASVP", render=False)
         spectra, freq = gr.Plot(label="spectra", render=False), gr.Plot(label="frequency content", render=False)
         pert = gr.Image(label="perturbation", render=False)
-        views = [note, inp, gt, clean, defended, spectra, pert, freq]
+        inp_cap, gt_cap, clean_cap, defended_cap, pert_cap = (gr.Markdown(render=False) for _ in range(5))
+        views = [note, inp, gt, clean, defended, spectra, pert, freq, inp_cap, gt_cap, clean_cap, defended_cap, pert_cap]
 
         # handler parameters are named as the HTTP API shows them, even where they shadow a component
         @user_errors
@@ -170,13 +173,12 @@ def build_demo() -> gr.Blocks:
             s = view.scores
             truth = None if view_scene.target is None else to_uint8(view_scene.target)
             return {teacher: session, scene: view_scene, note: view_scene.note,
-                    inp: gr.Image(to_uint8(view.baseline), label=caption("input", s.input)),
-                    gt: gr.Image(truth, label="ground truth" if truth is not None else "ground truth: none (degraded upload)"),
-                    clean: gr.Image(to_uint8(view.clean), label=caption("teacher", s.teacher)),
-                    defended: gr.Image(to_uint8(view.defended), label=caption("teacher + ASVP", s.defended_teacher)),
+                    inp: to_uint8(view.baseline), inp_cap: caption("input", s.input),
+                    gt: truth, gt_cap: "ground truth" if truth is not None else "no ground truth (degraded upload)",
+                    clean: to_uint8(view.clean), clean_cap: caption("teacher", s.teacher),
+                    defended: to_uint8(view.defended), defended_cap: caption("teacher + ASVP", s.defended_teacher),
                     spectra: plots.spectra_figure(*view.spectra, defense.k, layer),
-                    pert: gr.Image(to_uint8(view.perturbation),
-                                   label=f"perturbation (x{1 / max(view.span, 1e-6):.0f}, grey = 0)"),
+                    pert: to_uint8(view.perturbation), pert_cap: f"shown x{1 / max(view.span, 1e-6):.0f}, grey = 0",
                     freq: plots.frequency_figure(view.freqs, view.power)}
 
         def example_view(image_path, task_name):
@@ -222,11 +224,16 @@ def build_demo() -> gr.Blocks:
                         facts = gr.Markdown()
                     note.render()
                     with gr.Row():
-                        for view in (inp, gt, clean, defended):
-                            view.render()
+                        for view, under in ((inp, inp_cap), (gt, gt_cap), (clean, clean_cap), (defended, defended_cap)):
+                            with gr.Column(min_width=160):
+                                view.render()
+                                under.render()
                     with gr.Row():
-                        for view in (spectra, pert, freq):
-                            view.render()
+                        spectra.render()
+                        with gr.Column(min_width=160):
+                            pert.render()
+                            pert_cap.render()
+                        freq.render()
                     loss = gr.Plot(label="distillation")
                     with gr.Row():
                         s_clean = gr.Image(label="student taught by the clean teacher")

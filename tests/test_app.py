@@ -3,11 +3,12 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import COFFEE
 from gradio_client import handle_file
 
-from app import lab
+from app import lab, plots
 from app.families import FAMILIES
 from app.hub import load_teacher
 from app.images import load_rgb
@@ -21,30 +22,31 @@ def settings(task):
     return dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=False, tau=0.9, placement=d.placement)
 
 
-def label_psnr(update: dict) -> float:
-    return float(re.search(r"([\d.]+) dB", update["label"]).group(1))
+def caption_psnr(caption: str) -> float:
+    return float(re.search(r"([\d.]+) dB", caption).group(1))
 
 
 @pytest.mark.parametrize("task", list(TASKS))
 def test_look_matches_the_library(client, task):
     out = client.predict(task=task, image=handle_file(str(COFFEE)), already_degraded=False, seed=0,
                          **settings(task), api_name="/look")
-    note, inp, gt, clean, defended, spectra, pert, freq = out
-    assert "seed 0" in note
+    note, inp, gt, clean, defended, spectra, pert, freq, inp_cap, gt_cap, clean_cap, defended_cap, pert_cap = out
+    assert "seed 0" in note and gt_cap == "ground truth" and "grey = 0" in pert_cap
     for img in (inp, gt, clean, defended, pert):
-        assert Path(img["value"]).is_file()
+        assert Path(img).is_file()
     assert spectra["type"] == "plotly" and freq["type"] == "plotly"
     scene = lab.make_scene(TASKS[task], load_rgb(COFFEE), False, 0)
     view = lab.look(load_teacher(task).model, scene, preset(task).defense.config)
-    assert label_psnr(clean) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
-    assert label_psnr(defended) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
-    assert label_psnr(inp) == pytest.approx(view.scores.input.psnr, abs=0.006)
+    assert caption_psnr(clean_cap) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
+    assert caption_psnr(defended_cap) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
+    assert caption_psnr(inp_cap) == pytest.approx(view.scores.input.psnr, abs=0.006)
 
 
 def test_degraded_upload_has_no_reference(client):
     out = client.predict(task="dehaze", image=handle_file(str(COFFEE)), already_degraded=True, seed=0,
                          **settings("dehaze"), api_name="/look")
-    assert "no ground truth" in out[0] and "no reference" in out[3]["label"]
+    assert "no ground truth" in out[0] and out[2] is None and "no ground truth" in out[9]
+    assert out[10] == "teacher: no reference"
 
 
 def test_distill_streams_and_matches_the_library(client):
@@ -94,3 +96,11 @@ def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
     assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
     with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):
         client.predict(task="dehaze", source="sr_x2-compact", api_name="/load_teacher")
+
+
+def test_plot_titles_fit_long_layer_names():
+    name = "net.body.0.denoiser.decoder_layers.1.2"  # a RetinexFormer stage
+    title = plots.spectra_figure(np.ones(4), np.ones(4), 1, name).layout.title.text
+    shown = title.split("<sup>at ")[1].removesuffix("</sup>")
+    assert len(shown) <= plots.TITLE_CHARS and shown.startswith("net.body") and shown.endswith("layers.1.2")
+    assert plots.short("dec1") == "dec1"
