@@ -7,6 +7,7 @@ the defended-taught students see the same queries, initial weights and batch ord
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, stack_module_state
 
 from app.asvp import ASVPConfig, FeatureRecord, defend
 from app.data import ATTACKER_IMAGES, PairPool
@@ -78,11 +80,27 @@ class Attack:
 
 @dataclass
 class Progress:
+    """One report of a batch of students: per student, the pixel and feature losses of the last step."""
+
     step: int
     total: int
-    loss: float
-    feature_loss: float
-    student: nn.Module
+    losses: list[float]
+    feature_losses: list[float]
+    students: list[nn.Module]  # a copy of each student as it is at this step
+
+
+class Pupil(nn.Module):
+    """One student with the adapter a feature-KD attacker maps its hidden map through."""
+
+    def __init__(self, attack: Attack, scale: int, teacher_channels: int):
+        super().__init__()
+        self.student = QuickStudent(depth=attack.depth, scale=scale, dilated=attack.dilated, leak=attack.leak)
+        self.adapter = nn.Conv2d(self.student.tail[0].in_channels, teacher_channels, 1)
+
+    def forward(self, x, adapt: bool):
+        """The output, and with `adapt` the hidden map through the adapter (a second pass, as a
+        feature-KD attacker with a plain student module computes it)."""
+        return (self.student(x), self.adapter(self.student.features(x))) if adapt else self.student(x)
 
 
 @lru_cache(maxsize=32)
@@ -132,37 +150,64 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float 
     return err.topk(keep, largest=False).values.mean()
 
 
-def distill(teacher: nn.Module, task, defense: ASVPConfig, attack: Attack, seed: int,
+def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack: Attack,
             every: int = 10) -> Iterator[Progress]:
-    """Train a student on the teacher's answers; yield progress once the teacher has answered, then
-    every `every` steps and at the end."""
-    x = attacker_queries(task, attack, seed)
-    y, t_feat = ask_teacher(teacher, x, defense)
-    if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
-        y = gaussian_lowpass(y, attack.lowpass_sigma)
-    torch.manual_seed(seed)
-    student = QuickStudent(depth=attack.depth, scale=task.scale, dilated=attack.dilated, leak=attack.leak)
-    adapter = nn.Conv2d(student.tail[0].in_channels, t_feat.shape[1], 1)
-    params = list(student.parameters()) + (list(adapter.parameters()) if attack.kind == "feature" else [])
-    opt = torch.optim.Adam(params, lr=attack.lr)
+    """Train one student per (defense, seed) run on the teacher's answers, all in one batched pass
+    (stacked weights under torch.func.vmap: the convolutions of every student become one grouped
+    convolution); yield progress once the teacher has answered, then every `every` steps and at
+    the end. Each student sees its seed's queries, initial weights and batch order, so it equals
+    the same student trained alone (within float rounding), and the clean- and defended-taught
+    students of one seed form a fair pair."""
+    xs, ys, feats = [], [], []
+    for defense, seed in runs:
+        x = attacker_queries(task, attack, seed)
+        y, t_feat = ask_teacher(teacher, x, defense)
+        if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
+            y = gaussian_lowpass(y, attack.lowpass_sigma)
+        xs.append(x), ys.append(y), feats.append(t_feat)
+    pupils = []
+    for (_, seed), t_feat in zip(runs, feats):
+        torch.manual_seed(seed)
+        pupils.append(Pupil(attack, task.scale, t_feat.shape[1]))
+    weights, buffers = stack_module_state(pupils)  # name -> (runs, *shape), leaves that train
+    blank, feature_kd = copy.deepcopy(pupils[0]).to("meta"), attack.kind == "feature"
+
+    def run(w, b, x):  # (output, adapted hidden map); without feature KD the second is a placeholder
+        out = functional_call(blank, (w, b), (x,), {"adapt": feature_kd})
+        return out if feature_kd else (out, x)
+
+    if len(runs) == 1:  # a lone student runs plain kernels: bit for bit what its module alone computes
+        batched = lambda w, b, x: tuple(t[None] for t in run(*({k: v[0] for k, v in d.items()} for d in (w, b)), x[0]))
+    else:
+        batched = torch.vmap(run)
+    train = [v for k, v in weights.items() if feature_kd or k.startswith("student.")]
+    opt = torch.optim.Adam(train, lr=attack.lr)  # elementwise: the same steps as one Adam per student
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)
-    order = torch.Generator().manual_seed(seed)
-    yield Progress(0, attack.steps, float("nan"), float("nan"), student)  # the teacher has answered
+    orders = [torch.Generator().manual_seed(seed) for _, seed in runs]
+    snapshot = lambda: [_unstack(pupils[0].student, weights, i) for i in range(len(runs))]
+    nan = [float("nan")] * len(runs)
+    yield Progress(0, attack.steps, nan, nan, snapshot())  # the teacher has answered
     for step in range(1, attack.steps + 1):
-        idx = torch.randint(len(x), (attack.batch,), generator=order)
-        pred = student(x[idx])
-        fit = pixel_loss(pred, y[idx], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
-        feat_loss = torch.zeros(())
-        if attack.kind == "feature":
-            mapped = F.adaptive_avg_pool2d(adapter(student.features(x[idx])), t_feat.shape[-2:])
-            feat_loss = F.l1_loss(mapped, t_feat[idx])
-        loss = fit + attack.feature_weight * feat_loss
+        idx = [torch.randint(len(x), (attack.batch,), generator=order) for x, order in zip(xs, orders)]
+        pred, hidden = batched(weights, buffers, torch.stack([x[i] for x, i in zip(xs, idx)]))  # (runs, B, C, H, W)
+        fits = [pixel_loss(pred[n], y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
+                for n, (y, i) in enumerate(zip(ys, idx))]
+        feat_losses = [F.l1_loss(F.adaptive_avg_pool2d(hidden[n], t.shape[-2:]), t[i]) if feature_kd
+                       else torch.zeros(()) for n, (t, i) in enumerate(zip(feats, idx))]
+        loss = sum(fit + attack.feature_weight * f for fit, f in zip(fits, feat_losses))  # students share no weight
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % every == 0 or step == attack.steps:
-            yield Progress(step, attack.steps, fit.item(), feat_loss.item(), student)
+            yield Progress(step, attack.steps, [f.item() for f in fits], [f.item() for f in feat_losses], snapshot())
+
+
+def _unstack(like: QuickStudent, weights: dict[str, torch.Tensor], n: int) -> QuickStudent:
+    """Student `n` of a stack, as a module of its own."""
+    student = copy.deepcopy(like)
+    student.load_state_dict({k[8:]: v[n].detach().clone() for k, v in weights.items() if k.startswith("student.")})
+    return student
 
 
 def clean_twin(defense: ASVPConfig) -> ASVPConfig:

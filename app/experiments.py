@@ -87,8 +87,8 @@ def teacher_score(teacher, defense: ASVPConfig, pairs, task) -> dict[str, float]
 
 
 def train_student(teacher, task, defense, attack, seed):
-    *_, last = distill(teacher, task, defense, attack, seed, every=attack.steps)
-    return last.student
+    *_, last = distill(teacher, task, [(defense, seed)], attack, every=attack.steps)
+    return last.students[0]
 
 
 class Sweep:

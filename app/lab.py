@@ -255,21 +255,18 @@ def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
 
 def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
-    """Distil a clean-taught and a defended-taught student in lockstep (same seed, queries, batch
-    order and budget) and score both on the scene."""
+    """Distil a clean-taught and a defended-taught student in one batched pass (same seed, queries,
+    batch order and budget) and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
-    defended_run = distill(teacher, scene.task, defense, attack, seed, every)
-    for clean in distill(teacher, scene.task, clean_twin(defense), attack, seed, every):
-        yield DuelUpdate(clean.step, clean.total, history)  # a heartbeat between the two students
-        defended = next(defended_run)
-        if clean.step:
-            history["clean-taught"].append((clean.step, clean.loss))
-            history["defended-taught"].append((defended.step, defended.loss))
-        yield DuelUpdate(clean.step, clean.total, history)
-    students = restore(clean.student, scene.degraded), restore(defended.student, scene.degraded)
+    for now in distill(teacher, scene.task, [(clean_twin(defense), seed), (defense, seed)], attack, every):
+        if now.step:
+            history["clean-taught"].append((now.step, now.losses[0]))
+            history["defended-taught"].append((now.step, now.losses[1]))
+        yield DuelUpdate(now.step, now.total, history)
+    students = tuple(restore(student, scene.degraded) for student in now.students)
     teachers = teacher_scores(scene, *answers(teacher, scene, defense))
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
                         reference_quality(students[0], scene), reference_quality(students[1], scene))
-    yield DuelUpdate(clean.total, clean.total, history, students, scores, verdict(scores))
+    yield DuelUpdate(now.total, now.total, history, students, scores, verdict(scores))

@@ -20,12 +20,28 @@ def teacher():
 
 
 def final_student(teacher, defense, attack, seed):
-    *_, last = distill(teacher, TASKS["dehaze"], defense, attack, seed, every=attack.steps)
-    return last.student
+    *_, last = distill(teacher, TASKS["dehaze"], [(defense, seed)], attack, every=attack.steps)
+    return last.students[0]
 
 
 def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("task,kind", [("dehaze", "output"), ("dehaze", "feature"), ("dehaze", "adaptive"),
+                                       ("sr_x2", "output"), ("sr_x2", "feature")])
+def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task, kind):
+    """Both student families (dilated, and SR's plain convs with LeakyReLU), under every threat model."""
+    teacher = load_teacher(task).model
+    attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL)
+    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
+    runs = [(clean_twin(defense), 1), (defense, 1), (defense, 2)]
+    *_, together = distill(teacher, TASKS[task], runs, attack, every=attack.steps)
+    assert len(together.students) == 3 and len(together.losses) == 3
+    for run, student in zip(runs, together.students):
+        *_, alone = distill(teacher, TASKS[task], [run], attack, every=attack.steps)
+        torch.testing.assert_close(weights(student), weights(alone.students[0]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(weights(together.students[1]), weights(together.students[2]))  # seeds still differ
 
 
 @pytest.mark.parametrize("kind", ["output", "feature", "adaptive"])
@@ -40,10 +56,10 @@ def test_distillation_is_deterministic_under_a_seed(teacher, kind):
 def test_pair_differs_only_by_the_defense(teacher):
     attack = Attack(**SMALL)
     defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
-    events = list(distill(teacher, TASKS["dehaze"], defense, attack, seed=0, every=2))
+    events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=2))
     assert [e.step for e in events] == [0, 2, 4, 6]
     clean = final_student(teacher, clean_twin(defense), attack, seed=0)
-    assert not torch.equal(weights(clean), weights(events[-1].student))
+    assert not torch.equal(weights(clean), weights(events[-1].students[0]))
     # with the perturbation off (k = 0 instead of a = 1), the student is the same network bit for bit
     off = dataclasses.replace(defense, k=0)
     assert torch.equal(weights(clean), weights(final_student(teacher, off, attack, seed=0)))
@@ -95,6 +111,6 @@ def test_default_attacker_learns_past_the_input(name):
     defense, baseline = clean_twin(ASVPConfig(layers=("dec1",))), input_scores(pairs, task)["psnr"]
     gains = []
     for seed in (0, 1, 2):
-        *_, last = distill(teacher, task, defense, attack, seed, every=attack.steps)
-        gains.append(mean_score(last.student, pairs, task)["psnr"] - baseline)
+        *_, last = distill(teacher, task, [(defense, seed)], attack, every=attack.steps)
+        gains.append(mean_score(last.students[0], pairs, task)["psnr"] - baseline)
     assert sum(gains) / len(gains) >= STUDENT_BAR_DB[name], gains
