@@ -190,9 +190,9 @@ def _top_subspace(g: torch.Tensor, config: ASVPConfig, tol: float) -> tuple[torc
     """
     trace = g.diagonal(dim1=1, dim2=2).sum(-1)
     cols = min(config.k + OVERSAMPLE, g.shape[-1])
-    gbt = torch.randn(cols, g.shape[-1], generator=torch.Generator().manual_seed(0), dtype=g.dtype) @ g
+    gbt = torch.randn(cols, g.shape[-1], generator=torch.Generator().manual_seed(0), dtype=g.dtype).to(g.device) @ g
     u = s = None
-    todo = torch.arange(g.shape[0])  # maps still iterating; g and gbt hold only those
+    todo = torch.arange(g.shape[0], device=g.device)  # maps still iterating; g and gbt hold only those
     for _ in range(SUBSPACE_ROUNDS):
         for _ in range(SUBSPACE_ITERS):
             bt = torch.linalg.qr((gbt @ g).mT).Q.mT
@@ -232,7 +232,7 @@ def amplify(feat: torch.Tensor, config: ASVPConfig) -> torch.Tensor:
     if config.directions == "random":
         gen = torch.Generator().manual_seed(config.seed)
         q = torch.linalg.qr(torch.randn(m.shape[0], m.shape[1], int(k.max()), generator=gen,
-                                        dtype=torch.float64)).Q
+                                        dtype=torch.float64).to(m.device)).Q
     w = _weights(q.shape[-1], rank, k, config)
     keep = (w != 0).any(0)
     if not keep.any():  # zero maps, or k clamped to 0 everywhere

@@ -17,7 +17,7 @@ def output_noise(model: nn.Module, sigma: float, seed: int = 0):
         return
     gen = torch.Generator().manual_seed(seed)
     handle = model.register_forward_hook(
-        lambda _m, _inp, out: out + sigma * torch.randn(out.shape, generator=gen, dtype=out.dtype))
+        lambda _m, _inp, out: out + sigma * torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device))
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ from torch.func import functional_call, stack_module_state
 
 from app.asvp import ASVPConfig, FeatureRecord, defend
 from app.data import ATTACKER_IMAGES, PairPool
+from app.devices import device_of
 from app.nets import QuickStudent
 
 ATTACKS = ("output", "feature", "adaptive")
@@ -124,7 +125,7 @@ def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk:
     for part in x.split(chunk):
         record = FeatureRecord()
         with defend(teacher, defense, record):
-            answers.append(teacher(part))
+            answers.append(teacher(part.to(device_of(teacher))))
         feats.append(record.exposed[defense.layers[0]])
     return torch.cat(answers), torch.cat(feats)
 
@@ -158,9 +159,9 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     the end. Each student sees its seed's queries, initial weights and batch order, so it equals
     the same student trained alone (within float rounding), and the clean- and defended-taught
     students of one seed form a fair pair."""
-    xs, ys, feats = [], [], []
+    xs, ys, feats, device = [], [], [], device_of(teacher)  # the students train where the teacher runs
     for defense, seed in runs:
-        x = attacker_queries(task, attack, seed)
+        x = attacker_queries(task, attack, seed).to(device)
         y, t_feat = ask_teacher(teacher, x, defense)
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
@@ -168,7 +169,7 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     pupils = []
     for (_, seed), t_feat in zip(runs, feats):
         torch.manual_seed(seed)
-        pupils.append(Pupil(attack, task.scale, t_feat.shape[1]))
+        pupils.append(Pupil(attack, task.scale, t_feat.shape[1]).to(device))
     weights, buffers = stack_module_state(pupils)  # name -> (runs, *shape), leaves that train
     blank, feature_kd = copy.deepcopy(pupils[0]).to("meta"), attack.kind == "feature"
 

@@ -18,6 +18,7 @@ import argparse
 import csv
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
 from app.testsets import benchmark_pairs
+from app.devices import CHOICES, pick_device
 from app.distill import Attack, clean_twin, distill
 from app.hub import bundled_for
 from app.lab import SessionTeacher, session_teacher
@@ -45,6 +47,23 @@ SCREEN = [dict(layout="channel", role="early", k=1, a=2.0), dict(layout="channel
           dict(layout="channel", role="late", k=4, a=3.0), dict(layout="spatial", role="late", k=1, a=2.0),
           dict(layout="channel", role="late", k=16, a=2.0, tau=0.9)]
 QUICK_SCREEN = [dict(layout="channel", role="late", k=1, a=3.0), dict(layout="spatial", role="early", k=1, a=2.0)]
+
+
+ATTACKER_KINDS = ("feature", "adaptive")  # stage 2, beside the screen's output KD
+BASELINE_DIRECTIONS = ("random", "bottom")  # ASVP along other directions, at the best setting's cost
+
+
+CALIBRATION_PASSES = 2 * (12 + 1)  # calibrate's bisection: 12 halvings and a probe, two teacher passes each
+
+
+def planned_work(quick: bool, seeds: int) -> tuple[int, int]:
+    """Students one teacher's sweep trains (a defended one per setting and seed, plus the clean twins:
+    one per attacker kind, hooked layer and seed, shared by the settings that match), and the
+    teacher's passes over the scoring pairs (two per setting, plus the baselines' calibration)."""
+    screen = QUICK_SCREEN if quick else SCREEN
+    settings = len(screen) + len(ATTACKER_KINDS) + 1 + len(BASELINE_DIRECTIONS) + 1  # + exposed, + output noise
+    clean = len({setting["role"] for setting in screen}) + len(ATTACKER_KINDS)
+    return seeds * (settings + clean), 2 * settings + 2 + (len(BASELINE_DIRECTIONS) + 1) * CALIBRATION_PASSES
 
 
 def hook_roles(session: SessionTeacher) -> dict[str, str]:
@@ -151,14 +170,54 @@ def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
         return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
 
 
-def run_teacher(task, source: str, seeds, budget: int | None, quick: bool) -> list[dict]:
-    """Stage 1 screen, stage 2 attackers, baselines for one bundled teacher of a task: one row per
-    student pair (budget None: the task's own default)."""
+def _setup(task, source: str, budget: int | None, quick: bool, device: torch.device):
+    """A teacher's session on `device`, the pairs its students are scored on, and the sweep's attacker."""
     session = session_teacher(task.name, source)
-    teacher, roles = session.model, hook_roles(session)
+    session.model.to(device)
     pairs = eval_pairs(task, n=2 if quick else 4, crop=128 if quick else 192)
     own = attack_for(task.name)
-    attack = dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
+    return session, pairs, dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
+
+
+def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
+    """One student's wall time here: the teacher's answers, a short run's steps scaled to the
+    budget, and scoring the student (distill reports once the teacher has answered, so one run
+    times both parts)."""
+    defense, steps = clean_twin(ASVPConfig(layers=(session.default_layer,))), min(attack.steps, 20)
+    train_student(session.model, session.task, defense, dataclasses.replace(attack, steps=1), seed=0)  # queries made
+    marks = [time.perf_counter()]
+    for progress in distill(session.model, session.task, [(defense, 0)], dataclasses.replace(attack, steps=steps),
+                            every=steps):
+        marks.append(time.perf_counter())
+    mean_score(progress.students[0], pairs, session.task)
+    answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
+    return answers + run * attack.steps / steps + scoring
+
+
+def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, device: torch.device) -> str:
+    """What a run will cost before it starts: students per teacher and the estimated time here."""
+    lines, total_students, total_s = [], 0, 0.0
+    for task_name, source in teachers:
+        session, pairs, attack = _setup(TASKS[task_name], source, budget, quick, device)
+        n, passes = planned_work(quick, seeds)
+        mean_score(session.model, pairs, session.task)  # a first pass warms the kernels up
+        start = time.perf_counter()
+        mean_score(session.model, pairs, session.task)
+        one_pass = time.perf_counter() - start
+        seconds = n * seconds_per_student(session, pairs, attack) + passes * one_pass
+        lines.append(f"{source}: {n} students of {attack.steps} steps, about {seconds / 60:.1f} min")
+        total_students, total_s = total_students + n, total_s + seconds
+    lines.append(f"total: {total_students} students, about {total_s / 60:.1f} min on {device.type} "
+                 f"with {torch.get_num_threads()} thread(s)")
+    return "\n".join(lines)
+
+
+def run_teacher(task, source: str, seeds, budget: int | None, quick: bool,
+                device: torch.device = torch.device("cpu")) -> list[dict]:
+    """Stage 1 screen, stage 2 attackers, baselines for one bundled teacher of a task: one row per
+    student pair (budget None: the task's own default); teacher and students run on `device`."""
+    session, pairs, attack = _setup(task, source, budget, quick, device)
+    teacher, roles = session.model, hook_roles(session)
     sweep = Sweep(session, pairs, seeds, attack)
     rows = []
     for setting in QUICK_SCREEN if quick else SCREEN:
@@ -166,13 +225,13 @@ def run_teacher(task, source: str, seeds, budget: int | None, quick: bool) -> li
         print(f"{source} screened {setting}", flush=True)
     best = DefenseDefaults(**defaults(summarise(pd.DataFrame(rows)))[source]).config
     rows += [dict(r, stage="attackers") for r in rows if r["stage"] == "screen" and _same(r, best)]
-    for kind in ("feature", "adaptive"):
+    for kind in ATTACKER_KINDS:
         rows += sweep.measure("attackers", "asvp", best, kind)
     # exposed features reach only a feature-KD attacker; output-only attackers see the clean teacher
     # (bit-identical students, tested in tests/test_distill.py), so only feature KD is measured
     rows += sweep.measure("attackers", "asvp", dataclasses.replace(best, placement="exposed"), "feature")
     cost = served_distortion(teacher, best, pairs)
-    for directions in ("random", "bottom"):
+    for directions in BASELINE_DIRECTIONS:
         probe = lambda a, d=directions: served_distortion(teacher, dataclasses.replace(best, directions=d, a=a), pairs)
         rows += sweep.measure("baselines", f"asvp-{directions}",
                               dataclasses.replace(best, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), "output")
@@ -197,6 +256,10 @@ def main(argv=None):
                    help="torch threads; the stored results ran with 1 (other counts round differently, and "
                         "students trained on them match only within their spread). Run tasks side by side instead")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
+    p.add_argument("--plan", action="store_true", help="print how many students the run trains and its estimated "
+                   "time here, then stop")
+    p.add_argument("--device", choices=CHOICES, default="auto", help="where teachers and students run (auto: CUDA if "
+                   "present; the stored results ran on the CPU, and a GPU's rounding matches them within the spread)")
     args = p.parse_args(argv)
     for name in args.tasks:
         if name not in TASKS:
@@ -206,18 +269,27 @@ def main(argv=None):
         p.error(f"no bundled teacher {', '.join(sorted(unknown))} among the tasks {', '.join(args.tasks)}")
     if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
         p.error(f"--quick never writes {RESULTS.name}/: the stored sweep is replaced only by a full run")
+    device, note = pick_device(args.device)
+    if note:
+        print(note, flush=True)
+    torch.set_num_threads(args.threads)
+    teachers = [(name, source) for name in ([] if args.report_only else args.tasks)
+                for source in bundled_for(name) if args.teachers is None or source in args.teachers]
+    if args.plan:
+        print(plan(teachers, len(args.seeds), args.budget, args.quick, device))
+        return
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick else RESULTS
     print(f"writing to {args.out}", flush=True)
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in [] if args.report_only else args.tasks:
-        for source in [t for t in bundled_for(name) if args.teachers is None or t in args.teachers]:
-            rows = run_teacher(TASKS[name], source, args.seeds, args.budget, args.quick)
-            with open(args.out / f"sweep_{source}.csv", "w", newline="") as f:  # one CSV a teacher: re-run alone
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+    for name, source in teachers:
+        rows = run_teacher(TASKS[name], source, args.seeds, args.budget, args.quick, device)
+        with open(args.out / f"sweep_{source}.csv", "w", newline="") as f:  # one CSV a teacher: re-run alone
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if not any(args.out.glob("sweep_*.csv")):
+        p.error(f"no sweep_*.csv in {args.out}: nothing to report")
     write_report(args.out)
 
 

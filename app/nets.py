@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from app.devices import device_of
+
 HUB_TAGS = ["image-restoration", "asvp-lab"]
 
 
@@ -123,4 +125,4 @@ def count_params(model: nn.Module) -> int:
 def restore(model: nn.Module, img: np.ndarray) -> np.ndarray:
     """Run a restoration net on one float RGB image in [0, 1]; returns the same layout, clipped."""
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
-    return model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    return model(x.to(device_of(model)))[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()

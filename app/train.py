@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from app.arches import ARCHES, build
 from app.data import TEACHER_IMAGES, PairPool
+from app.devices import CHOICES, pick_device
 from app.hub import save_teacher
 from app.modelcard import write_card
 from app.nets import UNetTeacher, count_params
@@ -68,7 +69,7 @@ def _resume_state(path: Path, recipe: Recipe) -> dict | None:
     """A saved state of this very recipe, or None. Our own file, read without unpickling code."""
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location="cpu")
     return state if state["recipe"] == asdict(recipe) else None
 
 
@@ -85,14 +86,15 @@ def _log_to(path: Path, append: bool):
         handler.close()
 
 
-def train(recipe: Recipe, out: Path, log_every: int = 100, save_every: int = 200) -> torch.nn.Module:
+def train(recipe: Recipe, out: Path, log_every: int = 100, save_every: int = 200,
+          device: torch.device = torch.device("cpu")) -> torch.nn.Module:
     """Fit a teacher with L1 loss, Adam and cosine decay; log, save to `out`, resume if interrupted."""
     task = get_task(recipe.task)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     pool = PairPool(task, TEACHER_IMAGES, recipe.variants, recipe.seed)
     model = (UNetTeacher(width=recipe.width, scale=task.scale) if recipe.arch == "unet"
-             else build(recipe.arch, task.scale))
+             else build(recipe.arch, task.scale)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps, eta_min=recipe.lr / 100)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ def train(recipe: Recipe, out: Path, log_every: int = 100, save_every: int = 200
         start, running = time.time() - earlier, 0.0
         bar = tqdm(range(first, recipe.steps + 1), desc=f"train {task.name}", initial=first - 1, total=recipe.steps)
         for step in bar:
-            x, y = pool.batch(rng, recipe.batch, recipe.patch // task.scale)
+            x, y = (t.to(device) for t in pool.batch(rng, recipe.batch, recipe.patch // task.scale))
             loss = F.l1_loss(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -123,7 +125,7 @@ def train(recipe: Recipe, out: Path, log_every: int = 100, save_every: int = 200
                 running = 0.0
             if step % save_every == 0 and step < recipe.steps:
                 _save_state(out / RESUME, recipe, step, time.time() - start, model, opt, sched, rng)
-    model.eval()
+    model = model.cpu().eval()  # the bundled teachers serve on the CPU
     if recipe.arch == "unet":
         save_teacher(model, out)
     else:  # a bare checkpoint, as the field publishes them
@@ -142,13 +144,17 @@ def main(argv=None):
             p.add_argument(f"--{name}", type=type(default), default=default)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=200, help="steps between resumable saves")
+    p.add_argument("--device", choices=CHOICES, default="auto", help="where to train (auto: CUDA if present)")
     args = vars(p.parse_args(argv))
     torch.set_num_threads(args.pop("threads"))
     save_every = args.pop("save_every")
+    device, note = pick_device(args.pop("device"))
+    if note:
+        print(note, flush=True)
     recipe = Recipe(**args)
     if recipe.arch not in ARCHES:
         p.error(f"unknown --arch {recipe.arch!r}; choose one of {', '.join(ARCHES)}")
-    train(recipe, MODELS / recipe.folder, save_every=save_every)
+    train(recipe, MODELS / recipe.folder, save_every=save_every, device=device)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from app.experiments import main
+from app.experiments import main, planned_work
 from app.report import defaults
 
 
@@ -34,8 +34,12 @@ def test_quick_sweep_end_to_end_leaves_the_stored_results_alone(request):
     assert ROOT not in out.resolve().parents
     request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
     hooks = {"sr_x4": {"early": "enc2", "late": "dec1"}, "sr_x4-compact": {"early": "net.body.5", "late": "net.body.25"}}
+    planned, _passes = planned_work(quick=True, seeds=3)
     for teacher, roles in hooks.items():
         rows = list(csv.DictReader(open(out / f"sweep_{teacher}.csv")))
+        defended = [r for r in rows if not (r["stage"] == "attackers" and r["attack"] == "output")]  # others: copies
+        clean = {(r["attack"], r["layer"], r["seed"]) for r in rows}
+        assert len(defended) + len(clean) == planned  # what --plan promised is what the run trained
         assert {r["stage"] for r in rows} == {"screen", "attackers", "baselines"}
         assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["teacher"] for r in rows} == {teacher}
         assert {r["defense"] for r in rows} >= {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
@@ -81,3 +85,11 @@ def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
     # nothing affordable: the cheapest valid setting in PSNR
     s.loc[1, "t_dpsnr"], s.loc[3, "t_dpsnr"], s.loc[4, "t_dpsnr"] = -3.0, -2.0, -2.5
     assert defaults(s)["t"]["layer"] == "dec1" and defaults(s)["t"]["k"] == 1
+
+
+def test_the_plan_counts_students_and_estimates_time_before_training_any(capsys):
+    main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    n, _passes = planned_work(quick=True, seeds=2)
+    assert re.fullmatch(rf"sr_x4: {n} students of 5 steps, about \d+\.\d min", lines[0])
+    assert re.fullmatch(rf"total: {n} students, about \d+\.\d min on cpu with \d+ thread\(s\)", lines[-1])

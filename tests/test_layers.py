@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 LAYERS = {
-    "data": ["thresholds", "images", "degrade", "tasks", "metrics", "testsets", "data"],
+    "data": ["thresholds", "devices", "images", "degrade", "tasks", "metrics", "testsets", "data"],
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines"],
     "attacker": ["distill"],

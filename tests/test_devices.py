@@ -1,0 +1,37 @@
+"""Every command that trains or sweeps takes a device; asking for CUDA where there is none falls
+back to the CPU and says so (tests themselves stay on the CPU)."""
+import pytest
+import torch
+
+from app import experiments, train
+from app.devices import device_of, pick_device
+
+
+def test_cuda_asked_for_where_there_is_none_falls_back_with_a_note(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("cuda") == (torch.device("cpu"), "CUDA was asked for, but PyTorch sees no GPU here: "
+                                                        "running on the CPU")
+    assert pick_device("auto") == (torch.device("cpu"), "") and pick_device("cpu") == (torch.device("cpu"), "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == (torch.device("cuda"), "") and pick_device("cpu") == (torch.device("cpu"), "")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        pick_device("tpu")
+
+
+def test_a_sweep_with_cuda_and_no_gpu_says_it_runs_on_the_cpu(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):  # an empty folder has nothing to report, and says so
+        experiments.main(["--device", "cuda", "--report-only", "--out", str(tmp_path), "--tasks"])
+    said = capsys.readouterr()
+    assert "PyTorch sees no GPU here: running on the CPU" in said.out and "nothing to report" in said.err
+
+
+@pytest.mark.parametrize("cli", [train.main, experiments.main])
+def test_training_commands_refuse_an_unknown_device(cli, capsys):
+    with pytest.raises(SystemExit):
+        cli(["--task", "dehaze", "--device", "tpu"] if cli is train.main else ["--device", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+def test_a_model_reports_where_it_lives():
+    assert device_of(torch.nn.Conv2d(1, 1, 1)) == torch.device("cpu") and device_of(torch.nn.ReLU()).type == "cpu"
