@@ -6,7 +6,7 @@ import torch
 
 from app.asvp import ASVPConfig
 from app.distill import Attack, clean_twin, distill, gaussian_lowpass, pixel_loss
-from app.experiments import eval_pairs, input_scores, mean_score
+from app.measure import eval_pairs, input_scores, mean_score
 from app.hub import load_teacher
 from app.presets import attack_for
 from app.tasks import TASKS
@@ -38,9 +38,14 @@ def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task
     runs = [(clean_twin(defense), 1), (defense, 1), (defense, 2)]
     *_, together = distill(teacher, TASKS[task], runs, attack, every=attack.steps)
     assert len(together.students) == 3 and len(together.losses) == 3
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for run, student in zip(runs, together.students):
         *_, alone = distill(teacher, TASKS[task], [run], attack, every=attack.steps)
-        torch.testing.assert_close(weights(student), weights(alone.students[0]), rtol=1e-4, atol=1e-5)
+        # float rounding only: a grouped convolution sums in another order (measured: <= 7e-5 in the
+        # weights, 3e-5 in the output, on 1 or 2 threads), far below one 8-bit grey level (4e-3)
+        torch.testing.assert_close(weights(student), weights(alone.students[0]), rtol=0, atol=2e-4)
+        with torch.no_grad():
+            torch.testing.assert_close(student(x), alone.students[0](x), rtol=0, atol=1e-4)
     assert not torch.allclose(weights(together.students[1]), weights(together.students[2]))  # seeds still differ
 
 

@@ -16,7 +16,7 @@ LAYERS = {
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines"],
     "attacker": ["distill"],
-    "lab": ["presets", "lab", "report", "experiments", "evaluate", "train", "bench"],
+    "lab": ["presets", "lab", "measure", "report", "sweep", "experiments", "evaluate", "train", "bench"],
     "ui": ["plots", "ui"],
 }
 LEVEL = {module: level for level, names in enumerate(LAYERS.values()) for module in names}

@@ -1,0 +1,62 @@
+"""The sweep engine: rows run as Ray tasks on this machine, stream into the teacher's CSV, and a
+sweep stopped after its first row trains only the missing row when run again."""
+import pandas as pd
+import pytest
+
+from app.asvp import ASVPConfig
+from app.distill import Attack
+from app.measure import Pairs, Row
+from app.sweep import Store, clean_key, ray_session, recipe_version, row_key, run_rows
+
+pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
+TINY = Attack(steps=3, queries=8, batch=2, patch=32)
+ROWS = [Row("dehaze", "dehaze", "screen", "asvp", ASVPConfig(layers=("dec1",), k=1, a=a), TINY, Pairs(n=1, crop=64))
+        for a in (2.0, 3.0)]
+
+
+@pytest.fixture(scope="module")
+def ray():
+    with ray_session(None, threads=1) as session:
+        yield session
+
+
+class StoppedAfterFirstRow(Store):
+    """A store whose sweep is interrupted (as by Ctrl-C) right after the first row is on file."""
+
+    def add(self, teacher, rows):
+        super().add(teacher, rows)
+        raise KeyboardInterrupt
+
+
+class Counting(Store):
+    added = 0
+
+    def add(self, teacher, rows):
+        super().add(teacher, rows)
+        self.added += len(rows)
+
+
+def test_a_stopped_sweep_resumes_with_only_the_missing_row(ray, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_rows(ray, ROWS, [0], StoppedAfterFirstRow(tmp_path))
+    first = pd.read_csv(tmp_path / "sweep_dehaze.csv")
+    assert len(first) == 1 and first.key[0] in {row_key(row, 0) for row in ROWS}
+
+    store = Counting(tmp_path)
+    store.load("dehaze")
+    rows = run_rows(ray, ROWS, [0], store)
+    assert store.added == 1  # the row on file was not trained again
+    assert [r["key"] for r in rows] == [row_key(row, 0) for row in ROWS]  # in the order asked
+    assert [r["a"] for r in rows] == [2.0, 3.0] and rows[0]["student_clean_psnr"] == rows[1]["student_clean_psnr"]
+    on_file = pd.read_csv(tmp_path / "sweep_dehaze.csv")
+    assert len(on_file) == 2 and on_file.iloc[0].equals(first.iloc[0])  # the first row kept as it was
+    assert set(on_file.clean_key) == {clean_key(ROWS[0], 0)}  # one clean student, shared by both rows
+
+
+def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
+    fresh = dict(key="k1", recipe=recipe_version(), teacher_sha="stale-weights", student_clean_psnr=1.0,
+                 student_clean_ssim=0.5, clean_key="c1")
+    pd.DataFrame([fresh, dict(fresh, key="k2", recipe="old-code")]).to_csv(tmp_path / "sweep_dehaze.csv", index=False)
+    store = Store(tmp_path)
+    store.load("dehaze")
+    assert store.done("dehaze") == set() and not (tmp_path / "sweep_dehaze.csv").exists()
