@@ -207,7 +207,8 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
 def _unstack(like: QuickStudent, weights: dict[str, torch.Tensor], n: int) -> QuickStudent:
     """Student `n` of a stack, as a module of its own."""
     student = copy.deepcopy(like)
-    student.load_state_dict({k[8:]: v[n].detach().clone() for k, v in weights.items() if k.startswith("student.")})
+    student.load_state_dict({k.removeprefix("student."): v[n].detach().clone()
+                             for k, v in weights.items() if k.startswith("student.")})
     return student
 
 

@@ -68,8 +68,8 @@ def probe(loaded: LoadedTeacher) -> torch.Tensor:
 
 
 def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
-    """The last layer whose name matches one of the family's patterns; else the last map at the
-    input's resolution with more channels than an image; else the last map."""
+    """The last layer whose name matches a family's pattern (its default hook, or its early stage);
+    else the last map at the input's resolution with more channels than an image; else the last map."""
     names = [f.name for f in layers if re.fullmatch(pattern, f.name)]
     names = names or [f.name for f in layers if f.scale == 1 and f.channels > 3] or [f.name for f in layers]
     return names[-1]

@@ -119,14 +119,15 @@ def ray_session(address: str | None, threads: int):
     and `threads` torch threads."""
     import ray
 
-    env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
-    if address is None:  # local workers import the app from this checkout
+    env, local = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}, {}
+    if address is None:  # local workers import the app from this checkout, at the driver's priority
         env["env_vars"]["PYTHONPATH"] = str(ROOT)
+        local["_system_config"] = {"worker_niceness": 0}  # Ray's default 15 starves them on a busy machine
     else:  # a cluster's workers get the code shipped, without results or artefacts
         env["working_dir"] = str(ROOT)
         env["excludes"] = [".git", "results", "test-artifacts", ".gradio"]
     ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, **local)
     try:
         yield ray
     finally:
