@@ -166,13 +166,16 @@ def build_demo() -> gr.Blocks:
         # handler parameters are named as the HTTP API shows them, even where they shadow a component
         @user_errors
         def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
-            session = state if state and state.task.name == task else lab.session_teacher(task)
+            fresh = not (state and state.task.name == task)  # no teacher yet, or one of another task
+            session = lab.session_teacher(task) if fresh else state
             defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
             view_scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
             view = lab.look(session.model, view_scene, defense)
             s = view.scores
             truth = None if view_scene.target is None else to_uint8(view_scene.target)
-            return {teacher: session, scene: view_scene, note: view_scene.note,
+            # the teacher state is written only when this look made it: a slow look that ends after
+            # a Load must not put the teacher it started with back
+            return {**({teacher: session} if fresh else {}), scene: view_scene, note: view_scene.note,
                     inp: to_uint8(view.baseline), inp_cap: caption("input", s.input),
                     gt: truth, gt_cap: "ground truth" if truth is not None else "no ground truth (degraded upload)",
                     clean: to_uint8(view.clean), clean_cap: caption("teacher", s.teacher),

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COFFEE
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 
 from app import lab, plots
 from app.families import FAMILIES
@@ -96,6 +96,17 @@ def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
     assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
     with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):
         client.predict(task="dehaze", source="sr_x2-compact", api_name="/load_teacher")
+
+
+def test_a_look_that_ends_after_a_load_keeps_the_loaded_teacher(app_url):
+    visitor = Client(app_url, verbose=False)  # a session of its own
+    look = dict(task="dehaze", image=handle_file(str(COFFEE)), already_degraded=False, seed=0)
+    visitor.predict(**look, **settings("dehaze"), api_name="/look")  # the session holds our U-Net
+    slow = visitor.submit(**look, **settings("dehaze"), api_name="/look")  # still running when the load lands
+    visitor.predict(task="dehaze", source="dehaze-nafnet", api_name="/load_teacher")
+    slow.result(timeout=120)
+    out = visitor.predict(**look, **dict(settings("dehaze"), layer="net.decoders.2", k=3), api_name="/look")
+    assert "at net.decoders.2" in out[5]["plot"]  # the spectra of the NAFNet's hook, not an unknown-layer error
 
 
 def test_plot_titles_fit_long_layer_names():
