@@ -47,6 +47,10 @@ class Row:
     attack: Attack
     pairs: Pairs = Pairs()
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown row kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
     @property
     def clean_defense(self) -> ASVPConfig:
         """The undefended twin that teaches the clean students (same hooks, nothing amplified)."""

@@ -60,3 +60,8 @@ def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
     store = Store(tmp_path)
     store.load("dehaze")
     assert store.done("dehaze") == set() and not (tmp_path / "sweep_dehaze.csv").exists()
+
+
+def test_a_row_of_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown row kind 'jpeg'"):
+        Row("dehaze", "dehaze", "baselines", "jpeg", ROWS[0].defense, TINY)
