@@ -27,7 +27,7 @@ from app.devices import CHOICES, pick_device
 from app.distill import Attack, clean_twin, distill
 from app.hub import bundled_for
 from app.lab import SessionTeacher, session_teacher
-from app.measure import Pairs, Row, eval_pairs, hook_roles, mean_score, train_student
+from app.measure import Pairs, Row, hook_roles, mean_score, teacher_on, train_student
 from app.presets import DefenseDefaults, attack_for
 from app.report import defaults, summarise, write_report
 from app.sweep import Store, ray_session, row_key, run_rows
@@ -79,10 +79,7 @@ def sweep_pairs(quick: bool) -> Pairs:
 
 def _setup(task, source: str, budget: int | None, quick: bool, device: torch.device):
     """A teacher's session on `device`, the pairs its students are scored on, and the sweep's attacker."""
-    session = session_teacher(task.name, source)
-    session.model.to(device)
-    pairs = sweep_pairs(quick)
-    return session, eval_pairs(task, pairs.n, pairs.crop), sweep_attack(task.name, budget, quick)
+    return *teacher_on(task.name, source, sweep_pairs(quick), device), sweep_attack(task.name, budget, quick)
 
 
 def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:

@@ -107,7 +107,7 @@ def hook_roles(session: SessionTeacher) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4)
-def _teacher(task: str, teacher: str, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
+def teacher_on(task: str, teacher: str, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
     """A teacher and its scoring pairs, once per worker process (hooks come and go with `defend`)."""
     session = session_teacher(task, teacher)
     session.model.to(device)
@@ -116,7 +116,7 @@ def _teacher(task: str, teacher: str, pairs: Pairs, device: torch.device) -> tup
 
 def clean_student_scores(row: Row, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """PSNR/SSIM of the student the undefended teacher of `row` teaches with `seed`."""
-    session, pairs = _teacher(row.task, row.teacher, row.pairs, device)
+    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
     student = train_student(session.model, session.task, row.clean_defense, row.attack, seed)
     return mean_score(student, pairs, session.task)
 
@@ -139,7 +139,7 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
             device: torch.device = torch.device("cpu")) -> list[dict]:
     """Rows of the CSV (one per seed) for one defense under one attacker; `clean` holds the
     clean-taught students' scores of the same seeds."""
-    session, pairs = _teacher(row.task, row.teacher, row.pairs, device)
+    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
     teacher, task = session.model, session.task
     defense, sigma = resolved(row, teacher, pairs)
     role = {layer: name for name, layer in hook_roles(session).items()}
