@@ -22,7 +22,7 @@ from torch.func import functional_call, stack_module_state
 from app.asvp import ASVPConfig, FeatureRecord, defend
 from app.data import ATTACKER_IMAGES, PairPool
 from app.devices import device_of
-from app.nets import QuickStudent
+from app.nets import QuickStudent, upsample_input
 
 ATTACKS = ("output", "feature", "adaptive")
 LOSSES = ("l1", "l2")
@@ -98,10 +98,11 @@ class Pupil(nn.Module):
         self.student = QuickStudent(depth=attack.depth, scale=scale, dilated=attack.dilated, leak=attack.leak)
         self.adapter = nn.Conv2d(self.student.tail[0].in_channels, teacher_channels, 1)
 
-    def forward(self, x, adapt: bool):
-        """The output, and with `adapt` the hidden map through the adapter (a second pass, as a
-        feature-KD attacker with a plain student module computes it)."""
-        return (self.student(x), self.adapter(self.student.features(x))) if adapt else self.student(x)
+    def forward(self, x, base, adapt: bool):
+        """The output on top of `base` (the upsampled input), and with `adapt` the hidden map through
+        the adapter (a second pass, as a feature-KD attacker with a plain student module computes it)."""
+        out = self.student(x, base)
+        return (out, self.adapter(self.student.features(x))) if adapt else out
 
 
 @lru_cache(maxsize=32)
@@ -152,56 +153,86 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float 
 
 
 def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack: Attack,
-            every: int = 10) -> Iterator[Progress]:
-    """Train one student per (defense, seed) run on the teacher's answers, all in one batched pass
-    (stacked weights under torch.func.vmap: the convolutions of every student become one grouped
-    convolution); yield progress once the teacher has answered, then every `every` steps and at
-    the end. Each student sees its seed's queries, initial weights and batch order, so it equals
-    the same student trained alone (within float rounding), and the clean- and defended-taught
-    students of one seed form a fair pair."""
-    xs, ys, feats, device = [], [], [], device_of(teacher)  # the students train where the teacher runs
+            every: int = 10, stacked: bool | None = None) -> Iterator[Progress]:
+    """Train one student per (defense, seed) run on the teacher's answers, all in one pass; yield
+    progress once the teacher has answered, then every `every` steps and at the end. Each student
+    sees its seed's queries, initial weights and batch order, so it equals the same student trained
+    alone, and the clean- and defended-taught students of one seed form a fair pair.
+
+    `stacked` (default: on an accelerator, for more than one run) steps all students as one: their
+    weights stacked under torch.func.vmap, every convolution one grouped kernel, equal to the lone
+    student within float rounding. Otherwise the students step one after another in channels-last
+    layout, bit for bit what each computes alone: on a CPU that runs twice as fast as contiguous
+    students, and a grouped kernel is slower still (python -m app.bench).
+    """
+    xs, bases, ys, feats, device = [], [], [], [], device_of(teacher)  # students train where the teacher runs
     for defense, seed in runs:
         x = attacker_queries(task, attack, seed).to(device)
         y, t_feat = ask_teacher(teacher, x, defense)
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
-        xs.append(x), ys.append(y), feats.append(t_feat)
+        xs.append(x), bases.append(upsample_input(x, task.scale)), ys.append(y), feats.append(t_feat)
     pupils = []
     for (_, seed), t_feat in zip(runs, feats):
         torch.manual_seed(seed)
         pupils.append(Pupil(attack, task.scale, t_feat.shape[1]).to(device))
-    weights, buffers = stack_module_state(pupils)  # name -> (runs, *shape), leaves that train
-    blank, feature_kd = copy.deepcopy(pupils[0]).to("meta"), attack.kind == "feature"
-
-    def run(w, b, x):  # (output, adapted hidden map); without feature KD the second is a placeholder
-        out = functional_call(blank, (w, b), (x,), {"adapt": feature_kd})
-        return out if feature_kd else (out, x)
-
-    if len(runs) == 1:  # a lone student runs plain kernels: bit for bit what its module alone computes
-        batched = lambda w, b, x: tuple(t[None] for t in run(*({k: v[0] for k, v in d.items()} for d in (w, b)), x[0]))
-    else:
-        batched = torch.vmap(run)
-    train = [v for k, v in weights.items() if feature_kd or k.startswith("student.")]
-    opt = torch.optim.Adam(train, lr=attack.lr)  # elementwise: the same steps as one Adam per student
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)
+    feature_kd = attack.kind == "feature"
+    if stacked is None:
+        stacked = device.type != "cpu" and len(runs) > 1
+    step, params, students = (_stacked if stacked else _interleaved)(pupils, feature_kd)
+    trains = lambda name: feature_kd or name.startswith("student.")  # the adapter serves feature KD only
+    opt = torch.optim.Adam([p for name, p in params if trains(name)], lr=attack.lr)  # elementwise: one
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)  # Adam each
     orders = [torch.Generator().manual_seed(seed) for _, seed in runs]
-    snapshot = lambda: [_unstack(pupils[0].student, weights, i) for i in range(len(runs))]
     nan = [float("nan")] * len(runs)
-    yield Progress(0, attack.steps, nan, nan, snapshot())  # the teacher has answered
-    for step in range(1, attack.steps + 1):
+    yield Progress(0, attack.steps, nan, nan, students())  # the teacher has answered
+    for now in range(1, attack.steps + 1):
         idx = [torch.randint(len(x), (attack.batch,), generator=order) for x, order in zip(xs, orders)]
-        pred, hidden = batched(weights, buffers, torch.stack([x[i] for x, i in zip(xs, idx)]))  # (runs, B, C, H, W)
-        fits = [pixel_loss(pred[n], y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
-                for n, (y, i) in enumerate(zip(ys, idx))]
-        feat_losses = [F.l1_loss(F.adaptive_avg_pool2d(hidden[n], t.shape[-2:]), t[i]) if feature_kd
-                       else torch.zeros(()) for n, (t, i) in enumerate(zip(feats, idx))]
+        preds, hidden = step([x[i] for x, i in zip(xs, idx)], [base[i] for base, i in zip(bases, idx)])
+        fits = [pixel_loss(pred, y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
+                for pred, y, i in zip(preds, ys, idx)]
+        feat_losses = [F.l1_loss(F.adaptive_avg_pool2d(h, t.shape[-2:]), t[i]) if feature_kd else torch.zeros(())
+                       for h, t, i in zip(hidden, feats, idx)]
         loss = sum(fit + attack.feature_weight * f for fit, f in zip(fits, feat_losses))  # students share no weight
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        if step % every == 0 or step == attack.steps:
-            yield Progress(step, attack.steps, [f.item() for f in fits], [f.item() for f in feat_losses], snapshot())
+        if now % every == 0 or now == attack.steps:
+            yield Progress(now, attack.steps, [f.item() for f in fits], [f.item() for f in feat_losses], students())
+
+
+def _interleaved(pupils: list[Pupil], feature_kd: bool):
+    """Students one after another, channels-last (the CPU's fast layout for these thin convs).
+
+    Returns the step ((a batch per student, its upsampled inputs) -> (outputs, hidden maps), one per
+    student; without feature KD the hidden maps are placeholders), the named leaves and a snapshot
+    of the students."""
+    pupils = [p.to(memory_format=torch.channels_last) for p in pupils]
+    layout = lambda x: x.contiguous(memory_format=torch.channels_last)
+
+    def forward(batches, bases):
+        outs = [pupil(layout(x), base, feature_kd) for pupil, x, base in zip(pupils, batches, bases)]
+        return ([o[0] for o in outs], [o[1] for o in outs]) if feature_kd else (outs, batches)
+
+    students = lambda: [copy.deepcopy(p.student).to(memory_format=torch.contiguous_format) for p in pupils]
+    return forward, [(name, p) for pupil in pupils for name, p in pupil.named_parameters()], students
+
+
+def _stacked(pupils: list[Pupil], feature_kd: bool):
+    """Students as one: stacked weights under vmap, each convolution a grouped kernel over all
+    (returns what `_interleaved` does)."""
+    weights, buffers = stack_module_state(pupils)  # name -> (runs, *shape), leaves that train
+    blank = copy.deepcopy(pupils[0]).to("meta")
+
+    def run(w, b, x, base):  # (output, adapted hidden map); without feature KD the second is a placeholder
+        out = functional_call(blank, (w, b), (x, base), {"adapt": feature_kd})
+        return out if feature_kd else (out, x)
+
+    batched = torch.vmap(run)
+    forward = lambda batches, bases: batched(weights, buffers, torch.stack(batches), torch.stack(bases))  # (runs, B, ...)
+    students = lambda: [_unstack(pupils[0].student, weights, n) for n in range(len(pupils))]
+    return forward, list(weights.items()), students
 
 
 def _unstack(like: QuickStudent, weights: dict[str, torch.Tensor], n: int) -> QuickStudent:

@@ -102,7 +102,8 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
             c_in = width
         self.body = nn.Sequential(*layers)
         self.colour = nn.Sequential(nn.Conv2d(3, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1))
-        self.tail = nn.Sequential(nn.Conv2d(width, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.tail = nn.Sequential(nn.Conv2d(width, 3 * scale * scale, 3, padding=1),
+                                  nn.PixelShuffle(scale) if scale > 1 else nn.Identity())  # a 1x shuffle still copies
         nn.init.zeros_(self.tail[0].weight)
         nn.init.zeros_(self.tail[0].bias)
 
@@ -110,8 +111,10 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
         """The hidden map a feature-KD attacker aligns with the teacher's hooked layer."""
         return self.body(x) + self.colour(x.mean((2, 3), keepdim=True))
 
-    def forward(self, x):
-        return upsample_input(x, self.scale) + self.tail(self.features(x))
+    def forward(self, x, base: torch.Tensor | None = None):
+        """The restored image; `base` is `upsample_input(x)` when the caller already has it (a
+        trainer that sees the same queries again need not pay the bicubic upsampling each step)."""
+        return (upsample_input(x, self.scale) if base is None else base) + self.tail(self.features(x))
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}
