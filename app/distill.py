@@ -24,9 +24,10 @@ from app.data import ATTACKER_IMAGES, PairPool
 from app.devices import device_of
 from app.nets import QuickStudent, upsample_input
 
-ATTACKS = ("output", "feature", "adaptive")
+ATTACKS = ("output", "feature", "fitnet", "adaptive")
 LOSSES = ("l1", "l2")
-MAX_STEPS = 600  # a public Space must not let one click hold a worker for minutes
+FEATURE_LOSSES = ("l1", "mse")
+MAX_STEPS = 10_000  # the sweep's budget curve trains students far past the app's budget
 MAX_DEPTH = 12  # a quick student stays quick
 
 
@@ -35,12 +36,15 @@ class Attack:
     """Threat model and budget.
 
     `output`: the pixel `loss` (L1, or L2 for an attacker that scores itself by PSNR) to the
-    teacher's answers (black box). `feature`: plus `feature_weight` times L1 between an adapter of
-    the student's hidden map and the teacher's feature at the hooked layer (FitNet). `adaptive`:
-    knows a defense may be on: fits a low-passed copy of the answers (`lowpass_sigma` px; 0 keeps
-    them sharp, as an SR attacker must, since the detail it buys is high-frequency too) with the
-    pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated` and
-    `leak` shape the student (see QuickStudent); each task names the attacker it expects
+    teacher's answers (black box). `feature`: plus `feature_weight` times the `feature_loss` (L1 or
+    MSE) between an adapter of the student's hidden map and the teacher's feature at each hooked
+    layer; with `normalise`, both maps are standardised per image and channel first (an attacker
+    who expects the features' scale to be tampered with). `fitnet`: FitNet's two stages, the
+    feature (hint) loss alone for the first `hint_share` of the steps, then the pixel loss alone.
+    `adaptive`: knows a defense may be on: fits a low-passed copy of the answers (`lowpass_sigma`
+    px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is high-frequency too)
+    with the pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated`
+    and `leak` shape the student (see QuickStudent); each task names the attacker it expects
     (app.presets).
     """
 
@@ -52,12 +56,37 @@ class Attack:
     variants: int = 8  # degraded versions of each query image: more haze, light, water, rain draws
     lr: float = 4e-3
     feature_weight: float = 0.1
+    feature_loss: str = "l1"
+    normalise: bool = False
+    hint_share: float = 0.5
     lowpass_sigma: float = 1.0
     trim: float = 0.2
     depth: int = 4
     dilated: bool = True
     leak: float = 0.0
     loss: str = "l1"
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether this attacker is handed the teacher's features (else it sees answers only)."""
+        return self.kind in ("feature", "fitnet")
+
+    @property
+    def label(self) -> str:
+        """The threat model in a few words (a sweep's attacker column)."""
+        norm = ", normalised" if self.normalise else ""
+        if self.kind == "output":
+            return f"output {self.loss.upper()}"
+        if self.kind == "fitnet":
+            return f"FitNet {self.feature_loss.upper()}{norm}"
+        if self.kind == "feature":
+            return f"feature {self.feature_loss.upper()} x{self.feature_weight:g}{norm}"
+        return "adaptive"
+
+    @property
+    def hint_steps(self) -> int:
+        """Steps of FitNet's first stage (hint loss alone); 0 for every other attacker."""
+        return round(self.steps * self.hint_share) if self.kind == "fitnet" else 0
 
     @property
     def student(self) -> str:
@@ -71,6 +100,12 @@ class Attack:
             raise ValueError(f"unknown attacker {self.kind!r}; choose one of {', '.join(ATTACKS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.feature_loss not in FEATURE_LOSSES:
+            raise ValueError(f"unknown feature loss {self.feature_loss!r}; choose one of {', '.join(FEATURE_LOSSES)}")
+        if not self.feature_weight > 0:
+            raise ValueError(f"feature_weight must be > 0, got {self.feature_weight}")
+        if not 0 < self.hint_share < 1:
+            raise ValueError(f"hint_share must be in (0, 1): FitNet needs both stages, got {self.hint_share}")
         if not 2 <= self.depth <= MAX_DEPTH:
             raise ValueError(f"student depth must be 2..{MAX_DEPTH} conv layers, got {self.depth}")
         if self.lowpass_sigma < 0:
@@ -91,18 +126,23 @@ class Progress:
 
 
 class Pupil(nn.Module):
-    """One student with the adapter a feature-KD attacker maps its hidden map through."""
+    """One student with the adapters (one per hooked teacher layer) a feature-KD attacker maps its
+    hidden map through."""
 
-    def __init__(self, attack: Attack, scale: int, teacher_channels: int):
+    def __init__(self, attack: Attack, scale: int, teacher_channels: list[int]):
         super().__init__()
         self.student = QuickStudent(depth=attack.depth, scale=scale, dilated=attack.dilated, leak=attack.leak)
-        self.adapter = nn.Conv2d(self.student.tail[0].in_channels, teacher_channels, 1)
+        width = self.student.tail[0].in_channels
+        self.adapters = nn.ModuleList(nn.Conv2d(width, c, 1) for c in teacher_channels)
 
     def forward(self, x, base, adapt: bool):
         """The output on top of `base` (the upsampled input), and with `adapt` the hidden map through
-        the adapter (a second pass, as a feature-KD attacker with a plain student module computes it)."""
+        each adapter (a second pass, as a feature-KD attacker with a plain student module computes it)."""
         out = self.student(x, base)
-        return (out, self.adapter(self.student.features(x))) if adapt else out
+        if not adapt:
+            return out
+        hidden = self.student.features(x)
+        return out, [adapter(hidden) for adapter in self.adapters]
 
 
 @lru_cache(maxsize=32)
@@ -121,14 +161,24 @@ def attacker_queries(task, attack: Attack, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk: int = 32):
-    """The teacher's answers (and features at the hooked layer) for every query, in chunks."""
-    answers, feats = [], []
+    """The teacher's answers, and its (exposed) features at each hooked layer, for every query, in chunks."""
+    answers, feats = [], {name: [] for name in defense.layers}
     for part in x.split(chunk):
         record = FeatureRecord()
         with defend(teacher, defense, record):
             answers.append(teacher(part.to(device_of(teacher))))
-        feats.append(record.exposed[defense.layers[0]])
-    return torch.cat(answers), torch.cat(feats)
+        for name, seen in feats.items():
+            seen.append(record.exposed[name])
+    return torch.cat(answers), [torch.cat(seen) for seen in feats.values()]
+
+
+def feature_loss(hidden: torch.Tensor, target: torch.Tensor, attack: Attack) -> torch.Tensor:
+    """The hint loss at one layer: the adapted hidden map, pooled to the teacher's map size, against
+    the teacher's map (both standardised per image and channel when the attacker normalises)."""
+    hidden = F.adaptive_avg_pool2d(hidden, target.shape[-2:])
+    if attack.normalise:
+        hidden, target = F.instance_norm(hidden), F.instance_norm(target)
+    return F.l1_loss(hidden, target) if attack.feature_loss == "l1" else F.mse_loss(hidden, target)
 
 
 def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -175,12 +225,12 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     pupils = []
     for (_, seed), t_feat in zip(runs, feats):
         torch.manual_seed(seed)
-        pupils.append(Pupil(attack, task.scale, t_feat.shape[1]).to(device))
-    feature_kd = attack.kind == "feature"
+        pupils.append(Pupil(attack, task.scale, [f.shape[1] for f in t_feat]).to(device))
+    feature_kd = attack.reads_features
     if stacked is None:
         stacked = device.type != "cpu" and len(runs) > 1
     step, params, students = (_stacked if stacked else _interleaved)(pupils, feature_kd)
-    trains = lambda name: feature_kd or name.startswith("student.")  # the adapter serves feature KD only
+    trains = lambda name: feature_kd or name.startswith("student.")  # adapters serve feature KD only
     opt = torch.optim.Adam([p for name, p in params if trains(name)], lr=attack.lr)  # elementwise: one
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)  # Adam each
     orders = [torch.Generator().manual_seed(seed) for _, seed in runs]
@@ -191,9 +241,14 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
         preds, hidden = step([x[i] for x, i in zip(xs, idx)], [base[i] for base, i in zip(bases, idx)])
         fits = [pixel_loss(pred, y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
                 for pred, y, i in zip(preds, ys, idx)]
-        feat_losses = [F.l1_loss(F.adaptive_avg_pool2d(h, t.shape[-2:]), t[i]) if feature_kd else torch.zeros(())
-                       for h, t, i in zip(hidden, feats, idx)]
-        loss = sum(fit + attack.feature_weight * f for fit, f in zip(fits, feat_losses))  # students share no weight
+        feat_losses = [sum(feature_loss(h, t[i], attack) for h, t in zip(maps, layers)) if feature_kd
+                       else torch.zeros(()) for maps, layers, i in zip(hidden, feats, idx)]
+        if now <= attack.hint_steps:  # FitNet's first stage: the hint alone
+            loss = sum(feat_losses)
+        elif attack.kind == "fitnet":  # its second: the outputs alone
+            loss = sum(fits)
+        else:
+            loss = sum(fit + attack.feature_weight * f for fit, f in zip(fits, feat_losses))  # students share no weight
         opt.zero_grad()
         loss.backward()
         opt.step()

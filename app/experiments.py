@@ -1,15 +1,17 @@
-"""Headless sweeps: `python -m app.experiments [--tasks ...] [--teachers ...] [--seeds 0 1 2] [--quick]`.
+"""The definitive search: `python -m app.experiments [--tasks ...] [--teachers ...] [--seeds ...] [--quick]`.
 
-Stage 1 screens ASVP settings against the output-KD attacker; stage 2 puts the best setting (and
-its `exposed` twin) in front of every attacker, next to the baselines at the same served-output
-distortion (MSE); app.measure holds the protocol of one row. Every bundled teacher of a task is
-swept (our U-Net and each field family), at the same two roles of its body: an early stage and the
-family's default hook at the end of the body. Rows run as Ray tasks (embedded on this machine, or
-on a cluster with `--address`), stream into results/sweep_<teacher>.csv as they finish, and a
-rerun trains only the rows missing there (app.sweep). RESULTS.md, figures and defaults.json (per
-teacher, the screened setting with the best protection ratio: the app's defaults for that task and
-family) are rebuilt from the CSV files. A `--quick` run writes to a fresh temporary folder (or its
-`--out`), never to results/: only a full run may replace the stored sweep.
+Per bundled teacher (our U-Net and each field family), app.search's stages: the teacher cost of
+every in-line grid setting (stage x layout x k x a; teacher passes only, costs_<teacher>.csv); a
+screen with the first seed (the strongest affordable setting per stage, layout and k, costly
+anchors, and exposed settings under a feature-reading attacker); every point on a frontier of
+(teacher cost, student drop) confirmed with every seed; the best in-line and the best exposed
+setting under every attacker, next to the baselines at the same served-output distortion; and a
+budget curve (150, 600, 2400 steps) with the first three seeds. app.measure holds the protocol of
+one row. Rows run as Ray tasks (embedded on this machine, or on a cluster with `--address`),
+stream into results/sweep_<teacher>.csv as they finish, and a rerun trains only the rows missing
+there (app.sweep). RESULTS.md, figures and defaults.json are rebuilt from the CSV files. A
+`--quick` run (one stage, a corner of the grid, three attackers) writes to a fresh temporary folder
+(or its `--out`), never to results/: only a full run may replace the stored search.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -27,44 +30,37 @@ from app.devices import CHOICES, pick_device
 from app.distill import Attack, clean_twin, distill
 from app.hub import bundled_for
 from app.lab import SessionTeacher, session_teacher
-from app.measure import Pairs, Row, hook_roles, mean_score, teacher_on, train_student
-from app.presets import DefenseDefaults, attack_for
-from app.report import defaults, summarise, write_report
-from app.sweep import Store, ray_session, row_key, run_rows
+from app.measure import Pairs, Row, mean_score, teacher_on, train_student
+from app.presets import attack_for
+from app.report import summarise, write_report
+from app.search import (ATTACKERS, CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, attacker, frontier, grid, screened_exposed,
+                        screened_inline, teacher_costs)
+from app.sweep import Store, ray_session, recipe_version, row_key, run_rows, teacher_checksum
+from app.thresholds import negligible
 from app.tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-# hook roles, resolved per teacher: an early body stage (our U-Net's enc2, at half resolution) is
-# cheap for the teacher, the end of the body (our dec1) is costly: each is tried gently and hard.
-# The U-Net's `mid` is left out because its channel gate often saturates to an all-zero map
-SCREEN = [dict(layout="channel", role="early", k=1, a=2.0), dict(layout="channel", role="early", k=4, a=3.0),
-          dict(layout="channel", role="late", k=1, a=1.25), dict(layout="channel", role="late", k=1, a=2.0),
-          dict(layout="channel", role="late", k=4, a=3.0), dict(layout="spatial", role="late", k=1, a=2.0),
-          dict(layout="channel", role="late", k=16, a=2.0, tau=0.9)]
-QUICK_SCREEN = [dict(layout="channel", role="late", k=1, a=3.0), dict(layout="spatial", role="early", k=1, a=2.0)]
-
-
-ATTACKER_KINDS = ("feature", "adaptive")  # stage 2, beside the screen's output KD
+BUDGETS = (150, 600, 2400)  # the budget curve: does the damage persist, or do students learn through it?
+QUICK_ATTACKERS = ("output L1", "feature L1 x1", "FitNet MSE")
 BASELINE_DIRECTIONS = ("random", "bottom")  # ASVP along other directions, at the best setting's cost
 
 
-CALIBRATION_PASSES = 2 * (12 + 1)  # calibrate's bisection: 12 halvings and a probe, two teacher passes each
+@dataclass
+class Search:
+    """One teacher's search: its session, attacker, stages and the rows of each stage as they come."""
 
+    task: str
+    source: str
+    attack: Attack  # the task's own attacker at the sweep's budget
+    pairs: Pairs
+    stages: list[str]
+    quick: bool
 
-def planned_work(quick: bool, seeds: int) -> tuple[int, int]:
-    """Students one teacher's sweep trains (a defended one per setting and seed, plus the clean twins:
-    one per attacker kind, hooked layer and seed, shared by the settings that match), and the
-    teacher's passes over the scoring pairs (two per setting, plus the baselines' calibration)."""
-    screen = QUICK_SCREEN if quick else SCREEN
-    settings = len(screen) + len(ATTACKER_KINDS) + 1 + len(BASELINE_DIRECTIONS) + 1  # + exposed, + output noise
-    clean = len({setting["role"] for setting in screen}) + len(ATTACKER_KINDS)
-    return seeds * (settings + clean), 2 * settings + 2 + (len(BASELINE_DIRECTIONS) + 1) * CALIBRATION_PASSES
+    def row(self, stage: str, defense: ASVPConfig, attack: Attack, kind: str = "asvp") -> Row:
+        return Row(self.task, self.source, stage, kind, defense, attack, self.pairs)
 
-
-def screened(setting: dict, roles: dict[str, str]) -> ASVPConfig:
-    """A screen setting on one teacher: its role resolved to that teacher's layer."""
-    fields = dict(setting)
-    return ASVPConfig(layers=(roles[fields.pop("role")],), **fields)
+    def attackers(self) -> list[str]:
+        return list(QUICK_ATTACKERS if self.quick else ATTACKERS)
 
 
 def sweep_attack(task_name: str, budget: int | None, quick: bool) -> Attack:
@@ -77,9 +73,149 @@ def sweep_pairs(quick: bool) -> Pairs:
     return Pairs(n=2, crop=128) if quick else Pairs()
 
 
-def _setup(task, source: str, budget: int | None, quick: bool, device: torch.device):
-    """A teacher's session on `device`, the pairs its students are scored on, and the sweep's attacker."""
-    return *teacher_on(task.name, source, sweep_pairs(quick), device), sweep_attack(task.name, budget, quick)
+def searches(teachers: list[tuple[str, str]], budget: int | None, quick: bool) -> list[Search]:
+    out = []
+    for task, source in teachers:
+        session = session_teacher(task, source)
+        stages = [session.default_layer] if quick else session.stages
+        out.append(Search(task, source, sweep_attack(task, budget, quick), sweep_pairs(quick), stages, quick))
+    return out
+
+
+def costs_of(search: Search, device: torch.device, out: Path) -> pd.DataFrame:
+    """The teacher cost of every in-line grid setting, read back from costs_<teacher>.csv while the
+    teacher and recipe are the same (teacher passes only, so they are not Ray tasks)."""
+    path, stamp = out / f"costs_{search.source}.csv", dict(recipe=recipe_version(), teacher_sha=teacher_checksum(search.source))
+    settings = grid(search.stages, search.quick)
+    if path.exists():
+        on_file = pd.read_csv(path)
+        if len(on_file) == len(settings) and all((on_file[k] == v).all() for k, v in stamp.items()):
+            return on_file
+    session, pairs = teacher_on(search.task, search.source, search.pairs, device)
+    costs = teacher_costs(session.model, session.task, settings, pairs).assign(**stamp)
+    costs.to_csv(path, index=False)
+    return costs
+
+
+def screen_rows(search: Search, costs: pd.DataFrame) -> list[Row]:
+    """Stage 1: the affordable-strongest in-line settings and anchors under the task's own output
+    attacker, and the exposed settings under a feature-reading one."""
+    feature = attacker(search.attack, EXPOSED_SCREEN_ATTACKER)
+    exposed = screened_exposed(search.stages)
+    if search.quick:
+        exposed = exposed[:1]
+    return ([search.row("screen", d, search.attack) for d in screened_inline(costs)]
+            + [search.row("screen", d, feature) for d in exposed])
+
+
+def confirm_rows(screen: list[Row], measured: list[dict]) -> list[Row]:
+    """Every screened point on the Pareto frontier of its attacker (in-line and exposed alike)."""
+    s = summarise(pd.DataFrame(measured))
+    keep = set()
+    for _, grp in s.groupby("attacker", sort=False):
+        keep |= {_setting(r) for r in frontier(grp[grp.learned] if grp.learned.any() else grp).itertuples()}
+    return [row for row in screen if _setting_of(row) in keep]
+
+
+def _setting(r) -> tuple:
+    return (r.layer, r.layout, int(r.k), float(r.a), None if r.tau == "-" else float(r.tau), r.placement, r.attacker)
+
+
+def _setting_of(row: Row) -> tuple:
+    d = row.defense
+    return ("+".join(d.layers), d.layout, d.k, round(d.a, 4), d.tau, d.placement, row.attack.label)
+
+
+def best_defenses(search: Search, measured: list[dict]) -> tuple[ASVPConfig, ASVPConfig]:
+    """The confirmed in-line setting with the largest student drop at a negligible teacher cost
+    (else the cheapest), and the exposed setting with the largest drop."""
+    s = summarise(pd.DataFrame(measured))
+    inline, exposed = s[s.placement == "inline"], s[s.placement == "exposed"]
+    cheap = inline[negligible(inline.t_dpsnr, inline.t_dssim) & inline.learned]
+    pick = cheap.loc[cheap.s_dpsnr.idxmin()] if not cheap.empty else inline.loc[inline.t_dpsnr.idxmax()]
+    config = lambda r: ASVPConfig(layers=tuple(r.layer.split("+")), layout=r.layout, k=int(r.k), a=float(r.a),
+                                  tau=None if r.tau == "-" else float(r.tau), placement=r.placement)
+    return config(pick), config(exposed.loc[exposed.s_dpsnr.idxmin()])
+
+
+def attacker_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig) -> list[Row]:
+    """The best in-line setting under every attacker, the best exposed one under every attacker that
+    reads features (exposed features reach no output-only attacker: bit-identical students, tested),
+    the exposed features of every stage at once, and the baselines at the in-line setting's cost."""
+    rows = []
+    for name in search.attackers():
+        attack = attacker(search.attack, name)
+        rows.append(search.row("attackers", inline, attack))
+        if attack.reads_features:
+            rows.append(search.row("attackers", exposed, attack))
+    every_stage = dataclasses.replace(exposed, layers=tuple(search.stages))
+    rows.append(search.row("attackers", every_stage, attacker(search.attack, EXPOSED_SCREEN_ATTACKER)))
+    rows += [search.row("baselines", inline, search.attack, f"asvp-{d}") for d in BASELINE_DIRECTIONS]
+    return rows + [search.row("baselines", inline, search.attack, "output-noise")]
+
+
+def curve_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig, budgets: tuple[int, ...]) -> list[Row]:
+    """The budget curve: the best in-line setting under the task's attacker and the adaptive one,
+    the best exposed setting under feature KD, at every budget."""
+    pairs = [(inline, search.attack), (inline, attacker(search.attack, "adaptive") if not search.quick
+                                       else search.attack), (exposed, attacker(search.attack, EXPOSED_SCREEN_ATTACKER))]
+    return [search.row("budget", d, dataclasses.replace(a, steps=b)) for d, a in dict.fromkeys(pairs) for b in budgets]
+
+
+def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
+        device: torch.device, address: str | None, threads: int, curve: bool = True) -> None:
+    """The search on Ray, resuming from the rows already in `out`: costs, screen (first seed),
+    frontier confirmed (every seed), attackers and baselines, budget curve (first three seeds)."""
+    store, plans = Store(out), searches(teachers, budget, quick)
+    for search in plans:
+        store.load(search.source)
+    budgets = tuple(sorted({search.attack.steps, 2 * search.attack.steps})) if quick else BUDGETS
+    with ray_session(address, threads) as ray:
+        screens = {s.source: screen_rows(s, costs_of(s, device, out)) for s in plans}
+        first = run_rows(ray, [r for rows in screens.values() for r in rows], seeds[:1], store, threads, device,
+                         desc="screen")
+        confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
+                    for s in plans}
+        confirmed = run_rows(ray, [r for rows in confirms.values() for r in rows], seeds, store, threads, device,
+                             desc="frontier")
+        later = {}
+        for s in plans:
+            inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
+            later[s.source] = (attacker_rows(s, inline, exposed),
+                               curve_rows(s, inline, exposed, budgets) if curve else [])
+        run_rows(ray, [r for rows, _ in later.values() for r in rows], seeds, store, threads, device,
+                 desc="attackers and baselines")
+        run_rows(ray, [r for _, rows in later.values() for r in rows], seeds[:3], store, threads, device,
+                 desc="budget curve")
+    for s in plans:  # each CSV in the protocol's order
+        by_key = {r["key"]: r for r in store.rows[s.source]}
+        screen, (rest, curve_of) = screens[s.source], later[s.source]
+        ordered = ([row_key(row, seeds[0]) for row in screen]
+                   + [row_key(row, seed) for row in confirms[s.source] for seed in seeds[1:]]
+                   + [row_key(row, seed) for row in rest for seed in seeds]
+                   + [row_key(row, seed) for row in curve_of for seed in seeds[:3]])
+        store.write(s.source, [by_key[k] for k in dict.fromkeys(ordered)])
+
+
+def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, device: torch.device,
+         out: Path) -> str:
+    """What a run will cost before it starts: per teacher, the screen's students (exact, from the
+    teacher costs, computed here) and an upper bound on the rest, and the estimated time here."""
+    lines, total_students, total_s = [], 0, 0.0
+    for search in searches(teachers, budget, quick):
+        screen = screen_rows(search, costs_of(search, device, out))
+        layers = {(row.defense.layers, row.attack.reads_features) for row in screen}
+        attackers = len(search.attackers())
+        later = (2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1) * seeds + (attackers + 2) * seeds  # + clean twins
+        n = len(screen) + len(layers) + (seeds - 1) * 2 * len(screen) // 3 + later
+        session, pairs = teacher_on(search.task, search.source, search.pairs, device)
+        seconds = n * seconds_per_student(session, pairs, search.attack)
+        lines.append(f"{search.source}: {len(screen) + len(layers)} screen students of {search.attack.steps} steps, "
+                     f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
+        total_students, total_s = total_students + n, total_s + seconds
+    lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
+                 f"on {device.type} with {torch.get_num_threads()} thread(s)")
+    return "\n".join(lines)
 
 
 def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
@@ -97,77 +233,13 @@ def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float
     return answers + run * attack.steps / steps + scoring
 
 
-def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, device: torch.device) -> str:
-    """What a run will cost before it starts: students per teacher and the estimated time here."""
-    lines, total_students, total_s = [], 0, 0.0
-    for task_name, source in teachers:
-        session, pairs, attack = _setup(TASKS[task_name], source, budget, quick, device)
-        n, passes = planned_work(quick, seeds)
-        mean_score(session.model, pairs, session.task)  # a first pass warms the kernels up
-        start = time.perf_counter()
-        mean_score(session.model, pairs, session.task)
-        one_pass = time.perf_counter() - start
-        seconds = n * seconds_per_student(session, pairs, attack) + passes * one_pass
-        lines.append(f"{source}: {n} students of {attack.steps} steps, about {seconds / 60:.1f} min")
-        total_students, total_s = total_students + n, total_s + seconds
-    lines.append(f"total: {total_students} students, about {total_s / 60:.1f} min on {device.type} "
-                 f"with {torch.get_num_threads()} thread(s)")
-    return "\n".join(lines)
-
-
-def screen_rows(task_name: str, source: str, budget: int | None, quick: bool) -> list[Row]:
-    """Stage 1 of one teacher: every screen setting at its role of that teacher's body, output KD."""
-    roles, attack = hook_roles(session_teacher(task_name, source)), sweep_attack(task_name, budget, quick)
-    return [Row(task_name, source, "screen", "asvp", screened(setting, roles), attack, sweep_pairs(quick))
-            for setting in (QUICK_SCREEN if quick else SCREEN)]
-
-
-def stage_two(screen: list[Row], measured: list[dict]) -> tuple[Row, list[Row]]:
-    """The best screened setting as an `attackers` row (its output-KD students are the screen's),
-    and the rows it still needs: every other attacker, its exposed twin under feature KD (exposed
-    features reach no output-only attacker: bit-identical students, tested in tests/test_distill.py),
-    and the baselines matched to its served-output distortion."""
-    first = screen[0]
-    best = DefenseDefaults(**defaults(summarise(pd.DataFrame(measured)))[first.teacher]).config
-    row = lambda stage, kind, defense, attack_kind: Row(first.task, first.teacher, stage, kind, defense,
-                                                       dataclasses.replace(first.attack, kind=attack_kind), first.pairs)
-    return row("attackers", "asvp", best, "output"), (
-        [row("attackers", "asvp", best, kind) for kind in ATTACKER_KINDS]
-        + [row("attackers", "asvp", dataclasses.replace(best, placement="exposed"), "feature")]
-        + [row("baselines", f"asvp-{d}", best, "output") for d in BASELINE_DIRECTIONS]
-        + [row("baselines", "output-noise", best, "output")])
-
-
-def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
-        device: torch.device, address: str | None, threads: int) -> None:
-    """Sweep every teacher on Ray, resuming from the rows already in `out`; each CSV ends in the
-    protocol's order (screen, attackers, baselines)."""
-    store = Store(out)
-    for _, source in teachers:
-        store.load(source)
-    with ray_session(address, threads) as ray:
-        screens = {source: screen_rows(task, source, budget, quick) for task, source in teachers}
-        measured = run_rows(ray, [r for rows in screens.values() for r in rows], seeds, store, threads, device,
-                            desc="screen")
-        order, rest = {}, []
-        for source, rows in screens.items():
-            best, more = stage_two(rows, [r for r in measured if r["teacher"] == source])
-            twin = {row_key(dataclasses.replace(best, stage="screen"), seed): row_key(best, seed) for seed in seeds}
-            store.add(source, [dict(r, stage="attackers", key=twin[r["key"]]) for r in measured
-                               if r["key"] in twin and twin[r["key"]] not in store.done(source)])
-            order[source], rest = [*rows, best, *more], rest + more
-        run_rows(ray, rest, seeds, store, threads, device, desc="attackers and baselines")
-    for source, rows in order.items():
-        by_key = {r["key"]: r for r in store.rows[source]}
-        store.write(source, [by_key[row_key(row, seed)] for row in rows for seed in seeds])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--teachers", nargs="*", default=None,
                    help="bundled teachers to sweep (default: every bundled teacher of the tasks)")
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="*", type=int, default=list(range(CONFIRM_SEEDS)),
+                   help="the screen trains the first, the frontier and attackers all, the budget curve the first three")
     p.add_argument("--budget", type=int, default=None,
                    help="student steps, the same for every student of a task (default: the task's own)")
     p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
@@ -199,7 +271,7 @@ def main(argv=None):
     teachers = [(name, source) for name in ([] if args.report_only else args.tasks)
                 for source in bundled_for(name) if args.teachers is None or source in args.teachers]
     if args.plan:
-        print(plan(teachers, len(args.seeds), args.budget, args.quick, device))
+        print(plan(teachers, len(args.seeds), args.budget, args.quick, device, Path(tempfile.mkdtemp())))
         return
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick else RESULTS

@@ -96,18 +96,25 @@ class Family:
     upstream: str
     default_layer: str  # regex: the last hookable layer whose name matches it (the end of the body)
     early_layer: str  # regex: an early body stage (the sweep's cheap hook point, like our U-Net's enc2)
+    stages: str  # regex: the body's stages from input to output, every hook point the search tries
 
 
-OWN = Family("UNetTeacher", "U-Net (ASVP Lab)", "MIT", "this repository", r"dec1", r"enc2")  # our own, config.json layout
+OWN = Family("UNetTeacher", "U-Net (ASVP Lab)", "MIT", "this repository", r"dec1", r"enc2",
+             r"enc1|enc2|mid|dec2|dec1")  # our own, config.json layout
 FAMILIES: dict[str, Family] = {f.arch_id: f for f in (
     Family("Compact", "Real-ESRGAN Compact (SRVGGNet)", "BSD-3-Clause", "github.com/xinntao/Real-ESRGAN",
-           r"body\.\d*[13579]", r"body\.5"),  # the activations between convs: the last, and the third
+           r"body\.\d*[13579]", r"body\.5",  # the activations between convs: the last, and the third
+           r"body\.(1|5|13|19|25)"),  # activations from the first to the last, the early one among them
     Family("ESRGAN", "ESRGAN / Real-ESRGAN (RRDBNet)", "Apache-2.0 (ESRGAN), BSD-3-Clause (Real-ESRGAN)",
-           "github.com/xinntao/ESRGAN", r"model\.1", r"model\.1\.sub\.0"),  # the RRDB trunk; its first block
-    Family("SwinIR", "SwinIR", "Apache-2.0", "github.com/JingyunLiang/SwinIR", r"conv_after_body", r"layers\.0\.conv"),
-    Family("NAFNet", "NAFNet", "MIT", "github.com/megvii-research/NAFNet", r"decoders\.\d+", r"encoders\.1"),
+           "github.com/xinntao/ESRGAN", r"model\.1", r"model\.1\.sub\.0",  # the RRDB trunk; its first block
+           r"model\.1\.sub\.(0|5|11|17)|model\.1"),
+    Family("SwinIR", "SwinIR", "Apache-2.0", "github.com/JingyunLiang/SwinIR", r"conv_after_body", r"layers\.0\.conv",
+           r"layers\.\d+\.conv|conv_after_body"),  # each residual Swin group's closing conv, then the body's
+    Family("NAFNet", "NAFNet", "MIT", "github.com/megvii-research/NAFNet", r"decoders\.\d+", r"encoders\.1",
+           r"encoders\.\d+|middle_blks|decoders\.\d+"),
     Family("RetinexFormer", "RetinexFormer", "MIT", "github.com/caiyuanhao1998/Retinexformer",
-           r"body\.\d+\.denoiser\.decoder_layers\.\d+", r"body\.0\.denoiser\.encoder_layers\.1\.0"),
+           r"body\.\d+\.denoiser\.decoder_layers\.\d+", r"body\.0\.denoiser\.encoder_layers\.1\.0",
+           r"body\.\d+\.denoiser\.(encoder_layers\.\d+\.0|bottleneck|decoder_layers\.\d+\.2)"),
 )}
 # detected by spandrel but not loaded here, with the reason shown to the user
 NOT_ALLOWED = {"SPAN": "its upstream repository states no licence", "SCUNet": "its upstream repository states no licence"}

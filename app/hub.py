@@ -63,6 +63,7 @@ class LoadedTeacher:
     size_minimum: int = 0  # ...and at least this; others are padded (and the output cropped)
     default_layer: str = OWN.default_layer  # regex: the last hookable layer that matches it is the default hook
     early_layer: str = OWN.early_layer  # regex, likewise: an early body stage
+    stages: str = OWN.stages  # regex: every body stage, the hook points a search tries
 
     @property
     def quality(self) -> str:
@@ -301,7 +302,8 @@ def _load_file(path: Path, origin: str) -> LoadedTeacher:
                          family=found.family.title, licence=found.family.licence,
                          size_multiple=model.rule.multiple_of, size_minimum=model.rule.minimum,
                          default_layer="net." + found.family.default_layer,
-                         early_layer="net." + found.family.early_layer)
+                         early_layer="net." + found.family.early_layer,
+                         stages=f"net\\.({found.family.stages})")
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:

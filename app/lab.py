@@ -56,6 +56,7 @@ class SessionTeacher:
     layers: list[FeatureMap]  # where the defense can hook, in forward order
     default_layer: str  # the family's default hook (the end of the network's body)
     early_layer: str  # an early body stage of the family (the sweep's cheap hook point)
+    stages: list[str]  # the body's stages, in forward order: every hook point a search tries
 
 
 def probe(loaded: LoadedTeacher) -> torch.Tensor:
@@ -88,7 +89,8 @@ def session_teacher(task_name: str, source: str = "") -> SessionTeacher:
     if not layers:
         raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
     return SessionTeacher(task, source, loaded, model, layers, hook_layer(layers, loaded.default_layer),
-                          hook_layer(layers, loaded.early_layer))
+                          hook_layer(layers, loaded.early_layer),
+                          [f.name for f in layers if re.fullmatch(loaded.stages, f.name)] or [f.name for f in layers])
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 
 from app.asvp import ASVPConfig, defend
 from app.baselines import calibrate, output_noise
-from app.distill import Attack, clean_twin, distill
+from app.bound import rms
+from app.distill import Attack, ask_teacher, attacker_queries, clean_twin, distill
 from app.lab import SessionTeacher, session_teacher
 from app.metrics import score
 from app.nets import restore
@@ -53,8 +54,9 @@ class Row:
 
     @property
     def clean_defense(self) -> ASVPConfig:
-        """The undefended twin that teaches the clean students (same hooks, nothing amplified)."""
-        return clean_twin(self.defense)
+        """The undefended twin that teaches the clean students: the same hooked layers, nothing
+        amplified (so every setting at those layers shares its clean students)."""
+        return ASVPConfig(a=1.0, layers=self.defense.layers)
 
 
 def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -72,7 +74,10 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def mean_score(model, pairs, task) -> dict[str, float]:
-    return _average([score(restore(model, x), y, task) for x, y in pairs])
+    """PSNR/SSIM by the task's conventions, and the plain RGB RMS error the output-KD bound speaks of."""
+    outs = [restore(model, x) for x, _ in pairs]
+    return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]),
+            "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)]))}
 
 
 def input_scores(pairs, task) -> dict[str, float]:
@@ -88,6 +93,14 @@ def teacher_score(teacher, defense: ASVPConfig, pairs, task) -> dict[str, float]
 def train_student(teacher, task, defense, attack, seed):
     *_, last = distill(teacher, task, [(defense, seed)], attack, every=attack.steps)
     return last.students[0]
+
+
+def served_rms(teacher, defense: ASVPConfig, sigma: float, queries: torch.Tensor) -> float:
+    """RMS change of the served answers on the attacker's queries: the output-KD bound's delta."""
+    clean, _ = ask_teacher(teacher, queries, clean_twin(defense))
+    with output_noise(teacher, sigma):
+        served, _ = ask_teacher(teacher, queries, defense)
+    return rms(served - clean)
 
 
 def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
@@ -152,14 +165,19 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
         with output_noise(teacher, sigma):
             student = train_student(teacher, task, defense, row.attack, seed)
         s_def = mean_score(student, pairs, task)
+        queries = attacker_queries(task, row.attack, seed).to(device)
         out.append(dict(
             task=row.task, teacher=row.teacher, teacher_family=session.loaded.family, budget=row.attack.steps,
-            student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind, seed=seed,
-            layer_role=role.get(defense.layers[0], "-"), layout=defense.layout, layer=defense.layers[0], k=defense.k,
+            student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind,
+            attacker=row.attack.label, seed=seed,
+            layer_role="+".join(role.get(n, "-") for n in defense.layers), layout=defense.layout,
+            layer="+".join(defense.layers), k=defense.k,
             a=round(defense.a, 4), tau=defense.tau, placement=defense.placement, directions=defense.directions,
             noise_sigma=round(sigma, 5), input_psnr=inputs["psnr"], input_ssim=inputs["ssim"],
             teacher_clean_psnr=t_clean["psnr"], teacher_clean_ssim=t_clean["ssim"],
             teacher_psnr=t_def["psnr"], teacher_ssim=t_def["ssim"],
             student_clean_psnr=s_clean["psnr"], student_clean_ssim=s_clean["ssim"],
-            student_psnr=s_def["psnr"], student_ssim=s_def["ssim"]))
+            student_psnr=s_def["psnr"], student_ssim=s_def["ssim"],
+            served_rms=served_rms(teacher, defense, sigma, queries), student_clean_rms=s_clean["rms"],
+            student_rms=s_def["rms"]))
     return out

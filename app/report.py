@@ -7,17 +7,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.bound import bound_db
+
 from app.thresholds import (DEFAULT_MAX_PSNR_LOSS_DB, DEFAULT_MAX_SSIM_LOSS, HEADLINE, NEGLIGIBLE_PSNR_DB,
                             NEGLIGIBLE_SSIM, PAPER_STUDENT_DROP_DB, negligible, reaches_headline)
 
-SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "layer_role", "layout", "layer", "k", "a",
-           "tau", "placement", "directions", "noise_sigma"]
+SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
+           "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
 STRONGEST = dict(layout="channel", layer_role="late", k=4, a=3.0)  # the hardest screened setting
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """One line per setting: deltas as mean and std over seeds, validity and protection ratio."""
     df = df.copy()
+    if "attacker" not in df:  # a sweep from before the search named only the attacker's kind
+        df["attacker"] = df["attack"]
+    for column in ("served_rms", "student_clean_rms", "student_rms"):
+        if column not in df:
+            df[column] = np.nan
     df["tau"] = df["tau"].astype(object).fillna("-")
     df["t_dpsnr"] = df.teacher_psnr - df.teacher_clean_psnr
     df["t_dssim"] = df.teacher_ssim - df.teacher_clean_ssim
@@ -30,7 +37,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                 s_dpsnr=("s_dpsnr", "mean"), s_dpsnr_std=("s_dpsnr", "std"), s_dssim=("s_dssim", "mean"),
                 s_dssim_std=("s_dssim", "std"), ssim_drop_pct=("ssim_drop_pct", "mean"),
                 clean_student_gain=("student_clean_psnr", "mean"), input_psnr=("input_psnr", "mean"),
-                learned=("learned", "all")).reset_index()
+                learned=("learned", "all"), served_rms=("served_rms", "mean"),
+                student_clean_rms=("student_clean_rms", "mean"),
+                s_drms=("student_rms", "mean")).reset_index()
+    out["s_drms"] -= out.student_clean_rms
+    out["bound_db"] = [bound_db(e, d) if e > 0 else np.nan for e, d in zip(out.student_clean_rms, out.served_rms)]
     out["clean_student_gain"] -= out.pop("input_psnr")
     out["protection"] = -out.s_dpsnr / (-out.t_dpsnr).clip(lower=0.1)
     return out

@@ -87,8 +87,8 @@ class Store:
 
     def clean(self, teacher: str) -> dict[str, dict[str, float]]:
         """Clean-taught students' scores on file, by clean key."""
-        return {r["clean_key"]: {"psnr": float(r["student_clean_psnr"]), "ssim": float(r["student_clean_ssim"])}
-                for r in self.rows.get(teacher, [])}
+        return {r["clean_key"]: {"psnr": float(r["student_clean_psnr"]), "ssim": float(r["student_clean_ssim"]),
+                                 "rms": float(r["student_clean_rms"])} for r in self.rows.get(teacher, [])}
 
     def add(self, teacher: str, rows: list[dict]) -> None:
         """Append rows to the teacher's file as they arrive (an interrupted sweep keeps them)."""

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app import lab, plots, presets, thresholds
 from app.asvp import ASVPConfig
-from app.distill import ATTACKS, MAX_STEPS
+from app.distill import ATTACKS
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
 from app.tasks import TASKS, get_task
@@ -22,6 +22,7 @@ RESULTS = ROOT / "results"
 EXAMPLES = [[str(ROOT / "assets" / f"{t.examples[i % len(t.examples)]}.png"), t.name]
             for i, t in enumerate(TASKS.values())]  # one CC0 photo per task, degraded by the task
 ABOUT = (Path(__file__).parent / "about.md").read_text()
+MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a worker for minutes
 SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
@@ -219,7 +220,7 @@ def build_demo() -> gr.Blocks:
                                              info="inline: served output changes; exposed: only features handed out")
                     with gr.Accordion("Attacker", open=True):
                         attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
-                        budget = gr.Slider(10, MAX_STEPS, value=start.attack.steps, step=10,
+                        budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
                                            label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
                 with gr.Column(scale=3):

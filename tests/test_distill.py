@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.asvp import ASVPConfig
-from app.distill import Attack, clean_twin, distill, gaussian_lowpass, pixel_loss
+from app.distill import Attack, Pupil, ask_teacher, clean_twin, distill, feature_loss, gaussian_lowpass, pixel_loss
 from app.measure import eval_pairs, input_scores, mean_score
 from app.hub import load_teacher
 from app.presets import attack_for
@@ -87,6 +87,43 @@ def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
                            weights(final_student(teacher, defense, feature, 0)))
 
 
+def test_fitnet_trains_the_hint_alone_then_the_outputs(teacher):
+    """Stage one moves the body and adapter only: the tail (zero at the start) stays zero, so the
+    student still returns its input; stage two moves the tail."""
+    defense = ASVPConfig(layers=("dec1",), a=1.0)
+    attack = Attack(kind="fitnet", **dict(SMALL, steps=8), hint_share=0.5)
+    events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=1))
+    first, halfway, last = events[0].students[0], events[4].students[0], events[-1].students[0]
+    assert halfway.tail[0].weight.abs().max() == 0 and not torch.equal(weights(first), weights(halfway))
+    assert last.tail[0].weight.abs().max() > 0
+    assert all(loss > 0 for e in events[1:5] for loss in e.feature_losses)
+
+
+def test_a_normalising_attacker_ignores_the_scale_of_each_feature_channel():
+    hidden, target = torch.rand(2, 4, 8, 8), torch.rand(2, 4, 8, 8)
+    scaled = target * torch.tensor([1.0, 30.0, 0.5, 100.0]).view(1, 4, 1, 1) + 5.0
+    for loss in ("l1", "mse"):
+        plain, normalised = Attack(kind="feature", feature_loss=loss), Attack(kind="feature", feature_loss=loss,
+                                                                               normalise=True)
+        assert feature_loss(hidden, scaled, plain) > 2 * feature_loss(hidden, target, plain)
+        torch.testing.assert_close(feature_loss(hidden, scaled, normalised), feature_loss(hidden, target, normalised),
+                                   rtol=1e-3, atol=1e-4)
+
+
+def test_a_feature_attacker_matches_every_hooked_layer(teacher):
+    """Two hooked layers: the teacher hands over both maps, the student gets one adapter per map."""
+    defense = ASVPConfig(a=1.0, layers=("enc2", "dec1"))
+    _, maps = ask_teacher(teacher, torch.rand(2, 3, 32, 32), defense)
+    assert [m.shape[1] for m in maps] == [48, 24] and maps[0].shape[-1] == 16 and maps[1].shape[-1] == 32
+    pupil = Pupil(Attack(kind="feature"), 1, [m.shape[1] for m in maps])
+    _, adapted = pupil(torch.rand(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), adapt=True)
+    assert [h.shape[1] for h in adapted] == [48, 24]
+    attack = Attack(kind="feature", **dict(SMALL, steps=2))
+    last = lambda layers: list(distill(teacher, TASKS["dehaze"], [(ASVPConfig(a=1.0, layers=layers), 0)], attack,
+                                       every=1))[1].feature_losses[0]
+    assert last(("enc2", "dec1")) > max(last(("enc2",)), last(("dec1",)))
+
+
 def test_robust_pieces_of_the_adaptive_attacker():
     img = torch.rand(1, 3, 16, 16)
     flat = torch.full((1, 3, 16, 16), 0.5)
@@ -101,7 +138,9 @@ def test_robust_pieces_of_the_adaptive_attacker():
 
 
 @pytest.mark.parametrize("bad", [dict(kind="psychic"), dict(steps=0), dict(steps=10**6), dict(lowpass_sigma=-1.0),
-                                 dict(loss="huber"), dict(depth=1), dict(depth=100)])
+                                 dict(loss="huber"), dict(depth=1), dict(depth=100), dict(feature_loss="cosine"),
+                                 dict(feature_weight=0.0), dict(feature_weight=-1.0), dict(hint_share=0.0),
+                                 dict(hint_share=1.0)])
 def test_bad_attacks_are_refused(bad):
     with pytest.raises(ValueError):
         Attack(**bad)

@@ -1,0 +1,27 @@
+"""The output-KD bound: how far an output-distilling student can move, given how far the answers moved.
+
+An attacker who fits a student from a convex class (a linear model, or any model linear in its
+weights) to the teacher's answers with a square loss computes a projection: of the vector of all
+answers on its queries onto the convex set of outputs the class can produce. Projection onto a
+closed convex set is non-expansive, ||P(t') - P(t)|| <= ||t' - t||, so the defended-taught
+student's outputs on the queries differ from the clean-taught one's by at most the served change,
+and by the triangle inequality its RMS error against any target rises by at most RMS(t' - t).
+A deep student is not a convex class: where it moves further, it is the training, not the
+answers, that carries the damage.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def rms(diff: torch.Tensor) -> float:
+    """Root mean square over every element (images in [0, 1])."""
+    return float(diff.double().square().mean().sqrt())
+
+
+def bound_db(student_rms: float, served_rms: float) -> float:
+    """The most PSNR (dB, negative) a student with RMS error `student_rms` can lose when its error
+    rises by the full served change: 20 log10(e / (e + delta))."""
+    return 20 * math.log10(student_rms / (student_rms + served_rms))
