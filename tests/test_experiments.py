@@ -1,6 +1,5 @@
 """The quick sweep runs end to end over a task's teachers of two families, writes every artefact the
 report promises, and never touches the stored results."""
-import csv
 import json
 import re
 import shutil
@@ -12,7 +11,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from app.experiments import main, planned_work
+from app.experiments import main
+from app.search import grid
 from app.report import defaults
 
 
@@ -21,38 +21,51 @@ def git_status() -> str:
                           text=True, check=True).stdout
 
 
+QUICK = ["--tasks", "sr_x4", "--quick", "--budget", "5", "--seeds", "0", "1", "2", "--threads", "2"]
+
+
 @pytest.mark.benchmarks
 @pytest.mark.slow
-def test_quick_sweep_end_to_end_leaves_the_stored_results_alone(request):
+def test_quick_search_end_to_end_leaves_the_stored_results_alone(request):
     before = git_status()
-    run = subprocess.run([sys.executable, "-m", "app.experiments", "--tasks", "sr_x4", "--quick", "--budget", "5",
-                          "--seeds", "0", "1", "2", "--threads", "2"], cwd=ROOT, capture_output=True, text=True,
+    planned = subprocess.run([sys.executable, "-m", "app.experiments", "--plan", *QUICK], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    promised = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^(\S+): (\d+) screen students of 5 steps, at most "
+                                                                  r"(\d+) before the budget curve", planned.stdout, re.M)}
+    run = subprocess.run([sys.executable, "-m", "app.experiments", *QUICK], cwd=ROOT, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert git_status() == before  # nothing under results/ (or anywhere else in the checkout) changed
     out = Path(re.search(r"writing to (\S+)", run.stdout).group(1))
     assert ROOT not in out.resolve().parents
     request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
-    hooks = {"sr_x4": {"early": "enc2", "late": "dec1"}, "sr_x4-compact": {"early": "net.body.5", "late": "net.body.25"}}
-    planned, _passes = planned_work(quick=True, seeds=3)
-    for teacher, roles in hooks.items():
-        rows = list(csv.DictReader(open(out / f"sweep_{teacher}.csv")))
-        defended = [r for r in rows if not (r["stage"] == "attackers" and r["attack"] == "output")]  # others: copies
-        clean = {(r["attack"], r["layer"], r["seed"]) for r in rows}
-        assert len(defended) + len(clean) == planned  # what --plan promised is what the run trained
-        assert {r["stage"] for r in rows} == {"screen", "attackers", "baselines"}
-        assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["teacher"] for r in rows} == {teacher}
-        assert {r["defense"] for r in rows} >= {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
-        screen = [r for r in rows if r["stage"] == "screen"]
-        assert {(r["layer_role"], r["layer"]) for r in screen} == set(roles.items())  # the same roles, each body's layers
+    assert set(promised) == {"sr_x4", "sr_x4-compact"}
+    for teacher, late in {"sr_x4": "dec1", "sr_x4-compact": "net.body.25"}.items():
+        rows = pd.read_csv(out / f"sweep_{teacher}.csv")
+        assert set(rows.stage) == {"screen", "attackers", "baselines", "budget"} and set(rows.seed) == {0, 1, 2}
+        assert set(rows.defense) == {"asvp", "asvp-random", "asvp-bottom", "output-noise"}
+        assert set(rows.attacker) == {"output L1", "feature L1 x1", "FitNet MSE"}
+        assert set(rows[rows.stage == "budget"].budget) == {5, 10} and set(rows.budget) == {5, 10}
+        screen = rows[rows.stage == "screen"]
+        first = screen[screen.seed == 0]
+        clean = {(r.attacker, r.layer) for r in first.itertuples()}
+        assert len(first) + len(clean) == promised[teacher][0]  # what --plan promised is what the screen trained
+        before_curve = rows[rows.stage != "budget"]
+        clean_all = {(r.attacker, r.layer, r.seed) for r in before_curve.itertuples()}
+        assert len(before_curve) + len(clean_all) <= promised[teacher][1]
+        assert set(screen.layer) == {late} and set(screen.placement) == {"inline", "exposed"}
+        assert screen.seed.value_counts()[0] == len(first) >= screen.seed.value_counts().get(1, 0)  # the frontier only
+        inline = rows[(rows.placement == "inline") & (rows.defense == "asvp")]
+        assert (inline.served_rms > 0).all() and (rows[rows.placement == "exposed"].served_rms == 0).all()
+        assert len(pd.read_csv(out / f"costs_{teacher}.csv")) == len(grid([late], quick=True))
         assert (out / f"tradeoff_{teacher}.png").stat().st_size > 5000
         swept = json.loads((out / "defaults.json").read_text())[teacher]
-        assert swept["layer"] in roles.values() and swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
+        assert swept["layer"] == late and swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
     report = (out / "RESULTS.md").read_text()
     assert "## Families compared" in report and "**Real-ESRGAN Compact (SRVGGNet)** (`sr_x4-compact`)" in report
-    assert "| channel @ late, k=1, a=3, inline |" in report  # a screen setting by role, side by side
     assert "### sr_x4: U-Net (ASVP Lab)" in report and "### sr_x4-compact: Real-ESRGAN Compact" in report
-    assert report.count("**Verdict.**") == 2 and "hooks: early = `net.body.5`, late = `net.body.25`" in report
+    assert report.count("**Verdict.**") == 2
 
 
 def test_a_quick_run_may_not_name_the_stored_results(capsys):
@@ -90,6 +103,7 @@ def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
 def test_the_plan_counts_students_and_estimates_time_before_training_any(capsys):
     main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
-    n, _passes = planned_work(quick=True, seeds=2)
-    assert re.fullmatch(rf"sr_x4: {n} students of 5 steps, about \d+\.\d min", lines[0])
-    assert re.fullmatch(rf"total: {n} students, about \d+\.\d min on cpu with \d+ thread\(s\)", lines[-1])
+    assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve, about \d+\.\d "
+                        r"min", lines[0])
+    assert re.fullmatch(r"total: at most \d+ students before the budget curve, about \d+\.\d min on cpu with \d+ "
+                        r"thread\(s\)", lines[-1])
