@@ -285,7 +285,10 @@ def _stacked(pupils: list[Pupil], feature_kd: bool):
         return out if feature_kd else (out, x)
 
     batched = torch.vmap(run)
-    forward = lambda batches, bases: batched(weights, buffers, torch.stack(batches), torch.stack(bases))  # (runs, B, ...)
+
+    def forward(batches, bases):
+        out, hidden = batched(weights, buffers, torch.stack(batches), torch.stack(bases))  # (runs, B, ...) each
+        return out, ([[h[n] for h in hidden] for n in range(len(pupils))] if feature_kd else hidden)  # per student
     students = lambda: [_unstack(pupils[0].student, weights, n) for n in range(len(pupils))]
     return forward, list(weights.items()), students
 
