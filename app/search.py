@@ -14,8 +14,8 @@ import dataclasses
 import pandas as pd
 
 from app.asvp import ASVPConfig
-from app.distill import Attack
-from app.measure import clean_twin, teacher_score
+from app.distill import Attack, clean_twin
+from app.measure import teacher_score
 from app.thresholds import negligible
 
 A_GRID = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0)  # the factor, on a log grid up to 100
