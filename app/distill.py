@@ -212,8 +212,8 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     `stacked` (default: on an accelerator, for more than one run) steps all students as one: their
     weights stacked under torch.func.vmap, every convolution one grouped kernel, equal to the lone
     student within float rounding. Otherwise the students step one after another in channels-last
-    layout, bit for bit what each computes alone: on a CPU that runs twice as fast as contiguous
-    students, and a grouped kernel is slower still (python -m app.bench).
+    layout, bit for bit what each computes alone: on a CPU a grouped kernel is slower than that, and
+    channels-last beats contiguous students for the dilated family (python -m app.bench times both).
     """
     xs, bases, ys, feats, device = [], [], [], [], device_of(teacher)  # students train where the teacher runs
     for defense, seed in runs:
@@ -289,6 +289,7 @@ def _stacked(pupils: list[Pupil], feature_kd: bool):
     def forward(batches, bases):
         out, hidden = batched(weights, buffers, torch.stack(batches), torch.stack(bases))  # (runs, B, ...) each
         return out, ([[h[n] for h in hidden] for n in range(len(pupils))] if feature_kd else hidden)  # per student
+
     students = lambda: [_unstack(pupils[0].student, weights, n) for n in range(len(pupils))]
     return forward, list(weights.items()), students
 

@@ -163,7 +163,7 @@ def curve_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig, budgets:
 
 
 def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
-        device: torch.device, address: str | None, threads: int, curve: bool = True) -> None:
+        device: torch.device, address: str | None, threads: int) -> None:
     """The search on Ray, resuming from the rows already in `out`: costs, screen (first seed),
     frontier confirmed (every seed), attackers and baselines, budget curve (first three seeds)."""
     store, plans = Store(out), searches(teachers, budget, quick)
@@ -182,7 +182,7 @@ def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, q
         for s in plans:
             inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
             later[s.source] = (attacker_rows(s, inline, exposed),
-                               curve_rows(s, inline, exposed, budgets) if curve else [])
+                               curve_rows(s, inline, exposed, budgets))
         run_rows(ray, [r for rows, _ in later.values() for r in rows], seeds, store, threads, device,
                  desc="attackers and baselines")
         run_rows(ray, [r for _, rows in later.values() for r in rows], seeds[:3], store, threads, device,
@@ -204,13 +204,15 @@ def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick:
     lines, total_students, total_s = [], 0, 0.0
     for search in searches(teachers, budget, quick):
         screen = screen_rows(search, costs_of(search, device, out))
-        layers = {(row.defense.layers, row.attack.reads_features) for row in screen}
+        cleans = len({(row.defense.layers, row.attack) for row in screen})  # one clean twin per layer and attacker
         attackers = len(search.attackers())
-        later = (2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1) * seeds + (attackers + 2) * seeds  # + clean twins
-        n = len(screen) + len(layers) + (seeds - 1) * 2 * len(screen) // 3 + later
+        confirm = (seeds - 1) * (len(screen) + cleans)  # at most every screened point is on a frontier
+        rows = 2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1  # attackers in-line and exposed, every stage, baselines
+        later = (rows + 2 * attackers + 1) * seeds  # + their clean twins (the baselines share the in-line ones)
+        n = len(screen) + cleans + confirm + later
         session, pairs = teacher_on(search.task, search.source, search.pairs, device)
         seconds = n * seconds_per_student(session, pairs, search.attack)
-        lines.append(f"{search.source}: {len(screen) + len(layers)} screen students of {search.attack.steps} steps, "
+        lines.append(f"{search.source}: {len(screen) + cleans} screen students of {search.attack.steps} steps, "
                      f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
         total_students, total_s = total_students + n, total_s + seconds
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "

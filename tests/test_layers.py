@@ -14,9 +14,9 @@ from conftest import ROOT
 LAYERS = {
     "data": ["thresholds", "devices", "images", "degrade", "tasks", "metrics", "testsets", "data"],
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
-    "defense": ["asvp", "baselines"],
+    "defense": ["asvp", "baselines", "bound"],
     "attacker": ["distill"],
-    "lab": ["presets", "lab", "measure", "report", "sweep", "experiments", "evaluate", "train", "bench"],
+    "lab": ["presets", "lab", "measure", "search", "report", "sweep", "experiments", "evaluate", "train", "bench"],
     "ui": ["plots", "ui"],
 }
 LEVEL = {module: level for level, names in enumerate(LAYERS.values()) for module in names}
