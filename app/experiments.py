@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from app.asvp import ASVPConfig
 from app.devices import CHOICES, pick_device
@@ -35,7 +36,7 @@ from app.presets import attack_for
 from app.report import summarise, write_report
 from app.search import (ATTACKERS, CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, attacker, frontier, grid, screened_exposed,
                         screened_inline, teacher_costs)
-from app.sweep import Store, ray_session, recipe_version, row_key, run_rows, teacher_checksum
+from app.sweep import Store, ray_session, recipe_version, remote_task, row_key, run_rows, teacher_checksum
 from app.thresholds import negligible
 from app.tasks import TASKS
 
@@ -82,19 +83,41 @@ def searches(teachers: list[tuple[str, str]], budget: int | None, quick: bool) -
     return out
 
 
-def costs_of(search: Search, device: torch.device, out: Path) -> pd.DataFrame:
-    """The teacher cost of every in-line grid setting, read back from costs_<teacher>.csv while the
-    teacher and recipe are the same (teacher passes only, so they are not Ray tasks)."""
-    path, stamp = out / f"costs_{search.source}.csv", dict(recipe=recipe_version(), teacher_sha=teacher_checksum(search.source))
-    settings = grid(search.stages, search.quick)
-    if path.exists():
-        on_file = pd.read_csv(path)
-        if len(on_file) == len(settings) and all((on_file[k] == v).all() for k, v in stamp.items()):
-            return on_file
+def costs_on_file(search: Search, out: Path) -> pd.DataFrame | None:
+    """costs_<teacher>.csv, while its grid, teacher and recipe are the current ones."""
+    path = out / f"costs_{search.source}.csv"
+    if not path.exists():
+        return None
+    on_file, stamp = pd.read_csv(path), cost_stamp(search.source)
+    fresh = len(on_file) == len(grid(search.stages, search.quick)) and all((on_file[k] == v).all()
+                                                                           for k, v in stamp.items())
+    return on_file if fresh else None
+
+
+def cost_stamp(source: str) -> dict[str, str]:
+    return dict(recipe=recipe_version(), teacher_sha=teacher_checksum(source))
+
+
+def cost_grid(search: Search, device: torch.device) -> pd.DataFrame:
+    """The teacher cost of every in-line grid setting (teacher passes only: one Ray task per teacher)."""
     session, pairs = teacher_on(search.task, search.source, search.pairs, device)
-    costs = teacher_costs(session.model, session.task, settings, pairs).assign(**stamp)
-    costs.to_csv(path, index=False)
-    return costs
+    return teacher_costs(session.model, session.task, grid(search.stages, search.quick), pairs)
+
+
+def costs(ray, plans: list[Search], out: Path, threads: int, device: torch.device) -> dict[str, pd.DataFrame]:
+    """Every teacher's cost grid: read back from its costs_<teacher>.csv, or computed in parallel
+    and stored there (a plan's costs serve the run that follows)."""
+    found = {s.source: costs_on_file(s, out) for s in plans}
+    task = remote_task(ray, cost_grid, threads, device.type)
+    pending = {task.remote(s): s.source for s in plans if found[s.source] is None}
+    with tqdm(total=len(pending), desc="teacher costs", unit="teacher") as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            source = pending.pop(ready)
+            found[source] = ray.get(ready).assign(**cost_stamp(source))
+            found[source].to_csv(out / f"costs_{source}.csv", index=False)
+            bar.update()
+    return found
 
 
 def screen_rows(search: Search, costs: pd.DataFrame) -> list[Row]:
@@ -171,7 +194,8 @@ def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, q
         store.load(search.source)
     budgets = tuple(sorted({search.attack.steps, 2 * search.attack.steps})) if quick else BUDGETS
     with ray_session(address, threads) as ray:
-        screens = {s.source: screen_rows(s, costs_of(s, device, out)) for s in plans}
+        grids = costs(ray, plans, out, threads, device)
+        screens = {s.source: screen_rows(s, grids[s.source]) for s in plans}
         first = run_rows(ray, [r for rows in screens.values() for r in rows], seeds[:1], store, threads, device,
                          desc="screen")
         confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
@@ -198,12 +222,15 @@ def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, q
 
 
 def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, device: torch.device,
-         out: Path) -> str:
+         out: Path, address: str | None, threads: int) -> str:
     """What a run will cost before it starts: per teacher, the screen's students (exact, from the
-    teacher costs, computed here) and an upper bound on the rest, and the estimated time here."""
-    lines, total_students, total_s = [], 0, 0.0
-    for search in searches(teachers, budget, quick):
-        screen = screen_rows(search, costs_of(search, device, out))
+    teacher costs, computed and stored in `out` for the run) and an upper bound on the rest, and
+    the estimated time of the students here."""
+    lines, total_students, total_s, plans = [], 0, 0.0, searches(teachers, budget, quick)
+    with ray_session(address, threads) as ray:
+        grids = costs(ray, plans, out, threads, device)
+    for search in plans:
+        screen = screen_rows(search, grids[search.source])
         cleans = len({(row.defense.layers, row.attack) for row in screen})  # one clean twin per layer and attacker
         attackers = len(search.attackers())
         confirm = (seeds - 1) * (len(screen) + cleans)  # at most every screened point is on a frontier
@@ -216,7 +243,7 @@ def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick:
                      f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
         total_students, total_s = total_students + n, total_s + seconds
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
-                 f"on {device.type} with {torch.get_num_threads()} thread(s)")
+                 f"on {device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
     return "\n".join(lines)
 
 
@@ -272,13 +299,13 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     teachers = [(name, source) for name in ([] if args.report_only else args.tasks)
                 for source in bundled_for(name) if args.teachers is None or source in args.teachers]
-    if args.plan:
-        print(plan(teachers, len(args.seeds), args.budget, args.quick, device, Path(tempfile.mkdtemp())))
-        return
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick else RESULTS
     print(f"writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.plan:
+        print(plan(teachers, len(args.seeds), args.budget, args.quick, device, args.out, args.address, args.threads))
+        return
     if teachers:
         start = time.perf_counter()
         run(teachers, args.seeds, args.budget, args.quick, args.out, device, args.address, args.threads)

@@ -134,7 +134,8 @@ def ray_session(address: str | None, threads: int):
         ray.shutdown()
 
 
-def _remote(ray, fn, threads: int, device: str):
+def remote_task(ray, fn, threads: int, device: str):
+    """`fn(*args, device=...)` as a Ray task on one core (and a GPU when the device is CUDA)."""
     def task(*args):
         torch.set_num_threads(threads)
         return fn(*args, device=torch.device(device))
@@ -146,7 +147,7 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, threads: int 
              device: torch.device = torch.device("cpu"), desc: str = "rows") -> list[dict]:
     """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as
     they finish; returns the rows of `rows` on file afterwards (old and new)."""
-    clean_task, row_task = (_remote(ray, fn, threads, device.type) for fn in (clean_student_scores, measure))
+    clean_task, row_task = (remote_task(ray, fn, threads, device.type) for fn in (clean_student_scores, measure))
     wanted = {(row, seed): row_key(row, seed) for row in rows for seed in seeds}
     pending, cleans, todo = {}, {}, 0
     for row in rows:

@@ -100,10 +100,14 @@ def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
     assert defaults(s)["t"]["layer"] == "dec1" and defaults(s)["t"]["k"] == 1
 
 
-def test_the_plan_counts_students_and_estimates_time_before_training_any(capsys):
-    main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1"])
+def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsys, tmp_path):
+    main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
+          "--out", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"writing to {tmp_path}"
     assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve, about \d+\.\d "
-                        r"min", lines[0])
+                        r"min", lines[1])
     assert re.fullmatch(r"total: at most \d+ students before the budget curve, about \d+\.\d min on cpu with \d+ "
-                        r"thread\(s\)", lines[-1])
+                        r"thread\(s\) and one task at a time", lines[-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["costs_sr_x4.csv"]  # the run that follows reuses them
+    assert len(pd.read_csv(tmp_path / "costs_sr_x4.csv")) == len(grid(["dec1"], quick=True))
