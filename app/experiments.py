@@ -32,10 +32,11 @@ from app.distill import Attack, clean_twin, distill
 from app.hub import bundled_for
 from app.lab import SessionTeacher, session_teacher
 from app.measure import Pairs, Row, mean_score, teacher_on, train_student
-from app.presets import attack_for
-from app.report import summarise, write_report
-from app.search import (ATTACKERS, CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, attacker, frontier, grid, screened_exposed,
+from app.presets import ATTACKERS, attack_for, attacker
+from app.report import write_report
+from app.search import (CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, frontier, grid, screened_exposed,
                         screened_inline, teacher_costs)
+from app.summary import summarise
 from app.sweep import Store, ray_session, recipe_version, remote_task, row_key, run_rows, teacher_checksum
 from app.thresholds import negligible
 from app.tasks import TASKS

@@ -1,14 +1,19 @@
 """Where the app and the sweep start, per task: the defense setting and the attacker's student.
 
-The defense defaults are chosen by the last full sweep (`python -m app.experiments` writes
+The defense defaults are chosen by the last full search (`python -m app.experiments` writes
 results/defaults.json, one entry per bundled teacher: `dehaze` for our U-Net, `dehaze-nafnet` for
-the NAFNet) and read here explicitly, when asked; a teacher of the same family from elsewhere starts
-from its bundled twin's entry. Without that file, or without an entry, the built-in setting stands
-and `Preset.source` says so. Nothing is read at
-import time, so loading a teacher never depends on a results file.
+the NAFNet), two per teacher (PICKS: the strongest setting at a negligible teacher cost, and the
+strongest overall, each with the attacker it was measured against), and read here explicitly, when
+asked; a teacher of the same family from elsewhere starts from its bundled twin's entry. Without
+that file, or without an entry, the built-in setting stands and `Preset.source` says so. Nothing
+is read at import time, so loading a teacher never depends on a results file.
+
+The attackers the search measures and the app offers are named here (ATTACKERS): each name is the
+`Attack.label` of the task's own attacker changed as it says.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +58,38 @@ def attack_for(task_name: str) -> Attack:
     return ATTACKS.get(task_name, Attack())
 
 
+# changes to a task's own attacker, by the name each one's label takes
+ATTACKERS = {
+    "output L1": dict(kind="output", loss="l1"),
+    "output L2": dict(kind="output", loss="l2"),
+    **{f"feature {loss.upper()} x{w:g}": dict(kind="feature", feature_loss=loss, feature_weight=w)
+       for loss in ("l1", "mse") for w in (0.1, 1.0, 10.0)},
+    "feature L1 x1, normalised": dict(kind="feature", feature_weight=1.0, normalise=True),
+    "FitNet MSE": dict(kind="fitnet", feature_loss="mse"),
+    "adaptive": dict(kind="adaptive"),
+}
+
+
+def attacker(base: Attack, name: str) -> Attack:
+    """A named attacker built on a task's own (its student, budget and queries stay)."""
+    if name not in ATTACKERS:
+        raise ValueError(f"unknown attacker {name!r}; choose one of {', '.join(ATTACKERS)}")
+    return dataclasses.replace(base, **ATTACKERS[name])
+
+
+def own_attacker(task_name: str) -> str:
+    """The name of the task's own attacker (output KD with the task's loss)."""
+    return attack_for(task_name).label
+
+
+PICKS = {"negligible": "the strongest at a negligible teacher cost", "strongest": "the strongest overall"}
+
+
 @dataclass(frozen=True)
 class Preset:
     defense: DefenseDefaults
     attack: Attack
+    attacker: str  # the named attacker it was measured against (the task's own for the built-in setting)
     source: str  # where the defense setting comes from, in words
 
 
@@ -78,17 +111,29 @@ def swept_name(task_name: str, family: str) -> str:
     return task_name if arch == "unet" else f"{task_name}-{arch}" if arch else f"{task_name}, {family}"
 
 
-def preset(task_name: str, family: str = OWN.title, path: Path = SWEPT_DEFAULTS) -> Preset:
-    """A task's defense defaults for a teacher family (swept, or built-in with the reason) and its
-    attacker. A family the sweep has not covered starts from the built-in setting (the UI then
-    hooks the family's default layer)."""
+def preset(task_name: str, family: str = OWN.title, pick: str = "negligible", path: Path = SWEPT_DEFAULTS) -> Preset:
+    """A task's defense defaults for a teacher family (one of the search's PICKS, or built-in with
+    the reason) and its attacker. A family the search has not covered starts from the built-in
+    setting (the UI then hooks the family's default layer)."""
+    if pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
     name = swept_name(task_name, family)
     swept, problem = read_swept(path)
-    fields = swept.get(name)
-    if isinstance(fields, dict):
+    entry = swept.get(name)
+    if isinstance(entry, dict):
         try:
-            return Preset(DefenseDefaults(**fields), attack_for(task_name), f"swept ({path.name}, {name})")
-        except TypeError as e:
-            problem = f"{path.name} has a bad entry for {name} ({e})"
-    return Preset(DefenseDefaults(), attack_for(task_name),
+            return _swept(task_name, entry[pick], f"{path.name}, {name}, {PICKS[pick]}")
+        except (KeyError, TypeError, ValueError) as e:
+            problem = f"{path.name} has no usable {pick!r} entry for {name} ({type(e).__name__}: {e})"
+    return Preset(DefenseDefaults(), attack_for(task_name), own_attacker(task_name),
                   f"built-in: {problem or f'{path.name} has no entry for {name}'}")
+
+
+def _swept(task_name: str, entry: dict, where: str) -> Preset:
+    """One swept pick: its setting, its attacker, and what the search measured, in words."""
+    attack = attacker(attack_for(task_name), entry["attacker"])
+    measured = (f"student {entry['student_dpsnr']:+.2f} ± {entry['student_dpsnr_std']:.2f} dB (noise floor "
+                f"{entry['noise_floor']:.2f}) under "
+                f"{entry['attacker']}, teacher {entry['teacher_dpsnr']:+.2f} dB / SSIM {entry['teacher_dssim']:+.4f}, "
+                f"{entry['seeds']} seeds")
+    return Preset(DefenseDefaults(**entry["defense"]), attack, entry["attacker"], f"swept ({where}: {measured})")

@@ -1,5 +1,6 @@
-"""What the definitive search measures, per teacher: its grid, the settings that get students, the
-attackers, and the Pareto frontier that decides which points are confirmed with more seeds.
+"""What the definitive search measures, per teacher: its grid, the settings that get students, and
+the Pareto frontier that decides which points are confirmed with more seeds (the attackers are
+named in app.presets).
 
 The grid's teacher costs need no student, so every in-line setting is costed first (one teacher pass
 over the scoring pairs each); students go only where they can tell something: per hooked stage,
@@ -9,12 +10,10 @@ they are screened at the strongest factor. app.experiments runs the stages; app.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
 from app.asvp import ASVPConfig
-from app.distill import Attack, clean_twin
+from app.distill import clean_twin
 from app.measure import teacher_score
 from app.thresholds import negligible
 
@@ -26,21 +25,7 @@ ANCHOR_A = (10.0, 100.0)  # costly in-line settings per stage (channel, k = 1): 
 EXPOSED_A = 100.0  # exposed features cost the teacher nothing: screened at the strongest factor
 CONFIRM_SEEDS = 5  # seeds for every point on (or near) a frontier
 
-# attackers beside the task's own (output KD with its loss): changes to the task's attacker
-ATTACKERS = {
-    "output L1": dict(kind="output", loss="l1"),
-    "output L2": dict(kind="output", loss="l2"),
-    **{f"feature {loss.upper()} x{w:g}": dict(kind="feature", feature_loss=loss, feature_weight=w)
-       for loss in ("l1", "mse") for w in (0.1, 1.0, 10.0)},
-    "feature L1 x1, normalised": dict(kind="feature", feature_weight=1.0, normalise=True),
-    "FitNet MSE": dict(kind="fitnet", feature_loss="mse"),
-    "adaptive": dict(kind="adaptive"),
-}
 EXPOSED_SCREEN_ATTACKER = "feature L1 x1"  # reads the exposed features with a weight that matters
-
-
-def attacker(base: Attack, name: str) -> Attack:
-    return dataclasses.replace(base, **ATTACKERS[name])
 
 
 def grid(stages: list[str], quick: bool = False) -> list[ASVPConfig]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app import lab, plots, presets, thresholds
 from app.asvp import ASVPConfig
-from app.distill import ATTACKS
+from app.bound import DERIVATION
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
 from app.tasks import TASKS, get_task
@@ -148,6 +148,7 @@ def build_demo() -> gr.Blocks:
     first = "dehaze"
     start = presets.preset(first)
     d = start.defense
+    picks = [(words[0].upper() + words[1:], name) for name, words in presets.PICKS.items()]
     with gr.Blocks(title="ASVP Lab") as demo:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
@@ -188,7 +189,8 @@ def build_demo() -> gr.Blocks:
         def example_view(image_path, task_name):
             """What an example shows at the task's defaults: cached by Gradio, so a click answers at once."""
             d = presets.preset(task_name).defense
-            shown = on_look(None, task_name, image_path, False, 0, d.k, d.a, d.layer, d.layout, False, 0.9, d.placement)
+            shown = on_look(None, task_name, image_path, False, 0, d.k, d.a, d.layer, d.layout, d.tau is not None,
+                            d.tau or 0.9, d.placement)
             return {view: shown[view] for view in views}
 
         with gr.Tab("Lab"):
@@ -208,18 +210,23 @@ def build_demo() -> gr.Blocks:
                                 cache_examples=True, cache_mode="lazy")
                     seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
                     with gr.Accordion("Defense (ASVP)", open=True):
+                        pick = gr.Radio(picks, value="negligible", label="Start from the search's setting",
+                                        info="per task and teacher family, from results/defaults.json (the "
+                                             "teacher facts name it and what it measured)")
                         k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
-                        a = gr.Slider(1.0, 10.0, value=d.a, step=0.05, label="a: amplification")
+                        a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
                         layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer", allow_custom_value=True,
                                             info="the teacher's feature maps: channels x height x width")
                         layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
                                           info="channel: C x HW matrix per image; spatial: each channel's H x W map")
-                        adaptive = gr.Checkbox(False, label="Adaptive k (energy threshold tau)")
-                        tau = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="tau")
+                        adaptive = gr.Checkbox(d.tau is not None, label="Adaptive k (energy threshold tau)")
+                        tau = gr.Slider(0.05, 1.0, value=d.tau or 0.9, step=0.05, label="tau")
                         placement = gr.Radio(["inline", "exposed"], value=d.placement, label="Placement",
                                              info="inline: served output changes; exposed: only features handed out")
                     with gr.Accordion("Attacker", open=True):
-                        attacker = gr.Dropdown(list(ATTACKS), value="output", label="Attacker")
+                        attacker = gr.Dropdown(list(presets.ATTACKERS), value=start.attacker, label="Attacker",
+                                               info="output KD fits the served answers; feature KD and FitNet also "
+                                                    "read the hooked layer's features")
                         budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
                                            label="Student budget (steps)")
                     distill_btn = gr.Button("Distill", variant="primary")
@@ -245,29 +252,31 @@ def build_demo() -> gr.Blocks:
                     table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
                     verdict = gr.Markdown()
         with gr.Tab("Trade-off"):
-            gr.Markdown("Precomputed by `python -m app.experiments` (3 seeds, real benchmark pairs); "
+            gr.Markdown("Precomputed by `python -m app.experiments` (3+ seeds, real benchmark pairs); "
                         "see results/RESULTS.md. Below: a live sweep over a on the current image.")
             trade_fig = gr.Image(label="teacher cost vs student drop", type="filepath")
             trade_table = gr.Dataframe(label="summary (mean over seeds)", interactive=False)
             sweep_btn = gr.Button("Quick sweep over a (current image)")
             sweep_plot = gr.Plot()
         with gr.Tab("About"):
-            gr.Markdown(ABOUT + "\n## What this lab measured\n\nFrom results/RESULTS.md (three seeds; "
-                        "teacher cost and student change against the ground truth):\n\n" + measured_verdicts(RESULTS))
+            gr.Markdown(ABOUT + f"\n## The output-KD bound\n\n{DERIVATION}\n\n## What this lab measured\n\n"
+                        "From results/RESULTS.md (teacher cost and student change against the ground truth, "
+                        "mean ± std over seeds, beside the noise floor):\n\n" + measured_verdicts(RESULTS))
 
         controls = [k, a, layer, layout, adaptive, tau, placement]
 
         @user_errors
-        def on_load(task, source):
+        def on_load(task, source, pick):
             session = lab.session_teacher(task, source)
             if session.loaded.warning:
                 gr.Warning(session.loaded.warning)
-            start = presets.preset(task, session.loaded.family)
+            start = presets.preset(task, session.loaded.family, pick)
             names, d = [f.name for f in session.layers], start.defense
             return {teacher: session, facts: teacher_facts(session, start),
                     layer: gr.Dropdown(choices=layer_choices(session.layers),
                                        value=d.layer if d.layer in names else session.default_layer),
-                    k: d.k, a: d.a, layout: d.layout, placement: d.placement, budget: start.attack.steps}
+                    k: d.k, a: d.a, layout: d.layout, adaptive: d.tau is not None, tau: d.tau or 0.9,
+                    placement: d.placement, attacker: start.attacker, budget: start.attack.steps}
 
         @user_errors
         def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
@@ -275,7 +284,8 @@ def build_demo() -> gr.Blocks:
             if scene is None:
                 raise gr.Error("Pick an image first: the students are scored on it.")
             defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-            attack = dataclasses.replace(presets.attack_for(scene.task.name), kind=attacker, steps=int(budget))
+            attack = dataclasses.replace(presets.attacker(presets.attack_for(scene.task.name), attacker),
+                                         steps=int(budget))
             for update in lab.duel(state.model, scene, defense, attack, int(seed)):
                 progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
                 shown = {loss: plots.loss_figure(update.history)}
@@ -297,11 +307,11 @@ def build_demo() -> gr.Blocks:
 
         look_in = [teacher, task, image, already, seed, *controls]
         look_out = [teacher, scene, *views]
-        load_out = [teacher, facts, layer, k, a, layout, placement, budget]
+        load_out = [teacher, facts, layer, k, a, layout, adaptive, tau, placement, attacker, budget]
         private = dict(api_visibility="private")
-        load_btn.click(on_load, [task, source], load_out, api_name="load_teacher").then(
+        load_btn.click(on_load, [task, source, pick], load_out, api_name="load_teacher").then(
             on_look, look_in, look_out, **private)
-        task.change(lambda t: gr.Dropdown(choices=lab.bundled_choices(t), value=t), task, source, **private).then(on_load, [task, source], load_out, **private).then(
+        task.change(lambda t: gr.Dropdown(choices=lab.bundled_choices(t), value=t), task, source, **private).then(on_load, [task, source, pick], load_out, **private).then(
             on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
         # one listener for every control: a session's looks run in order, the newest one last
         gr.on([c.change for c in (image, already, seed, *controls)], on_look, look_in, look_out, api_name="look",
@@ -310,7 +320,8 @@ def build_demo() -> gr.Blocks:
                           [loss, s_clean, s_def, table, verdict], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
                         api_name="sweep")
-        demo.load(on_load, [task, source], load_out, **private).then(on_look, look_in, look_out, **private).then(
+        pick.input(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private)
+        demo.load(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private).then(
             tradeoff_view, task, [trade_fig, trade_table], **private)
     demo.queue(max_size=32, default_concurrency_limit=4)
     return demo

@@ -20,7 +20,8 @@ from app.ui import score_rows, verdict_text
 
 def settings(task):
     d = preset(task).defense
-    return dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=False, tau=0.9, placement=d.placement)
+    return dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=d.tau is not None, tau=d.tau or 0.9,
+                placement=d.placement)
 
 
 def caption_psnr(caption: str) -> float:
@@ -53,7 +54,8 @@ def test_degraded_upload_has_no_reference(client):
 def test_distill_streams_and_matches_the_library(client):
     client.predict(task="derain", image=handle_file(str(COFFEE)), already_degraded=False, seed=1,
                    **settings("derain"), api_name="/look")
-    job = client.submit(**settings("derain"), attacker="output", budget=20, seed=1, api_name="/distill")
+    job = client.submit(**settings("derain"), attacker=preset("derain").attacker, budget=20, seed=1,
+                        api_name="/distill")
     loss, s_clean, s_def, table, verdict = job.result(timeout=300)
     assert len(job.outputs()) >= 3  # progress arrived as a stream, not one final answer
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
@@ -81,10 +83,13 @@ def test_bad_teacher_source_is_a_clear_error(client):
 
 @pytest.mark.parametrize("task", ["sr_x4", "dehaze"])
 def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
-    _facts, layer, k, a, layout, placement, budget = client.predict(task=task, source=task, api_name="/load_teacher")
-    d = preset(task).defense
-    assert (layer["value"], k, a, layout, placement) == (d.layer, d.k, d.a, d.layout, d.placement)
-    assert budget == preset(task).attack.steps
+    _facts, layer, k, a, layout, adaptive, tau, placement, attacker, budget = client.predict(
+        task=task, source=task, api_name="/load_teacher")
+    start = preset(task)
+    d = start.defense
+    assert (layer["value"], k, a, layout, adaptive, placement) == (d.layer, d.k, d.a, d.layout, d.tau is not None,
+                                                                   d.placement)
+    assert (attacker, budget) == (start.attacker, start.attack.steps)
     offered = [value for _label, value in layer["choices"]]
     assert d.layer in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates
 

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 from app.experiments import main
 from app.search import grid
-from app.report import defaults
+from app.summary import defaults
 
 
 def git_status() -> str:
@@ -60,12 +60,16 @@ def test_quick_search_end_to_end_leaves_the_stored_results_alone(request):
         assert (inline.served_rms > 0).all() and (rows[rows.placement == "exposed"].served_rms == 0).all()
         assert len(pd.read_csv(out / f"costs_{teacher}.csv")) == len(grid([late], quick=True))
         assert (out / f"tradeoff_{teacher}.png").stat().st_size > 5000
-        swept = json.loads((out / "defaults.json").read_text())[teacher]
-        assert swept["layer"] == late and swept["layout"] in ("channel", "spatial") and swept["k"] >= 1
+        assert (out / f"budget_{teacher}.png").stat().st_size > 5000
+    summary = pd.read_csv(out / "summary.csv")
+    assert json.loads((out / "defaults.json").read_text()) == json.loads(json.dumps(defaults(summary)))
     report = (out / "RESULTS.md").read_text()
-    assert "## Families compared" in report and "**Real-ESRGAN Compact (SRVGGNet)** (`sr_x4-compact`)" in report
+    assert report.index("## The answer") < report.index("## The output-KD bound") < report.index("## sr_x4")
+    for family in ("U-Net (ASVP Lab)", "Real-ESRGAN Compact (SRVGGNet)"):
+        for threat in ("in-line, output KD", "in-line, feature KD", "exposed, feature KD"):
+            assert f"| sr_x4 | {family} | {threat} |" in report
     assert "### sr_x4: U-Net (ASVP Lab)" in report and "### sr_x4-compact: Real-ESRGAN Compact" in report
-    assert report.count("**Verdict.**") == 2
+    assert report.count("#### Budget curve") == 2
 
 
 def test_a_quick_run_may_not_name_the_stored_results(capsys):
@@ -81,23 +85,6 @@ def test_a_sweep_of_nothing_is_refused_with_the_reason(capsys, argv, message):
     with pytest.raises(SystemExit):
         main(["--quick"] + argv)
     assert message in capsys.readouterr().err
-
-
-def test_defaults_take_the_best_ratio_among_affordable_valid_settings():
-    rows = pd.DataFrame([
-        # (layer, k, teacher dPSNR, teacher dSSIM, student dPSNR, learned)
-        ("dec1", 4, -5.0, -0.01, -5.0, True),  # ratio 1.0, but it costs the teacher 5 dB
-        ("enc2", 1, -0.5, -0.01, -0.3, True),  # ratio 0.6, affordable: the pick
-        ("enc2", 4, -0.2, -0.01, -2.0, False),  # ratio 10, but the clean student never learned
-        ("dec1", 1, -0.05, -0.01, 0.01, True),  # affordable, no protection
-        ("dec1", 2, +0.3, -0.05, -3.0, True),  # ratio 30 and PSNR up, but SSIM pays 0.05
-    ], columns=["layer", "k", "t_dpsnr", "t_dssim", "s_dpsnr", "learned"])
-    s = rows.assign(task="t", teacher="t", stage="screen", layout="channel", a=2.0, tau="-",
-                    protection=-rows.s_dpsnr / (-rows.t_dpsnr).clip(lower=0.1))
-    assert defaults(s)["t"] == dict(layer="enc2", layout="channel", k=1, a=2.0, tau=None)
-    # nothing affordable: the cheapest valid setting in PSNR
-    s.loc[1, "t_dpsnr"], s.loc[3, "t_dpsnr"], s.loc[4, "t_dpsnr"] = -3.0, -2.0, -2.5
-    assert defaults(s)["t"]["layer"] == "dec1" and defaults(s)["t"]["k"] == 1
 
 
 def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsys, tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 
 import gradio as gr
 
+from app.presets import preset
 from app.ui import defense_from
 
 GOOD = dict(k=1, a=1.5, layer="dec1", layout="channel", adaptive=False, tau=0.9, placement="inline")
@@ -101,8 +102,25 @@ def test_k_beyond_the_channels_is_clamped_not_an_error(client):
 def test_student_budget_beyond_the_cap(client):
     look(client, COFFEE)
     with pytest.raises(Exception, match="budget|maximum|600"):
-        client.predict(**GOOD, attacker="output", budget=10**6, seed=0, api_name="/distill")
+        client.predict(**GOOD, attacker="output L1", budget=10**6, seed=0, api_name="/distill")
     still_serving(client)
+
+
+def test_an_unknown_attacker_or_pick_is_refused_by_name(client):
+    look(client, COFFEE)
+    with pytest.raises(Exception, match="telepathy"):
+        client.predict(**GOOD, attacker="telepathy", budget=10, seed=0, api_name="/distill")
+    with pytest.raises(Exception, match="best"):
+        client.predict(task="dehaze", source="dehaze", pick="best", api_name="/load_teacher")
+    still_serving(client)
+
+
+def test_the_strongest_pick_loads_the_search_s_strongest_setting_and_its_attacker(client):
+    _facts, layer, k, a, _layout, _adaptive, _tau, placement, attacker, _budget = client.predict(
+        task="dehaze", source="dehaze", pick="strongest", api_name="/load_teacher")
+    start = preset("dehaze", pick="strongest")
+    assert (layer["value"], k, a, placement, attacker) == (start.defense.layer, start.defense.k, start.defense.a,
+                                                           start.defense.placement, start.attacker)
 
 
 @pytest.mark.parametrize("source,message", [
@@ -122,7 +140,7 @@ def test_four_sessions_distill_at_once_with_their_own_results(app_url):
     def session(task):
         c = Client(app_url, verbose=False)
         look(c, COFFEE, task=task)
-        job = c.submit(**GOOD, attacker="output", budget=10, seed=0, api_name="/distill")
+        job = c.submit(**GOOD, attacker="output L1", budget=10, seed=0, api_name="/distill")
         ranks = set()
         while not job.done():
             status = job.status()

@@ -5,32 +5,46 @@ import pytest
 
 from app.distill import Attack
 from app.families import FAMILIES
-from app.presets import ATTACKS, DefenseDefaults, attack_for, preset
+from app.presets import ATTACKERS, ATTACKS, DefenseDefaults, attack_for, attacker, own_attacker, preset
 from app.tasks import TASKS
 
 
-def test_swept_defaults_are_read_from_the_file_named(tmp_path):
+def pick(layer, a, attacker="output L1", placement="inline", **more):
+    return dict(defense=dict(layer=layer, layout="channel", k=2, a=a, tau=None, placement=placement, **more),
+                attacker=attacker, student_dpsnr=-1.234, student_dpsnr_std=0.5, noise_floor=0.8, teacher_dpsnr=-0.05,
+                teacher_dssim=-0.001, seeds=5)
+
+
+def test_swept_defaults_are_read_from_the_file_named_with_the_attacker_they_were_measured_against(tmp_path):
     path = tmp_path / "defaults.json"
-    path.write_text(json.dumps({"dehaze": dict(layer="enc2", layout="spatial", k=4, a=3.0, tau=None),
-                                "dehaze-nafnet": dict(layer="net.encoders.1", layout="channel", k=2, a=2.0)}))
+    path.write_text(json.dumps({"dehaze": dict(negligible=pick("enc2", 3.0),
+                                               strongest=pick("dec1", 100.0, "FitNet MSE", "exposed")),
+                                "dehaze-nafnet": dict(negligible=pick("net.encoders.1", 2.0))}))
     start = preset("dehaze", path=path)
-    assert start.defense == DefenseDefaults(layer="enc2", layout="spatial", k=4, a=3.0)
-    assert start.source == "swept (defaults.json, dehaze)"
-    nafnet = preset("dehaze", FAMILIES["NAFNet"].title, path)  # any NAFNet starts from the bundled one's sweep
-    assert nafnet.defense == DefenseDefaults(layer="net.encoders.1", k=2, a=2.0)
-    assert nafnet.source == "swept (defaults.json, dehaze-nafnet)"
-    for family in ("SwinIR", "ESRGAN"):  # a family not swept for this task (ESRGAN has no bundled teacher)
-        other = preset("dehaze", FAMILIES[family].title, path)
+    assert start.defense == DefenseDefaults(layer="enc2", k=2, a=3.0) and start.attacker == "output L1"
+    assert start.source == ("swept (defaults.json, dehaze, the strongest at a negligible teacher cost: student "
+                            "-1.23 ± 0.50 dB (noise floor 0.80) under output L1, teacher -0.05 dB / SSIM -0.0010, 5 seeds)")
+    strongest = preset("dehaze", pick="strongest", path=path)
+    assert strongest.defense == DefenseDefaults(layer="dec1", k=2, a=100.0, placement="exposed")
+    assert strongest.attack == attacker(attack_for("dehaze"), "FitNet MSE") and strongest.attack.kind == "fitnet"
+    nafnet = preset("dehaze", FAMILIES["NAFNet"].title, path=path)  # any NAFNet starts from the bundled one's search
+    assert nafnet.defense.layer == "net.encoders.1" and "dehaze-nafnet" in nafnet.source
+    assert preset("dehaze", FAMILIES["NAFNet"].title, "strongest", path).source.startswith(
+        "built-in: defaults.json has no usable 'strongest' entry for dehaze-nafnet (KeyError")
+    for family in ("SwinIR", "ESRGAN"):  # a family not searched for this task (ESRGAN has no bundled teacher)
+        other = preset("dehaze", FAMILIES[family].title, path=path)
         assert other.defense == DefenseDefaults() and other.source.startswith("built-in: defaults.json has no entry")
-    assert start.defense.config.layers == ("enc2",) and start.defense.config.layout == "spatial"
+    assert start.defense.config.layers == ("enc2",)
 
 
 @pytest.mark.parametrize("content,reason", [
     (None, "no defaults.json yet"),
     ("{not json", "defaults.json is unreadable"),
     ("[1, 2]", "defaults.json does not hold an object"),
-    (json.dumps({"derain": {"layer": "enc2"}}), "defaults.json has no entry for dehaze"),
-    (json.dumps({"dehaze": {"depth": 3}}), "defaults.json has a bad entry for dehaze"),
+    (json.dumps({"derain": {"negligible": pick("enc2", 2.0)}}), "defaults.json has no entry for dehaze"),
+    (json.dumps({"dehaze": {"negligible": dict(pick("enc2", 2.0), attacker="telepathy")}}), "unknown attacker"),
+    (json.dumps({"dehaze": {"negligible": pick("enc2", 2.0, depth=3)}}), "no usable 'negligible' entry"),
+    (json.dumps({"dehaze": {"negligible": "enc2"}}), "no usable 'negligible' entry for dehaze (TypeError"),
 ])
 def test_without_a_usable_file_the_built_in_setting_stands_and_says_why(tmp_path, content, reason):
     path = tmp_path / "defaults.json"
@@ -38,10 +52,25 @@ def test_without_a_usable_file_the_built_in_setting_stands_and_says_why(tmp_path
         path.write_text(content)
     start = preset("dehaze", path=path)
     assert start.defense == DefenseDefaults() and start.source.startswith("built-in") and reason in start.source
+    assert start.attacker == "output L1" and start.attack == attack_for("dehaze")
+
+
+def test_an_unknown_pick_or_attacker_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown pick 'best'"):
+        preset("dehaze", pick="best")
+    with pytest.raises(ValueError, match="unknown attacker 'feature'; choose one of output L1, output L2"):
+        attacker(Attack(), "feature")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_named_attacker_is_labelled_by_its_name_and_the_task_names_its_own(task):
+    for name in ATTACKERS:
+        assert attacker(attack_for(task), name).label == name
+    assert attacker(attack_for(task), own_attacker(task)) == attack_for(task)
 
 
 def test_every_task_names_its_attacker():
     assert set(ATTACKS) <= set(TASKS)
     assert attack_for("sr_x4").steps == 400 and not attack_for("sr_x4").dilated
     assert attack_for("derain").loss == "l2" and attack_for("underwater").depth == 7
-    assert attack_for("dehaze") == Attack() == preset("lowlight").attack
+    assert attack_for("dehaze") == Attack() == attack_for("lowlight")

@@ -1,23 +1,7 @@
-"""Verdicts in words: a teacher cost only counts as negligible when PSNR *and* SSIM hold."""
-import pandas as pd
-
+"""The app's verdict on one Distill click, in words: a teacher cost counts as negligible only when PSNR *and*
+SSIM hold."""
 from app import lab
-from app.report import verdict
 from app.ui import verdict_text
-
-
-def summary_row(t_dpsnr, t_dssim, s_dpsnr, layer):
-    return dict(task="t", teacher="t", teacher_family="U-Net", stage="screen", defense="asvp", attack="output", layer_role="-",
-                layout="channel", layer=layer, k=1, a=2.0,
-                tau="-", placement="inline", directions="top", noise_sigma=0.0, t_dpsnr=t_dpsnr, t_dssim=t_dssim,
-                s_dpsnr=s_dpsnr, s_dpsnr_std=0.1, s_dssim=-0.1, ssim_drop_pct=10.0, learned=True)
-
-
-def test_report_verdict_ignores_settings_that_cost_the_teacher_ssim():
-    s = pd.DataFrame([summary_row(+0.3, -0.05, -3.0, "dec1"), summary_row(-0.02, -0.001, -0.5, "enc2")])
-    text = verdict(s)
-    assert "-0.50 ± 0.10 dB" in text and "enc2" in text and "-3.00" not in text
-    assert "no setting keeps the teacher" in verdict(s.iloc[:1])
 
 
 def scores(teacher_ssim_drop, student_psnr=25.0):

@@ -1,0 +1,101 @@
+"""Findings from sweep rows: the noise floor, threat models, the best setting per threat model, the
+headline call and the app's two defaults, on rows whose answers are known."""
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from app.bound import DERIVATION
+from app.report import answer_table, answer_words, measured_verdicts
+from app.summary import THREATS, best, defaults, headline, noise_floors, summarise
+from app.ui import build_demo
+
+CLEAN = {0: 20.0, 1: 21.0, 2: 22.0}  # clean-taught students' PSNR per seed: std 1.0 dB
+
+
+def rows(setting: dict, t_dpsnr: float, s_dpsnr: float, seeds=(0, 1, 2), s_dssim=-0.01, learned=True, **more):
+    """Raw CSV rows of one setting: the clean students of CLEAN, the defended ones `s_dpsnr` lower (one
+    number, or one per seed)."""
+    base = dict(task="dehaze", teacher="dehaze", teacher_family="U-Net", budget=150, student="s", stage="screen",
+                defense="asvp", attack="output", attacker="output L1", layer_role="late", layout="channel",
+                layer="dec1", k=1, a=2.0, tau=np.nan, placement="inline", directions="top", noise_sigma=0.0,
+                teacher_clean_psnr=25.0, teacher_clean_ssim=0.9, served_rms=0.01, student_clean_rms=0.1,
+                student_rms=0.11)
+    base.update(setting, **more)
+    return [dict(base, seed=seed, clean_key=f"{base['attacker']}/{base['layer']}/{base['budget']}/{seed}",
+                 input_psnr=15.0 if learned else 30.0, teacher_psnr=25.0 + t_dpsnr, teacher_ssim=0.9,
+                 student_clean_psnr=CLEAN[seed], student_clean_ssim=0.8,
+                 student_psnr=CLEAN[seed] + (s_dpsnr[seed] if isinstance(s_dpsnr, dict) else s_dpsnr),
+                 student_ssim=0.8 + s_dssim) for seed in seeds]
+
+
+def frame(*parts) -> pd.DataFrame:
+    return pd.DataFrame([r for part in parts for r in part])
+
+
+def test_the_noise_floor_pools_clean_students_of_different_seeds_and_ignores_screens():
+    raw = frame(rows({"a": 2.0}, 0, -0.5), rows({"a": 3.0}, 0, -0.5),  # one clean group (shared twins)
+                rows({"layer": "enc1"}, 0, -0.5, seeds=(0,)))  # a one-seed screen: no spread
+    assert noise_floors(raw) == {"dehaze": pytest.approx(1.0)}
+
+
+def test_threat_models_follow_placement_and_what_the_attacker_reads():
+    raw = frame(rows({}, 0, -0.1), rows({"attack": "fitnet", "attacker": "FitNet MSE"}, 0, -0.1),
+                rows({"attack": "feature", "attacker": "feature L1 x1", "placement": "exposed"}, 0, -0.1))
+    assert summarise(raw).threat.tolist() == list(THREATS)
+
+
+def test_the_best_setting_is_confirmed_learned_and_cheap_and_an_effect_only_beyond_the_floor():
+    raw = frame(rows({"a": 2.0}, -0.05, -0.6),  # cheap, within the 1 dB floor
+                rows({"a": 3.0}, -0.05, -1.5),  # cheap, beyond it: the pick
+                rows({"a": 5.0}, -0.5, -3.0),  # costly
+                rows({"a": 10.0}, 0.0, -6.0, seeds=(0,)),  # screened with one seed only
+                rows({"a": 30.0}, 0.0, -6.0, learned=False),  # its clean students never learned
+                rows({"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1", "a": 100.0}, 0.0, -0.2))
+    s = summarise(raw)
+    cheap = best(s, cheap=True).set_index("threat")
+    assert cheap.loc["in-line, output KD"].a == 3.0 and bool(cheap.loc["in-line, output KD"].effect)
+    assert cheap.loc["exposed, feature KD"].a == 100.0 and not cheap.loc["exposed, feature KD"].effect
+    assert best(s, cheap=False).set_index("threat").loc["in-line, output KD"].a == 5.0
+    assert not any(headline(r) for r in s.itertuples())  # -1.5 dB and a 1 % SSIM drop: far from the paper
+    words, table = answer_words(s), answer_table(s)
+    assert "holds nowhere" in words
+    assert "| dehaze | U-Net | in-line, output KD | channel @ dec1, k=1, a=3, inline | output L1 | -1.50 ± 0.00 |" in table
+    assert "| dehaze | U-Net | in-line, feature KD | none: not measured |" in table
+    assert "none: its clean-taught students never beat the input" not in table  # a=30 never learned, a=3 did
+    assert "0 (outputs unchanged)" in table
+
+
+def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():
+    s = summarise(frame(rows({"a": 2.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0}),  # mean -1.83, std 3.5
+                        rows({"a": 3.0}, 0.0, {0: -2.0, 1: -2.2, 2: -1.8})))  # mean -2.0, std 0.2
+    assert s.noise_floor.tolist() == pytest.approx([1.0, 1.0]) and s.effect.tolist() == [False, True]
+
+
+def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_who_could_drop_the_signal():
+    exposed = dict(placement="exposed", attack="feature", attacker="feature MSE x10", a=100.0)
+    s = summarise(frame(rows(exposed, 0.0, -5.0, s_dssim=-0.6)))
+    assert headline(s.iloc[0])
+    words = answer_words(s)
+    assert "holds at" in words and "feature MSE x10" in words and "bit-identical" in words
+    s.loc[0, "noise_floor"], s.loc[0, "effect"] = 6.0, False  # the same drop inside a wider floor
+    assert not headline(s.iloc[0])
+
+
+def test_defaults_name_the_strongest_cheap_and_the_strongest_setting_with_their_attacker():
+    raw = frame(rows({"a": 3.0}, -0.05, -1.5), rows({"a": 5.0}, -0.5, -3.0),
+                rows({"layer": "enc1+dec1", "placement": "exposed", "attack": "feature"}, 0.0, -9.0))
+    picked = defaults(summarise(raw))["dehaze"]
+    assert picked["negligible"]["defense"] == dict(layer="dec1", layout="channel", k=1, a=3.0, tau=None,
+                                                  placement="inline")
+    assert picked["strongest"]["defense"]["a"] == 5.0  # the app hooks one layer: enc1+dec1 is left out
+    assert picked["negligible"]["attacker"] == "output L1" and picked["strongest"]["student_dpsnr"] == -3.0
+    assert picked["strongest"]["seeds"] == 3 and picked["strongest"]["noise_floor"] == pytest.approx(1.0)
+
+
+def test_the_about_tab_states_the_answer_and_the_bound_as_results_md_does():
+    results = ROOT / "results"
+    answer = measured_verdicts(results)
+    assert answer.split("\n\n")[1] in (results / "RESULTS.md").read_text()  # the table, as the report wrote it
+    shown = [b.value for b in build_demo().blocks.values() if type(b).__name__ == "Markdown" and b.value]
+    assert any(DERIVATION in text and answer in text for text in shown)
