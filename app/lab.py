@@ -20,6 +20,7 @@ from torch import nn
 
 from app import thresholds
 from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
+from app.bound import bound_db, rms
 from app.distill import Attack, attacker_queries, clean_twin, distill
 from app.arches import ARCHES
 from app.hub import LoadedTeacher, TeacherLoadError, bundled_for, bundled_teachers, load_teacher
@@ -223,9 +224,10 @@ class Verdict:
     student_drop: float = float("nan")
     teacher_cost: float = float("nan")
     teacher_ssim_change: float = float("nan")  # defended - clean
+    bound: float = float("nan")  # the output-KD bound on this image (dB, <= 0; app.bound)
 
 
-def verdict(s: DuelScores) -> Verdict:
+def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
     """Judge a pair of students, refusing to when the clean-taught student learned nothing: a drop
     counts as protection only when the teacher did not pay for it (app.thresholds)."""
     if s.clean_student is None:
@@ -239,7 +241,7 @@ def verdict(s: DuelScores) -> Verdict:
         outcome = "costly" if costly else "protects"
     else:
         outcome = "weak" if drop >= thresholds.WEAK_DB else "none"
-    return Verdict(outcome, drop, cost, ssim_change)
+    return Verdict(outcome, drop, cost, ssim_change, bound)
 
 
 def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
@@ -268,7 +270,18 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
             history["defended-taught"].append((now.step, now.losses[1]))
         yield DuelUpdate(now.step, now.total, history)
     students = tuple(restore(student, scene.degraded) for student in now.students)
-    teachers = teacher_scores(scene, *answers(teacher, scene, defense))
+    clean, defended = answers(teacher, scene, defense)
+    teachers = teacher_scores(scene, clean, defended)
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
                         reference_quality(students[0], scene), reference_quality(students[1], scene))
-    yield DuelUpdate(now.total, now.total, history, students, scores, verdict(scores))
+    yield DuelUpdate(now.total, now.total, history, students, scores,
+                     verdict(scores, image_bound(scene, clean, defended, students[0])))
+
+
+def image_bound(scene: Scene, clean: np.ndarray, defended: np.ndarray, clean_student: np.ndarray) -> float:
+    """The output-KD bound on this image: how much PSNR a least-squares student with the clean-taught
+    student's error could lose when the teacher's answers move as they did here (nan: no reference)."""
+    if scene.target is None:
+        return float("nan")
+    error = rms(torch.from_numpy(clean_student - scene.target))
+    return bound_db(error, rms(torch.from_numpy(defended - clean))) if error > 0 else float("nan")

@@ -53,3 +53,39 @@ def sweep_figure(a_values, teacher_d: list[float], high_share: list[float]) -> g
                       yaxis_title="teacher dPSNR (dB)",
                       yaxis2=dict(title="share", overlaying="y", side="right", range=[0, 1]), **LAYOUT)
     return fig
+
+
+def _hover(r) -> str:
+    tau = "" if r.tau in ("-", None) or r.tau != r.tau else f", tau={r.tau}"
+    return (f"<b>{r.teacher_family}</b> ({r.task}), {r.attacker}<br>{r.layout} @ {short(r.layer)}, k={r.k}, a={r.a:g}"
+            f"{tau}, {r.placement}<br>teacher {r.t_dpsnr:+.2f} dB, student {r.s_dpsnr:+.2f} ± {r.s_dpsnr_std:.2f} dB "
+            f"({r.seeds} seeds)<br>noise floor {r.noise_floor:.2f} dB")
+
+
+def explorer_figure(rows, headline_db: float, negligible_db: float) -> go.Figure:
+    """Teacher cost vs student drop for every measured ASVP setting in `rows` (summary lines, one
+    colour per threat model, hover naming the setting and its spread; customdata: the line's id),
+    with the paper's headline region, the widest shown noise floor and the in-line points'
+    output-KD bounds."""
+    fig = go.Figure()
+    for threat, grp in rows.groupby("threat", sort=False):
+        fig.add_trace(go.Scatter(x=grp.t_dpsnr, y=grp.s_dpsnr, mode="markers", name=threat,
+                                 error_y=dict(type="data", array=grp.s_dpsnr_std.fillna(0), thickness=1, width=0),
+                                 customdata=list(grp.index), hovertext=[_hover(r) for r in grp.itertuples()],
+                                 hoverinfo="text", marker=dict(size=8, opacity=0.8)))
+    bound = rows[(rows.placement == "inline") & rows.bound_db.notna()]
+    fig.add_trace(go.Scatter(x=bound.t_dpsnr, y=bound.bound_db, mode="markers", name="output-KD bound",
+                             marker=dict(symbol="x", color="grey", size=6), hoverinfo="skip"))
+    low = min(-headline_db - 1, float(rows.s_dpsnr.min()) if len(rows) else 0.0)
+    fig.add_shape(type="rect", x0=-negligible_db, x1=max(1.0, float(rows.t_dpsnr.max()) if len(rows) else 0.0),
+                  y0=low, y1=-headline_db, fillcolor="red", opacity=0.1, line_width=0)
+    fig.add_annotation(x=-negligible_db, y=-headline_db, text="paper's headline", showarrow=False, xanchor="left",
+                       yanchor="top", font=dict(color="red", size=11))
+    floor = float(rows.noise_floor.max()) if len(rows) else float("nan")
+    if floor == floor:
+        fig.add_hrect(y0=-floor, y1=floor, fillcolor="grey", opacity=0.15, line_width=0,
+                      annotation_text=f"noise floor ±{floor:.2f} dB (widest shown)", annotation_position="top left")
+    fig.update_layout(title=f"{len(rows)} measured settings: click one to load it into the Lab",
+                      xaxis_title="teacher ΔPSNR (dB, defended - clean)", yaxis_title="student ΔPSNR (dB, mean ± std)",
+                      **{**LAYOUT, "height": 520, "legend": dict(orientation="h", y=-0.18)})
+    return fig

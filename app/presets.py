@@ -122,15 +122,24 @@ def preset(task_name: str, family: str = OWN.title, pick: str = "negligible", pa
     entry = swept.get(name)
     if isinstance(entry, dict):
         try:
-            return _swept(task_name, entry[pick], f"{path.name}, {name}, {PICKS[pick]}")
+            return measured_preset(task_name, entry[pick], f"{path.name}, {name}, {PICKS[pick]}")
         except (KeyError, TypeError, ValueError) as e:
             problem = f"{path.name} has no usable {pick!r} entry for {name} ({type(e).__name__}: {e})"
     return Preset(DefenseDefaults(), attack_for(task_name), own_attacker(task_name),
                   f"built-in: {problem or f'{path.name} has no entry for {name}'}")
 
 
-def _swept(task_name: str, entry: dict, where: str) -> Preset:
-    """One swept pick: its setting, its attacker, and what the search measured, in words."""
+def noise_floor(task_name: str, family: str = OWN.title, path: Path = SWEPT_DEFAULTS) -> float | None:
+    """The search's noise floor for a task's teacher family (the spread of clean-taught students
+    across seeds, in dB), or None where the search has not measured it."""
+    entry = read_swept(path)[0].get(swept_name(task_name, family))
+    floor = entry.get("noise_floor") if isinstance(entry, dict) else None
+    return float(floor) if isinstance(floor, (int, float)) and floor >= 0 else None
+
+
+def measured_preset(task_name: str, entry: dict, where: str) -> Preset:
+    """A measured setting to start from (a defaults.json pick, or a line of the search's summary):
+    its defense, its attacker, and what the search measured, in words."""
     attack = attacker(attack_for(task_name), entry["attacker"])
     measured = (f"student {entry['student_dpsnr']:+.2f} ± {entry['student_dpsnr_std']:.2f} dB (noise floor "
                 f"{entry['noise_floor']:.2f}) under "

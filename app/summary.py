@@ -99,20 +99,23 @@ def headline(r) -> bool:
 
 
 def defaults(s: pd.DataFrame) -> dict[str, dict]:
-    """Per bundled teacher, two settings the app can start from: the strongest at a negligible
-    teacher cost and the strongest overall (largest confirmed student drop, any attacker), each
-    with the attacker and the numbers it was measured with. Settings at one hooked layer only: the
-    app hooks one."""
+    """Per bundled teacher, its noise floor and two settings the app can start from: the strongest at
+    a negligible teacher cost and the strongest overall (largest confirmed student drop, any
+    attacker), each with the attacker and the numbers it was measured with. Settings at one hooked
+    layer only: the app hooks one."""
+    sure = confirmed(s)
+    one_layer = sure[~sure.layer.str.contains("+", regex=False)]
     out = {}
-    one_layer = confirmed(s)[~confirmed(s).layer.str.contains("+", regex=False)]
-    for teacher, ts in one_layer.groupby("teacher", sort=False):
+    for teacher, floor in s.groupby("teacher", sort=False).noise_floor.first().items():
+        ts = one_layer[one_layer.teacher == teacher]
         picks = {"negligible": ts[negligible(ts.t_dpsnr, ts.t_dssim)], "strongest": ts}
-        out[teacher] = {name: _default(pool.loc[pool.s_dpsnr.idxmin()]) for name, pool in picks.items()
-                        if not pool.empty}
+        out[teacher] = ({} if pd.isna(floor) else {"noise_floor": round(float(floor), 3)}) | {
+            name: entry(pool.loc[pool.s_dpsnr.idxmin()]) for name, pool in picks.items() if not pool.empty}
     return out
 
 
-def _default(r) -> dict:
+def entry(r) -> dict:
+    """A summary line as a setting to start from: the defense, its attacker and what it measured."""
     return dict(defense=dict(layer=r.layer, layout=r.layout, k=int(r.k), a=float(r.a),
                              tau=None if r.tau == "-" else float(r.tau), placement=r.placement),
                 attacker=r.attacker, student_dpsnr=round(float(r.s_dpsnr), 3),

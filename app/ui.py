@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -13,6 +15,8 @@ from PIL import Image
 from app import lab, plots, presets, thresholds
 from app.asvp import ASVPConfig
 from app.bound import DERIVATION
+from app.distill import Attack
+from app.export import METRICS_HEADER, session_zip
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
 from app.tasks import TASKS, get_task
@@ -135,6 +139,36 @@ def verdict_text(v: lab.Verdict) -> str:
             }[v.outcome]
 
 
+def why_text(v: lab.Verdict, defense: ASVPConfig, attack: Attack, floor: float | None) -> str:
+    """Why the verdict came out as it did, from the lab's own measurements (empty without one)."""
+    if v.outcome in ("no reference", "not learned"):
+        return ""
+    if defense.placement == "exposed" and not attack.reads_features:
+        return (f"Exposed features reach only a feature-distilling attacker: {attack.label} distils the served "
+                "outputs, which exposed placement leaves untouched, so both students learned from the same answers.")
+    if defense.placement == "exposed":
+        parts = [f"The served output is untouched; only the hooked features, which this attacker ({attack.label}) "
+                 "reads, were perturbed."]
+    elif v.outcome == "costly":
+        parts = [f"The served answers themselves lost {v.teacher_cost:.2f} dB: a student copies what it is served, "
+                 "so its drop is the teacher's damage passed on."]
+    else:
+        parts = [] if math.isnan(v.bound) else [
+            f"By the output-KD bound, a least-squares student could lose at most {-v.bound:.2f} dB from how far the "
+            f"teacher's answers moved on this image; this one lost {v.student_drop:.2f} dB."]
+    if floor is not None:
+        within = abs(v.student_drop) <= floor
+        parts.append(f"That is {'within' if within else 'beyond'} the noise floor of {floor:.2f} dB the search "
+                     f"measured for this task and teacher (the spread of clean-taught students across seeds)"
+                     + (": another seed may well reverse it." if within else "."))
+    return " ".join(parts)
+
+
+def verdict_markdown(v: lab.Verdict, defense: ASVPConfig, attack: Attack, floor: float | None) -> str:
+    why = why_text(v, defense, attack, floor)
+    return f"**Verdict.** {verdict_text(v)}" + (f"\n\n**Why.** {why}" if why else "")
+
+
 def tradeoff_view(task):
     fig = RESULTS / f"tradeoff_{task}.png"
     summary = RESULTS / "summary.csv"
@@ -196,25 +230,23 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Lab"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
+                    # at 1440 x 900 everything up to Distill fits on one screen; the rest is folded below it
                     task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
-                    source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher",
-                                         allow_custom_value=True,
-                                         info="a bundled teacher, or a Hub repo id: owner/name, optionally "
-                                              "@revision and /file.safetensors")
-                    load_btn = gr.Button("Load teacher")
+                    with gr.Row(equal_height=True):
+                        source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher", scale=3,
+                                             allow_custom_value=True, info="bundled, or a Hub repo id")
+                        load_btn = gr.Button("Load teacher", scale=1, min_width=90)
                     image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
-                                       label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"])
+                                       label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"],
+                                       height=170)
                     already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
-                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
-                                label="CC0 examples (clean: the task degrades them)",
-                                cache_examples=True, cache_mode="lazy")
-                    seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
-                    with gr.Accordion("Defense (ASVP)", open=True):
+                    k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
+                    a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
+                    distill_btn = gr.Button("Distill", variant="primary")
+                    with gr.Accordion("More defense settings", open=False):
                         pick = gr.Radio(picks, value="negligible", label="Start from the search's setting",
                                         info="per task and teacher family, from results/defaults.json (the "
                                              "teacher facts name it and what it measured)")
-                        k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
-                        a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
                         layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer", allow_custom_value=True,
                                             info="the teacher's feature maps: channels x height x width")
                         layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
@@ -223,13 +255,16 @@ def build_demo() -> gr.Blocks:
                         tau = gr.Slider(0.05, 1.0, value=d.tau or 0.9, step=0.05, label="tau")
                         placement = gr.Radio(["inline", "exposed"], value=d.placement, label="Placement",
                                              info="inline: served output changes; exposed: only features handed out")
-                    with gr.Accordion("Attacker", open=True):
+                    with gr.Accordion("Attacker and seed", open=False):
                         attacker = gr.Dropdown(list(presets.ATTACKERS), value=start.attacker, label="Attacker",
                                                info="output KD fits the served answers; feature KD and FitNet also "
                                                     "read the hooked layer's features")
                         budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
                                            label="Student budget (steps)")
-                    distill_btn = gr.Button("Distill", variant="primary")
+                        seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
+                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
+                                label="CC0 examples (clean: the task degrades them)",
+                                cache_examples=True, cache_mode="lazy")
                 with gr.Column(scale=3):
                     with gr.Accordion("Teacher: model card facts and measured quality", open=False):
                         facts = gr.Markdown()
@@ -251,6 +286,8 @@ def build_demo() -> gr.Blocks:
                         s_def = gr.Image(label="student taught by the defended teacher")
                     table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
                     verdict = gr.Markdown()
+                    download = gr.DownloadButton("Download this session (zip: settings, images, metrics, verdict)",
+                                                 interactive=False)
         with gr.Tab("Trade-off"):
             gr.Markdown("Precomputed by `python -m app.experiments` (3+ seeds, real benchmark pairs); "
                         "see results/RESULTS.md. Below: a live sweep over a on the current image.")
@@ -286,15 +323,25 @@ def build_demo() -> gr.Blocks:
             defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
             attack = dataclasses.replace(presets.attacker(presets.attack_for(scene.task.name), attacker),
                                          steps=int(budget))
+            floor = presets.noise_floor(scene.task.name, state.loaded.family)
             for update in lab.duel(state.model, scene, defense, attack, int(seed)):
                 progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
                 shown = {loss: plots.loss_figure(update.history)}
                 if update.students is not None:
+                    rows, said = score_rows(update.scores), verdict_markdown(update.verdict, defense, attack, floor)
+                    settings = dict(task=scene.task.name, teacher=state.source, seed=int(seed),
+                                    defense=dataclasses.asdict(defense), attacker=attacker, budget=int(budget))
+                    view = lab.look(state.model, scene, defense)
+                    images = {"degraded": scene.degraded, "input": view.baseline, "ground_truth": scene.target,
+                              "teacher": view.clean, "teacher_asvp": view.defended,
+                              "student_clean_teacher": update.students[0],
+                              "student_defended_teacher": update.students[1]}
+                    bundle = session_zip(Path(tempfile.mkdtemp(prefix="asvp-session-")) / "asvp-session.zip",
+                                         settings, images, rows, said)
                     shown.update({s_clean: gr.Image(to_uint8(update.students[0])),
                                   s_def: gr.Image(to_uint8(update.students[1])),
-                                  table: pd.DataFrame(score_rows(update.scores),
-                                                      columns=["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]),
-                                  verdict: f"**Verdict.** {verdict_text(update.verdict)}"})
+                                  table: pd.DataFrame(rows, columns=METRICS_HEADER), verdict: said,
+                                  download: gr.DownloadButton(value=str(bundle), interactive=True)})
                 yield shown
 
         @user_errors
@@ -317,7 +364,7 @@ def build_demo() -> gr.Blocks:
         gr.on([c.change for c in (image, already, seed, *controls)], on_look, look_in, look_out, api_name="look",
               trigger_mode="always_last")
         distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
-                          [loss, s_clean, s_def, table, verdict], api_name="distill", concurrency_limit=2)
+                          [loss, s_clean, s_def, table, verdict, download], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
                         api_name="sweep")
         pick.input(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private)

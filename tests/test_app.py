@@ -1,6 +1,10 @@
 """The app over its real HTTP API (gradio_client): every endpoint agrees with the library."""
+import csv
 import dataclasses
+import io
+import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -8,14 +12,15 @@ import pytest
 from conftest import COFFEE
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from app import lab, plots
 from app.families import FAMILIES
 from app.hub import load_teacher
-from app.images import load_rgb
-from app.presets import preset
+from app.images import load_rgb, to_uint8
+from app.presets import noise_floor, preset
 from app.tasks import TASKS
-from app.ui import score_rows, verdict_text
+from app.ui import score_rows, verdict_markdown
 
 
 def settings(task):
@@ -56,7 +61,7 @@ def test_distill_streams_and_matches_the_library(client):
                    **settings("derain"), api_name="/look")
     job = client.submit(**settings("derain"), attacker=preset("derain").attacker, budget=20, seed=1,
                         api_name="/distill")
-    loss, s_clean, s_def, table, verdict = job.result(timeout=300)
+    loss, s_clean, s_def, table, verdict, download = job.result(timeout=300)
     assert len(job.outputs()) >= 3  # progress arrived as a stream, not one final answer
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
     assert verdict.startswith("**Verdict.**")
@@ -65,7 +70,19 @@ def test_distill_streams_and_matches_the_library(client):
     *_, last = lab.duel(load_teacher("derain").model, scene, start.defense.config,
                         dataclasses.replace(start.attack, steps=20), 1)
     assert table["data"] == score_rows(last.scores)
-    assert verdict == f"**Verdict.** {verdict_text(last.verdict)}"
+    assert verdict == verdict_markdown(last.verdict, start.defense.config, start.attack,
+                                       noise_floor("derain")) and "**Why.**" in verdict
+    with zipfile.ZipFile(download["value"]) as bundle:  # the session to take away
+        assert set(bundle.namelist()) == {"settings.json", "metrics.csv", "verdict.md", "degraded.png", "input.png",
+                                          "ground_truth.png", "teacher.png", "teacher_asvp.png",
+                                          "student_clean_teacher.png", "student_defended_teacher.png"}
+        assert list(csv.reader(io.StringIO(bundle.read("metrics.csv").decode())))[1:] == table["data"]
+        assert bundle.read("verdict.md").decode() == verdict + "\n"
+        saved = json.loads(bundle.read("settings.json"))
+        assert (saved["task"], saved["seed"], saved["budget"]) == ("derain", 1, 20)
+        assert saved["defense"]["a"] == start.defense.a and saved["attacker"] == start.attacker
+        with Image.open(io.BytesIO(bundle.read("student_defended_teacher.png"))) as shown:
+            assert np.array_equal(np.asarray(shown), to_uint8(last.students[1]))
 
 
 def test_sweep_over_a(client):

@@ -1,5 +1,6 @@
 """A real browser (Debian's chromium via Playwright) uses the app as a person would."""
 import re
+import zipfile
 
 import pytest
 from conftest import ROOT
@@ -27,6 +28,7 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         page.get_by_label("Teacher", exact=True).click()
         page.get_by_role("option", name="NAFNet · bundled").click()
         page.get_by_role("button", name="Load teacher").click()
+        page.get_by_text("More defense settings").click()  # folded under Distill
         expect(page.get_by_label("Hooked layer", exact=False)).to_have_value(re.compile(r"^net\.decoders\.2"),
                                                                             timeout=60_000)
         k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
@@ -36,6 +38,7 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         expect(page.get_by_text("top-3")).to_be_visible(timeout=60_000)  # the spectra plot marks the new k
         expect(page.get_by_text("teacher + ASVP: ")).to_be_visible()  # its metrics, under the image
         expect(page.locator(".toast-body")).to_have_count(0)  # no error anywhere on the way
+        page.get_by_text("Attacker and seed").click()  # folded under Distill
         page.get_by_label("Student budget (steps)", exact=False).locator("xpath=..").locator(
             "input[type=number]").fill("30")
         page.get_by_role("button", name="Distill").click()
@@ -45,6 +48,30 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         table = page.inner_text("body")
         assert "student (defended teacher)" in table and "student (clean teacher)" in table
         assert re.search(r"student \(defended teacher\)\s+\d+\.\d{2}\s+0\.\d{4}", table)  # with its PSNR, SSIM
+        with page.expect_download() as got:  # the session to take away
+            page.get_by_role("button", name=re.compile("Download this session")).click()
+        with zipfile.ZipFile(got.value.path()) as bundle:
+            assert "student (defended teacher)" in bundle.read("metrics.csv").decode()
+            assert bundle.read("verdict.md").decode().startswith("**Verdict.**")
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "app.png").stat().st_size > 10_000
+
+
+def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(app_url)
+        expect(page.get_by_text("teacher + ASVP: ")).to_be_visible(timeout=60_000)
+        for name in ("Task", "k: singular values amplified", "a: amplification"):
+            assert page.get_by_label(name, exact=False).first.bounding_box()["y"] < 900, name
+        box = page.get_by_role("button", name="Distill").bounding_box()
+        assert box["y"] + box["height"] <= 900  # reachable without scrolling
+        captions = page.locator(".prose", has_text=re.compile(r"dB / SSIM"))
+        assert captions.count() >= 3
+        for i in range(captions.count()):  # every metric caption fits its box: nothing is cut off
+            width = captions.nth(i).evaluate("e => [e.scrollWidth, e.clientWidth, e.innerText]")
+            assert width[0] <= width[1], width[2]
+        page.screenshot(path=str(ARTIFACTS / "one-screen.png"))
+        browser.close()

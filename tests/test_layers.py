@@ -16,8 +16,8 @@ LAYERS = {
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines", "bound"],
     "attacker": ["distill"],
-    "lab": ["presets", "lab", "measure", "search", "summary", "figures", "report", "sweep", "experiments", "evaluate",
-            "train", "bench"],
+    "lab": ["presets", "lab", "export", "measure", "search", "summary", "figures", "report", "sweep", "experiments",
+            "evaluate", "train", "bench"],
     "ui": ["plots", "ui"],
 }
 LEVEL = {module: level for level, names in enumerate(LAYERS.values()) for module in names}

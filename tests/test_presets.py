@@ -5,7 +5,8 @@ import pytest
 
 from app.distill import Attack
 from app.families import FAMILIES
-from app.presets import ATTACKERS, ATTACKS, DefenseDefaults, attack_for, attacker, own_attacker, preset
+from app.presets import (ATTACKERS, ATTACKS, DefenseDefaults, attack_for, attacker, noise_floor, own_attacker,
+                         preset)
 from app.tasks import TASKS
 
 
@@ -17,7 +18,7 @@ def pick(layer, a, attacker="output L1", placement="inline", **more):
 
 def test_swept_defaults_are_read_from_the_file_named_with_the_attacker_they_were_measured_against(tmp_path):
     path = tmp_path / "defaults.json"
-    path.write_text(json.dumps({"dehaze": dict(negligible=pick("enc2", 3.0),
+    path.write_text(json.dumps({"dehaze": dict(noise_floor=0.6, negligible=pick("enc2", 3.0),
                                                strongest=pick("dec1", 100.0, "FitNet MSE", "exposed")),
                                 "dehaze-nafnet": dict(negligible=pick("net.encoders.1", 2.0))}))
     start = preset("dehaze", path=path)
@@ -35,6 +36,8 @@ def test_swept_defaults_are_read_from_the_file_named_with_the_attacker_they_were
         other = preset("dehaze", FAMILIES[family].title, path=path)
         assert other.defense == DefenseDefaults() and other.source.startswith("built-in: defaults.json has no entry")
     assert start.defense.config.layers == ("enc2",)
+    assert noise_floor("dehaze", path=path) == 0.6 and noise_floor("dehaze", FAMILIES["NAFNet"].title, path) is None
+    assert noise_floor("dehaze", path=tmp_path / "absent.json") is None
 
 
 @pytest.mark.parametrize("content,reason", [

@@ -90,7 +90,9 @@ def test_defaults_name_the_strongest_cheap_and_the_strongest_setting_with_their_
                                                   placement="inline")
     assert picked["strongest"]["defense"]["a"] == 5.0  # the app hooks one layer: enc1+dec1 is left out
     assert picked["negligible"]["attacker"] == "output L1" and picked["strongest"]["student_dpsnr"] == -3.0
-    assert picked["strongest"]["seeds"] == 3 and picked["strongest"]["noise_floor"] == pytest.approx(1.0)
+    assert picked["strongest"]["seeds"] == 3 and picked["strongest"]["noise_floor"] == picked["noise_floor"] == 1.0
+    unlearned = defaults(summarise(frame(rows({}, 0.0, -1.0, learned=False))))
+    assert unlearned == {"dehaze": {"noise_floor": 1.0}}  # a floor, but nothing to start from
 
 
 def test_the_about_tab_states_the_answer_and_the_bound_as_results_md_does():

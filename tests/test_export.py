@@ -1,0 +1,18 @@
+"""A session to take away: every part lands in the zip, and an image the session lacks is left out."""
+import json
+import zipfile
+
+import numpy as np
+
+from app.export import METRICS_HEADER, session_zip
+
+
+def test_the_zip_holds_settings_images_metrics_and_verdict_and_skips_a_missing_image(tmp_path):
+    image = np.linspace(0, 1, 4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
+    path = session_zip(tmp_path / "s.zip", {"task": "dehaze", "seed": 3}, {"teacher": image, "ground_truth": None},
+                       [["teacher", "20.00", "0.8000", ""]], "**Verdict.** none")
+    with zipfile.ZipFile(path) as bundle:
+        assert sorted(bundle.namelist()) == ["metrics.csv", "settings.json", "teacher.png", "verdict.md"]
+        assert json.loads(bundle.read("settings.json")) == {"task": "dehaze", "seed": 3}
+        assert bundle.read("metrics.csv").decode().splitlines() == [",".join(METRICS_HEADER), "teacher,20.00,0.8000,"]
+        assert bundle.read("verdict.md").decode() == "**Verdict.** none\n"
