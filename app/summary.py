@@ -122,3 +122,35 @@ def entry(r) -> dict:
                 student_dpsnr_std=round(float(r.s_dpsnr_std), 3), noise_floor=round(float(r.noise_floor), 3),
                 teacher_dpsnr=round(float(r.t_dpsnr), 3),
                 teacher_dssim=round(float(r.t_dssim), 4), seeds=int(r.seeds))
+
+
+def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """Three settings a class can load in one click, each as (title, summary line, what it shows):
+    a defense whose student drop is the teacher's own damage, a drop inside the noise, and the
+    largest drop at a negligible teacher cost the search confirmed (beyond the noise where any is)."""
+    sure = confirmed(s)
+    inline, cheap = sure[sure.placement == "inline"], sure[negligible(sure.t_dpsnr, sure.t_dssim)]
+    paid = inline[(inline.s_dpsnr <= -1) & ~negligible(inline.t_dpsnr, inline.t_dssim)]
+    noisy, strongest = cheap[~cheap.effect], cheap[cheap.effect] if cheap.effect.any() else cheap
+    picks = [("It costs the teacher as much", paid, (paid.t_dpsnr - paid.s_dpsnr).abs(), _paid_words),
+             ("A drop inside the noise", noisy, noisy.s_dpsnr, _noise_words),
+             ("The strongest setting found", strongest, strongest.s_dpsnr, _strongest_words)]
+    return [(title, int(rank.idxmin()), words(pool.loc[rank.idxmin()])) for title, pool, rank, words in picks
+            if not pool.empty]
+
+
+def _paid_words(r) -> str:
+    return (f"{r.teacher_family} on {r.task}, {r.attacker}: the student loses {-r.s_dpsnr:.2f} dB, but the served "
+            f"teacher loses {-r.t_dpsnr:.2f} dB. The student copies the damaged answers it is served.")
+
+
+def _noise_words(r) -> str:
+    return (f"{r.teacher_family} on {r.task}, {r.attacker}: the student moves {r.s_dpsnr:+.2f} dB at a negligible "
+            f"teacher cost, but its seeds spread {r.s_dpsnr_std:.2f} dB and clean-taught students alone spread "
+            f"{r.noise_floor:.2f} dB: another seed can reverse it.")
+
+
+def _strongest_words(r) -> str:
+    return (f"{r.teacher_family} on {r.task}, {r.threat}, {r.attacker}: the largest confirmed student drop "
+            f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
+            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB).")

@@ -19,6 +19,7 @@ from app.distill import Attack
 from app.export import METRICS_HEADER, session_zip
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
+from app.summary import entry, scenarios
 from app.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,13 +170,56 @@ def verdict_markdown(v: lab.Verdict, defense: ASVPConfig, attack: Attack, floor:
     return f"**Verdict.** {verdict_text(v)}" + (f"\n\n**Why.** {why}" if why else "")
 
 
-def tradeoff_view(task):
-    fig = RESULTS / f"tradeoff_{task}.png"
-    summary = RESULTS / "summary.csv"
-    table = pd.read_csv(summary) if summary.exists() else pd.DataFrame()
-    if not table.empty:
-        table = table[table.task == task].round(3)
-    return (str(fig) if fig.exists() else None), table
+# the explorer's table, in words (summary.csv's column -> what it means)
+COLUMNS = {"task": "task", "teacher_family": "family", "stage": "stage", "attacker": "attacker",
+           "layer": "hooked layer", "layout": "layout", "k": "k", "a": "a", "tau": "tau", "placement": "placement",
+           "seeds": "seeds", "t_dpsnr": "teacher ΔPSNR (dB)", "t_dssim": "teacher ΔSSIM",
+           "s_dpsnr": "student ΔPSNR (dB)", "s_dpsnr_std": "student spread (dB)",
+           "ssim_drop_pct": "student SSIM drop (%)", "noise_floor": "noise floor (dB)",
+           "bound_db": "output-KD bound (dB)"}
+# a click on an explorer point writes "<id> <time>" into a hidden textbox, whose change loads the setting
+POINT_BRIDGE = """() => setInterval(() => {
+  const bridge = document.querySelector('#explorer-point');
+  if (bridge) bridge.style.display = 'none';  // a visible="hidden" textbox would fire no events
+  for (const plot of document.querySelectorAll('#explorer .js-plotly-plot')) {
+    if (plot.asvpWired) continue;
+    plot.asvpWired = true;
+    plot.on('plotly_click', (event) => {
+      const id = event.points[0].customdata;
+      const box = document.querySelector('#explorer-point textarea');
+      if (id === undefined || !box) return;
+      box.value = id + ' ' + Date.now();  // a fresh value each click: the same point twice still loads
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    });
+  }
+}, 300)"""
+
+
+def measured() -> pd.DataFrame:
+    """The search's ASVP settings (results/summary.csv, one line each), empty before any search."""
+    path = RESULTS / "summary.csv"
+    s = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=[*COLUMNS, "defense", "threat", "teacher"])
+    return s[s.defense == "asvp"]
+
+
+def explore(tasks, families, attackers, placements):
+    """The explorer's figure and table for the settings that pass every filter."""
+    s = measured()
+    shown = s[s.task.isin(tasks or []) & s.teacher_family.isin(families or []) & s.attacker.isin(attackers or [])
+              & s.placement.isin(placements or [])]
+    figure = plots.explorer_figure(shown, thresholds.PAPER_STUDENT_DROP_DB, thresholds.NEGLIGIBLE_PSNR_DB)
+    return figure, shown[list(COLUMNS)].rename(columns=COLUMNS).round(3)
+
+
+def point_setting(point: str) -> dict:
+    """A measured setting by its id (a summary line; anything after the id is ignored), as the Lab
+    loads it: task, teacher and entry."""
+    s = measured()
+    try:
+        r = s.loc[int(str(point).split()[0])]
+    except (ValueError, KeyError, IndexError):
+        raise gr.Error(f"No measured setting {point!r}: pick a point of the explorer.") from None
+    return dict(task=r.task, teacher=r.teacher, **entry(r))
 
 
 def build_demo() -> gr.Blocks:
@@ -227,93 +271,137 @@ def build_demo() -> gr.Blocks:
                             d.tau or 0.9, d.placement)
             return {view: shown[view] for view in views}
 
-        with gr.Tab("Lab"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=300):
-                    # at 1440 x 900 everything up to Distill fits on one screen; the rest is folded below it
-                    task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
-                    with gr.Row(equal_height=True):
-                        source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher", scale=3,
-                                             allow_custom_value=True, info="bundled, or a Hub repo id")
-                        load_btn = gr.Button("Load teacher", scale=1, min_width=90)
-                    image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
-                                       label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"],
-                                       height=170)
-                    already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
-                    k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
-                    a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
-                    distill_btn = gr.Button("Distill", variant="primary")
-                    with gr.Accordion("More defense settings", open=False):
-                        pick = gr.Radio(picks, value="negligible", label="Start from the search's setting",
-                                        info="per task and teacher family, from results/defaults.json (the "
-                                             "teacher facts name it and what it measured)")
-                        layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer", allow_custom_value=True,
-                                            info="the teacher's feature maps: channels x height x width")
-                        layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
-                                          info="channel: C x HW matrix per image; spatial: each channel's H x W map")
-                        adaptive = gr.Checkbox(d.tau is not None, label="Adaptive k (energy threshold tau)")
-                        tau = gr.Slider(0.05, 1.0, value=d.tau or 0.9, step=0.05, label="tau")
-                        placement = gr.Radio(["inline", "exposed"], value=d.placement, label="Placement",
-                                             info="inline: served output changes; exposed: only features handed out")
-                    with gr.Accordion("Attacker and seed", open=False):
-                        attacker = gr.Dropdown(list(presets.ATTACKERS), value=start.attacker, label="Attacker",
-                                               info="output KD fits the served answers; feature KD and FitNet also "
-                                                    "read the hooked layer's features")
-                        budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
-                                           label="Student budget (steps)")
-                        seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
-                    gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
-                                label="CC0 examples (clean: the task degrades them)",
-                                cache_examples=True, cache_mode="lazy")
-                with gr.Column(scale=3):
-                    with gr.Accordion("Teacher: model card facts and measured quality", open=False):
-                        facts = gr.Markdown()
-                    note.render()
-                    with gr.Row():
-                        for view, under in ((inp, inp_cap), (gt, gt_cap), (clean, clean_cap), (defended, defended_cap)):
+        pending = gr.State(None)  # a setting picked in the explorer, applied by the next load of its teacher
+        same_task = gr.State(False)  # whether that setting is of the Lab's current task
+        with gr.Tabs(selected="lab") as tabs:
+            with gr.Tab("Lab", id="lab"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        # at 1440 x 900 everything up to Distill fits on one screen; the rest is folded below it
+                        task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
+                        with gr.Row(equal_height=True):
+                            source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher", scale=3,
+                                                 allow_custom_value=True, info="bundled, or a Hub repo id")
+                            load_btn = gr.Button("Load teacher", scale=1, min_width=90)
+                        image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
+                                           label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"],
+                                           height=170)
+                        already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
+                        k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
+                        a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
+                        distill_btn = gr.Button("Distill", variant="primary")
+                        with gr.Accordion("More defense settings", open=False):
+                            pick = gr.Radio(picks, value="negligible", label="Start from the search's setting",
+                                            info="per task and teacher family, from results/defaults.json (the "
+                                                 "teacher facts name it and what it measured)")
+                            layer = gr.Dropdown([d.layer], value=d.layer, label="Hooked layer", allow_custom_value=True,
+                                                info="the teacher's feature maps: channels x height x width")
+                            layout = gr.Radio(["channel", "spatial"], value=d.layout, label="Layout",
+                                              info="channel: C x HW matrix per image; spatial: each channel's H x W map")
+                            adaptive = gr.Checkbox(d.tau is not None, label="Adaptive k (energy threshold tau)")
+                            tau = gr.Slider(0.05, 1.0, value=d.tau or 0.9, step=0.05, label="tau")
+                            placement = gr.Radio(["inline", "exposed"], value=d.placement, label="Placement",
+                                                 info="inline: served output changes; exposed: only features handed out")
+                        with gr.Accordion("Attacker and seed", open=False):
+                            attacker = gr.Dropdown(list(presets.ATTACKERS), value=start.attacker, label="Attacker",
+                                                   info="output KD fits the served answers; feature KD and FitNet also "
+                                                        "read the hooked layer's features")
+                            budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
+                                               label="Student budget (steps)")
+                            seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
+                        gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
+                                    label="CC0 examples (clean: the task degrades them)",
+                                    cache_examples=True, cache_mode="lazy")
+                    with gr.Column(scale=3):
+                        with gr.Accordion("Teacher: model card facts and measured quality", open=False):
+                            facts = gr.Markdown()
+                        note.render()
+                        with gr.Row():
+                            for view, under in ((inp, inp_cap), (gt, gt_cap), (clean, clean_cap), (defended, defended_cap)):
+                                with gr.Column(min_width=160):
+                                    view.render()
+                                    under.render()
+                        with gr.Row():
+                            spectra.render()
                             with gr.Column(min_width=160):
-                                view.render()
-                                under.render()
-                    with gr.Row():
-                        spectra.render()
-                        with gr.Column(min_width=160):
-                            pert.render()
-                            pert_cap.render()
-                        freq.render()
-                    loss = gr.Plot(label="distillation")
-                    with gr.Row():
-                        s_clean = gr.Image(label="student taught by the clean teacher")
-                        s_def = gr.Image(label="student taught by the defended teacher")
-                    table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
-                    verdict = gr.Markdown()
-                    download = gr.DownloadButton("Download this session (zip: settings, images, metrics, verdict)",
-                                                 interactive=False)
-        with gr.Tab("Trade-off"):
-            gr.Markdown("Precomputed by `python -m app.experiments` (3+ seeds, real benchmark pairs); "
-                        "see results/RESULTS.md. Below: a live sweep over a on the current image.")
-            trade_fig = gr.Image(label="teacher cost vs student drop", type="filepath")
-            trade_table = gr.Dataframe(label="summary (mean over seeds)", interactive=False)
-            sweep_btn = gr.Button("Quick sweep over a (current image)")
-            sweep_plot = gr.Plot()
-        with gr.Tab("About"):
-            gr.Markdown(ABOUT + f"\n## The output-KD bound\n\n{DERIVATION}\n\n## What this lab measured\n\n"
-                        "From results/RESULTS.md (teacher cost and student change against the ground truth, "
-                        "mean ± std over seeds, beside the noise floor):\n\n" + measured_verdicts(RESULTS))
+                                pert.render()
+                                pert_cap.render()
+                            freq.render()
+                        loss = gr.Plot(label="distillation")
+                        with gr.Row():
+                            s_clean = gr.Image(label="student taught by the clean teacher")
+                            s_def = gr.Image(label="student taught by the defended teacher")
+                        table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
+                        verdict = gr.Markdown()
+                        download = gr.DownloadButton("Download this session (zip: settings, images, metrics, verdict)",
+                                                     interactive=False)
+            with gr.Tab("Trade-off", id="explorer"):
+                gr.Markdown("Every setting the search measured (`python -m app.experiments`, real benchmark pairs, "
+                            "mean ± std over seeds; results/RESULTS.md). Filter, hover for the setting, click a "
+                            "point to load it into the Lab.")
+                everything = measured()
+                with gr.Row():
+                    tasks_shown = gr.CheckboxGroup(list(TASKS), value=list(TASKS), label="Tasks")
+                    families_shown = gr.CheckboxGroup(sorted(set(everything.teacher_family)),
+                                                      value=sorted(set(everything.teacher_family)), label="Families")
+                    placements_shown = gr.CheckboxGroup(["inline", "exposed"], value=["inline", "exposed"],
+                                                        label="Placement")
+                attackers_shown = gr.Dropdown(sorted(set(everything.attacker)), value=sorted(set(everything.attacker)),
+                                              multiselect=True, label="Attackers")
+                explorer = gr.Plot(elem_id="explorer", label="teacher cost vs student drop")
+                point = gr.Textbox(elem_id="explorer-point", show_label=False, container=False)
+                explored = gr.Dataframe(label="the settings shown", interactive=False)
+                sweep_btn = gr.Button("Quick sweep over a (current image)")
+                sweep_plot = gr.Plot()
+            with gr.Tab("Guided tour", id="tour"):
+                gr.Markdown("Three settings from the search, for a class: each loads into the Lab with one click "
+                            "(then press **Distill** to see it happen on the image).")
+                tour = []
+                for title, row, text in scenarios(measured()):
+                    with gr.Group():
+                        gr.Markdown(f"### {title}\n\n{text}")
+                        tour.append((gr.Button(f"Load: {title}"), row))
+                if not tour:
+                    gr.Markdown("No search has been run yet: `python -m app.experiments`.")
+            with gr.Tab("About"):
+                gr.Markdown(ABOUT + f"\n## The output-KD bound\n\n{DERIVATION}\n\n## What this lab measured\n\n"
+                            "From results/RESULTS.md (teacher cost and student change against the ground truth, "
+                            "mean ± std over seeds, beside the noise floor):\n\n" + measured_verdicts(RESULTS))
 
         controls = [k, a, layer, layout, adaptive, tau, placement]
 
         @user_errors
-        def on_load(task, source, pick):
+        def on_load(task, source, pick, picked=None):
             session = lab.session_teacher(task, source)
             if session.loaded.warning:
                 gr.Warning(session.loaded.warning)
-            start = presets.preset(task, session.loaded.family, pick)
+            if picked and (picked["task"], picked["teacher"]) == (task, source):  # a point from the explorer
+                start = presets.measured_preset(task, picked, "the explorer's point")
+            else:
+                start = presets.preset(task, session.loaded.family, pick)
             names, d = [f.name for f in session.layers], start.defense
             return {teacher: session, facts: teacher_facts(session, start),
                     layer: gr.Dropdown(choices=layer_choices(session.layers),
                                        value=d.layer if d.layer in names else session.default_layer),
                     k: d.k, a: d.a, layout: d.layout, adaptive: d.tau is not None, tau: d.tau or 0.9,
-                    placement: d.placement, attacker: start.attacker, budget: start.attack.steps}
+                    placement: d.placement, attacker: start.attacker, budget: start.attack.steps, pending: None}
+
+        @user_errors
+        def on_point(point, current_task):
+            """An explorer point: to the Lab, with its task and teacher; the load that follows applies it."""
+            picked = point_setting(point)
+            return {tabs: gr.Tabs(selected="lab"), task: picked["task"], pending: picked,
+                    source: gr.Dropdown(choices=lab.bundled_choices(picked["task"]), value=picked["teacher"]),
+                    same_task: picked["task"] == current_task}
+
+        def load_in_place(task, source, pick, picked, same):
+            """Within the same task no task change follows a point, so its load runs here."""
+            return on_load(task, source, pick, picked) if same else {c: gr.skip() for c in load_out}
+
+        def source_for(task, picked):
+            """A task's teacher choices, on the explorer's teacher when a point asked for this task."""
+            chosen = picked["teacher"] if picked and picked["task"] == task else task
+            return gr.Dropdown(choices=lab.bundled_choices(task), value=chosen)
 
         @user_errors
         def on_distill(state, scene, k, a, layer, layout, adaptive, tau, placement, attacker, budget, seed,
@@ -354,21 +442,35 @@ def build_demo() -> gr.Blocks:
 
         look_in = [teacher, task, image, already, seed, *controls]
         look_out = [teacher, scene, *views]
-        load_out = [teacher, facts, layer, k, a, layout, adaptive, tau, placement, attacker, budget]
+        load_out = [teacher, facts, layer, k, a, layout, adaptive, tau, placement, attacker, budget, pending]
         private = dict(api_visibility="private")
         load_btn.click(on_load, [task, source, pick], load_out, api_name="load_teacher").then(
             on_look, look_in, look_out, **private)
-        task.change(lambda t: gr.Dropdown(choices=lab.bundled_choices(t), value=t), task, source, **private).then(on_load, [task, source, pick], load_out, **private).then(
-            on_look, look_in, look_out, **private).then(tradeoff_view, task, [trade_fig, trade_table], **private)
-        # one listener for every control: a session's looks run in order, the newest one last
-        gr.on([c.change for c in (image, already, seed, *controls)], on_look, look_in, look_out, api_name="look",
-              trigger_mode="always_last")
+        task.change(source_for, [task, pending], source, **private).then(
+            on_load, [task, source, pick, pending], load_out, **private).then(on_look, look_in, look_out, **private)
+        # one listener for every control: a session's looks run in order, the newest one last. The defense
+        # controls answer the visitor's input only: a load sets them together and then looks once itself
+        # (their change events would fire one by one, a look seeing the new teacher with the old layer)
+        gr.on([image.change, already.change, seed.change, *(c.input for c in controls)], on_look, look_in, look_out,
+              api_name="look", trigger_mode="always_last")
         distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
                           [loss, s_clean, s_def, table, verdict, download], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
                         api_name="sweep")
         pick.input(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private)
+        filters = [tasks_shown, families_shown, attackers_shown, placements_shown]
+        gr.on([f.change for f in filters], explore, filters, [explorer, explored], api_name="explore")
+        def to_lab(event, fn, inputs, **how):
+            """A measured setting into the Lab: pick it, load its teacher where no task change will, look."""
+            event(fn, inputs, [tabs, task, pending, source, same_task], **how).then(
+                load_in_place, [task, source, pick, pending, same_task], load_out, **private).then(
+                on_look, look_in, look_out, **private)
+
+        to_lab(point.change, on_point, [point, task], api_name="explorer_point")
+        for button, row in tour:
+            to_lab(button.click, functools.partial(on_point, str(row)), [task], **private)
+        demo.load(None, js=POINT_BRIDGE)
         demo.load(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private).then(
-            tradeoff_view, task, [trade_fig, trade_table], **private)
+            explore, filters, [explorer, explored], **private)
     demo.queue(max_size=32, default_concurrency_limit=4)
     return demo

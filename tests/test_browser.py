@@ -13,6 +13,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def open_app(p, app_url: str, width: int = 1440, height: int = 900):
+    """Chromium on the app, once its first look has landed: (browser, page)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(app_url)
+    expect(page.get_by_text("teacher + ASVP: ")).to_be_visible(timeout=60_000)
+    return browser, page
+
+
 def test_pick_a_field_teacher_move_k_distill(app_url):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -60,10 +69,7 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
 
 def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(app_url)
-        expect(page.get_by_text("teacher + ASVP: ")).to_be_visible(timeout=60_000)
+        browser, page = open_app(p, app_url)
         for name in ("Task", "k: singular values amplified", "a: amplification"):
             assert page.get_by_label(name, exact=False).first.bounding_box()["y"] < 900, name
         box = page.get_by_role("button", name="Distill").bounding_box()

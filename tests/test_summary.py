@@ -7,7 +7,7 @@ from conftest import ROOT
 
 from app.bound import DERIVATION
 from app.report import answer_table, answer_words, measured_verdicts
-from app.summary import THREATS, best, defaults, headline, noise_floors, summarise
+from app.summary import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
 from app.ui import build_demo
 
 CLEAN = {0: 20.0, 1: 21.0, 2: 22.0}  # clean-taught students' PSNR per seed: std 1.0 dB
@@ -101,3 +101,13 @@ def test_the_about_tab_states_the_answer_and_the_bound_as_results_md_does():
     assert answer.split("\n\n")[1] in (results / "RESULTS.md").read_text()  # the table, as the report wrote it
     shown = [b.value for b in build_demo().blocks.values() if type(b).__name__ == "Markdown" and b.value]
     assert any(DERIVATION in text and answer in text for text in shown)
+
+
+def test_the_tour_shows_a_paid_drop_a_drop_inside_the_noise_and_the_strongest_real_one():
+    s = summarise(frame(rows({"a": 2.0}, -2.0, -2.1),  # the teacher pays as much as the student: 1
+                        rows({"a": 3.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0}),  # -1.83 inside its own spread: 2
+                        rows({"a": 5.0}, 0.0, {0: -1.4, 1: -1.6, 2: -1.5})))  # beyond the noise: 3
+    (paid, one, paid_text), (noisy, two, noisy_text), (strongest, three, strongest_text) = scenarios(s)
+    assert (s.loc[one].a, s.loc[two].a, s.loc[three].a) == (2.0, 3.0, 5.0)
+    assert "the student loses 2.10 dB, but the served teacher loses 2.00 dB" in paid_text
+    assert "another seed can reverse it" in noisy_text and "beyond the noise" in strongest_text
