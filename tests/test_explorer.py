@@ -32,6 +32,8 @@ def test_the_explorer_shows_every_measured_setting_in_words_and_filters_them(cli
     for task in TASKS:  # every task has points, and a filter keeps only its own
         one, _ = client.predict(**{**ALL, "tasks": [task]}, api_name="/explore")
         assert 0 < points(one) < points(figure)
+    nothing, empty = client.predict(**{**ALL, "tasks": []}, api_name="/explore")  # every task unticked
+    assert points(nothing) == 0 and empty["data"] in ([], [[""] * len(COLUMNS)])
     exposed, rows = client.predict(**{**ALL, "placements": ["exposed"]}, api_name="/explore")
     assert {r[table["headers"].index("placement")] for r in rows["data"]} == {"exposed"}
 
