@@ -138,9 +138,14 @@ def noise_floor(task_name: str, family: str = OWN.title, path: Path = SWEPT_DEFA
 
 
 def measured_preset(task_name: str, entry: dict, where: str) -> Preset:
-    """A measured setting to start from (a defaults.json pick, or a line of the search's summary):
-    its defense, its attacker, and what the search measured, in words."""
+    """A setting to start from: a defaults.json pick or a line of the search's summary (its defense,
+    attacker and what the search measured, in words), or a shared link's (its defense, attacker and
+    student budget)."""
     attack = attacker(attack_for(task_name), entry["attacker"])
+    if "budget" in entry:
+        attack = dataclasses.replace(attack, steps=int(entry["budget"]))
+    if "student_dpsnr" not in entry:
+        return Preset(DefenseDefaults(**entry["defense"]), attack, entry["attacker"], f"from {where}")
     measured = (f"student {entry['student_dpsnr']:+.2f} ± {entry['student_dpsnr_std']:.2f} dB (noise floor "
                 f"{entry['noise_floor']:.2f}) under "
                 f"{entry['attacker']}, teacher {entry['teacher_dpsnr']:+.2f} dB / SSIM {entry['teacher_dssim']:+.4f}, "

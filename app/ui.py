@@ -7,6 +7,7 @@ import inspect
 import math
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import gradio as gr
 import pandas as pd
@@ -211,6 +212,38 @@ def explore(tasks, families, attackers, placements):
     return figure, shown[list(COLUMNS)].rename(columns=COLUMNS).round(3)
 
 
+def setting_link(settings: dict) -> str:
+    """A relative link that opens the app on a Distill click's setting (its query: setting_from_link)."""
+    d = settings["defense"]
+    query = dict(task=settings["task"], teacher=settings["teacher"], layer=d["layers"][0], layout=d["layout"],
+                 k=d["k"], a=d["a"], placement=d["placement"], attacker=settings["attacker"],
+                 budget=settings["budget"], seed=settings["seed"], **({} if d["tau"] is None else {"tau": d["tau"]}))
+    return "?" + urlencode(query)
+
+
+def setting_from_link(query: dict) -> dict | None:
+    """The setting a shared link asks for (None: a plain visit), checked as the controls would be."""
+    if "task" not in query:
+        return None
+    try:
+        task = get_task(query["task"]).name
+        tau = float(query["tau"]) if query.get("tau") else None
+        defense = defense_from(query["k"], query["a"], query["layer"], query.get("layout", "channel"), tau is not None,
+                               tau, query.get("placement", "inline"))
+        attacker = query.get("attacker", presets.own_attacker(task))
+        presets.attacker(presets.attack_for(task), attacker)
+        budget, seed = int(query.get("budget", presets.attack_for(task).steps)), int(query.get("seed", 0))
+    except (KeyError, ValueError) as e:
+        raise gr.Error(f"This link's setting is unusable ({type(e).__name__}: {e}); the app starts as usual.") from None
+    except gr.Error as e:
+        raise gr.Error(f"This link's setting is unusable ({e.message}); the app starts as usual.") from None
+    if not 10 <= budget <= MAX_BUDGET:
+        raise gr.Error(f"This link's student budget {budget} is outside 10..{MAX_BUDGET} steps.")
+    return dict(task=task, teacher=query.get("teacher", task), attacker=attacker, budget=budget, seed=seed,
+                defense=dict(layer=defense.layers[0], layout=defense.layout, k=defense.k, a=defense.a, tau=defense.tau,
+                             placement=defense.placement))
+
+
 def point_setting(point: str) -> dict:
     """A measured setting by its id (a summary line; anything after the id is ignored), as the Lab
     loads it: task, teacher and entry."""
@@ -333,6 +366,7 @@ def build_demo() -> gr.Blocks:
                             s_def = gr.Image(label="student taught by the defended teacher")
                         table = gr.Dataframe(label="PSNR / SSIM", interactive=False)
                         verdict = gr.Markdown()
+                        link = gr.Markdown()
                         download = gr.DownloadButton("Download this session (zip: settings, images, metrics, verdict)",
                                                      interactive=False)
             with gr.Tab("Trade-off", id="explorer"):
@@ -394,6 +428,20 @@ def build_demo() -> gr.Blocks:
                     source: gr.Dropdown(choices=lab.bundled_choices(picked["task"]), value=picked["teacher"]),
                     same_task: picked["task"] == current_task}
 
+        @user_errors
+        def on_link(current_task, request: gr.Request):
+            """A shared link's setting (?task=...): as an explorer point, with its seed; a plain visit loads
+            the task's teacher as usual."""
+            try:
+                picked = setting_from_link(dict(request.query_params))
+            except gr.Error as e:  # a broken link still opens the app, and says what was wrong
+                gr.Warning(e.message)
+                picked = None
+            if picked is None:
+                return {same_task: True}
+            return {task: picked["task"], pending: picked, seed: picked["seed"], same_task: picked["task"] == current_task,
+                    source: gr.Dropdown(choices=lab.bundled_choices(picked["task"]), value=picked["teacher"])}
+
         def load_in_place(task, source, pick, picked, same):
             """Within the same task no task change follows a point, so its load runs here."""
             return on_load(task, source, pick, picked) if same else {c: gr.skip() for c in load_out}
@@ -419,6 +467,7 @@ def build_demo() -> gr.Blocks:
                     rows, said = score_rows(update.scores), verdict_markdown(update.verdict, defense, attack, floor)
                     settings = dict(task=scene.task.name, teacher=state.source, seed=int(seed),
                                     defense=dataclasses.asdict(defense), attacker=attacker, budget=int(budget))
+                    settings["link"] = setting_link(settings)
                     view = lab.look(state.model, scene, defense)
                     images = {"degraded": scene.degraded, "input": view.baseline, "ground_truth": scene.target,
                               "teacher": view.clean, "teacher_asvp": view.defended,
@@ -429,7 +478,9 @@ def build_demo() -> gr.Blocks:
                     shown.update({s_clean: gr.Image(to_uint8(update.students[0])),
                                   s_def: gr.Image(to_uint8(update.students[1])),
                                   table: pd.DataFrame(rows, columns=METRICS_HEADER), verdict: said,
-                                  download: gr.DownloadButton(value=str(bundle), interactive=True)})
+                                  download: gr.DownloadButton(value=str(bundle), interactive=True),
+                                  link: f"[This setting as a link]({settings['link']}) (opens the Lab on it; press "
+                                        f"Distill to rerun it)"})
                 yield shown
 
         @user_errors
@@ -454,7 +505,7 @@ def build_demo() -> gr.Blocks:
         gr.on([image.change, already.change, seed.change, *(c.input for c in controls)], on_look, look_in, look_out,
               api_name="look", trigger_mode="always_last")
         distill_btn.click(on_distill, [teacher, scene, *controls, attacker, budget, seed],
-                          [loss, s_clean, s_def, table, verdict, download], api_name="distill", concurrency_limit=2)
+                          [loss, s_clean, s_def, table, verdict, link, download], api_name="distill", concurrency_limit=2)
         sweep_btn.click(on_sweep, [teacher, scene, k, layer, layout, adaptive, tau, placement], sweep_plot,
                         api_name="sweep")
         pick.input(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private)
@@ -470,7 +521,8 @@ def build_demo() -> gr.Blocks:
         for button, row in tour:
             to_lab(button.click, functools.partial(on_point, str(row)), [task], **private)
         demo.load(None, js=POINT_BRIDGE)
-        demo.load(on_load, [task, source, pick], load_out, **private).then(on_look, look_in, look_out, **private).then(
-            explore, filters, [explorer, explored], **private)
+        demo.load(on_link, [task], [task, pending, seed, source, same_task], **private).then(
+            load_in_place, [task, source, pick, pending, same_task], load_out, **private).then(
+            on_look, look_in, look_out, **private).then(explore, filters, [explorer, explored], **private)
     demo.queue(max_size=32, default_concurrency_limit=4)
     return demo

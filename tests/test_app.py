@@ -20,7 +20,7 @@ from app.hub import load_teacher
 from app.images import load_rgb, to_uint8
 from app.presets import noise_floor, preset
 from app.tasks import TASKS
-from app.ui import score_rows, verdict_markdown
+from app.ui import score_rows, setting_link, verdict_markdown
 
 
 def settings(task):
@@ -61,7 +61,7 @@ def test_distill_streams_and_matches_the_library(client):
                    **settings("derain"), api_name="/look")
     job = client.submit(**settings("derain"), attacker=preset("derain").attacker, budget=20, seed=1,
                         api_name="/distill")
-    loss, s_clean, s_def, table, verdict, download = job.result(timeout=300)
+    loss, s_clean, s_def, table, verdict, link, download = job.result(timeout=300)
     assert len(job.outputs()) >= 3  # progress arrived as a stream, not one final answer
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
     assert verdict.startswith("**Verdict.**")
@@ -81,6 +81,7 @@ def test_distill_streams_and_matches_the_library(client):
         saved = json.loads(bundle.read("settings.json"))
         assert (saved["task"], saved["seed"], saved["budget"]) == ("derain", 1, 20)
         assert saved["defense"]["a"] == start.defense.a and saved["attacker"] == start.attacker
+        assert f"]({setting_link(saved)})" in link and saved["link"] == setting_link(saved)
         with Image.open(io.BytesIO(bundle.read("student_defended_teacher.png"))) as shown:
             assert np.array_equal(np.asarray(shown), to_uint8(last.students[1]))
 
