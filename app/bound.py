@@ -1,14 +1,5 @@
-"""The output-KD bound: how far an output-distilling student can move, given how far the answers moved.
-
-An attacker who fits a student from a convex class (a linear model, or any model linear in its
-weights) to the teacher's answers with a square loss computes a projection: of the vector of all
-answers on its queries onto the convex set of outputs the class can produce. Projection onto a
-closed convex set is non-expansive, ||P(t') - P(t)|| <= ||t' - t||, so the defended-taught
-student's outputs on the queries differ from the clean-taught one's by at most the served change,
-and by the triangle inequality its RMS error against any target rises by at most RMS(t' - t).
-A deep student is not a convex class: where it moves further, it is the training, not the
-answers, that carries the damage.
-"""
+"""The output-KD bound: how far an output-distilling student can move, given how far the answers
+moved. DERIVATION says why it holds, in the words RESULTS.md and the About tab print."""
 from __future__ import annotations
 
 import math

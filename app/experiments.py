@@ -36,7 +36,7 @@ from app.presets import ATTACKERS, attack_for, attacker
 from app.report import write_report
 from app.search import (CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, frontier, grid, screened_exposed,
                         screened_inline, teacher_costs)
-from app.summary import summarise
+from app.summary import defense_of, summarise, tau_of
 from app.sweep import Store, ray_session, recipe_version, remote_task, row_key, run_rows, teacher_checksum
 from app.thresholds import negligible
 from app.tasks import TASKS
@@ -142,7 +142,7 @@ def confirm_rows(screen: list[Row], measured: list[dict]) -> list[Row]:
 
 
 def _setting(r) -> tuple:
-    return (r.layer, r.layout, int(r.k), float(r.a), None if r.tau == "-" else float(r.tau), r.placement, r.attacker)
+    return (r.layer, r.layout, int(r.k), float(r.a), tau_of(r), r.placement, r.attacker)
 
 
 def _setting_of(row: Row) -> tuple:
@@ -157,9 +157,7 @@ def best_defenses(search: Search, measured: list[dict]) -> tuple[ASVPConfig, ASV
     inline, exposed = s[s.placement == "inline"], s[s.placement == "exposed"]
     cheap = inline[negligible(inline.t_dpsnr, inline.t_dssim) & inline.learned]
     pick = cheap.loc[cheap.s_dpsnr.idxmin()] if not cheap.empty else inline.loc[inline.t_dpsnr.idxmax()]
-    config = lambda r: ASVPConfig(layers=tuple(r.layer.split("+")), layout=r.layout, k=int(r.k), a=float(r.a),
-                                  tau=None if r.tau == "-" else float(r.tau), placement=r.placement)
-    return config(pick), config(exposed.loc[exposed.s_dpsnr.idxmin()])
+    return defense_of(pick), defense_of(exposed.loc[exposed.s_dpsnr.idxmin()])
 
 
 def attacker_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig) -> list[Row]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.search import frontier
-from app.summary import confirmed
+from app.summary import THREATS, confirmed
 from app.thresholds import NEGLIGIBLE_PSNR_DB, PAPER_STUDENT_DROP_DB
 
 
@@ -35,7 +35,7 @@ def tradeoff(ts: pd.DataFrame, title: str, path: Path) -> None:
         edge = frontier(sure).sort_values("t_dpsnr")
         left.errorbar(edge.t_dpsnr, edge.s_dpsnr, yerr=edge.s_dpsnr_std, fmt="o-", capsize=3,
                       color=dots.get_facecolor()[0][:3], label=f"{threat}: frontier")
-        if threat.startswith("in-line"):
+        if threat in THREATS[:2]:  # in-line: the served output moved
             left.plot(edge.t_dpsnr, edge.bound_db, "x:", color="black", lw=0.8)
     left.plot([], [], "x:", color="black", lw=0.8, label="output-KD bound (convex student)")
     left.axhline(-PAPER_STUDENT_DROP_DB, color="red", ls="--", lw=0.8, label=f"paper: -{PAPER_STUDENT_DROP_DB:g} dB")
@@ -44,8 +44,8 @@ def tradeoff(ts: pd.DataFrame, title: str, path: Path) -> None:
     left.set_xlabel("teacher dPSNR (dB, defended - clean)")
     left.set_ylabel("student dPSNR (dB, mean ± std over seeds)")
     left.legend(fontsize=6)
-    output_kd = asvp[(asvp.threat == "in-line, output KD") & asvp.bound_db.notna()]
-    right.scatter(output_kd.bound_db, output_kd.s_dpsnr, s=14, alpha=0.6, label="in-line, output KD")
+    output_kd = asvp[(asvp.threat == THREATS[0]) & asvp.bound_db.notna()]
+    right.scatter(output_kd.bound_db, output_kd.s_dpsnr, s=14, alpha=0.6, label=THREATS[0])
     low = float(min(output_kd.bound_db.min(), output_kd.s_dpsnr.min(), -0.1)) if len(output_kd) else -1.0
     right.plot([low, 0], [low, 0], color="black", lw=0.8, label="student = bound")
     right.set_xlabel("output-KD bound (dB)")

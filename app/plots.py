@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from app.summary import describe
+
 LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_white", title_font_size=13,
               legend=dict(orientation="h", y=-0.25))
 TITLE_CHARS = 36  # what fits across a plot a third of the Lab's width
@@ -56,9 +58,8 @@ def sweep_figure(a_values, teacher_d: list[float], high_share: list[float]) -> g
 
 
 def _hover(r) -> str:
-    tau = "" if r.tau in ("-", None) or r.tau != r.tau else f", tau={r.tau}"
-    return (f"<b>{r.teacher_family}</b> ({r.task}), {r.attacker}<br>{r.layout} @ {short(r.layer)}, k={r.k}, a={r.a:g}"
-            f"{tau}, {r.placement}<br>teacher {r.t_dpsnr:+.2f} dB, student {r.s_dpsnr:+.2f} ± {r.s_dpsnr_std:.2f} dB "
+    return (f"<b>{r.teacher_family}</b> ({r.task}), {r.attacker}<br>{describe(r)}"
+            f"<br>teacher {r.t_dpsnr:+.2f} dB, student {r.s_dpsnr:+.2f} ± {r.s_dpsnr_std:.2f} dB "
             f"({r.seeds} seeds)<br>noise floor {r.noise_floor:.2f} dB")
 
 

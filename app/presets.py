@@ -37,6 +37,11 @@ class DefenseDefaults:
     tau: float | None = None
     placement: str = "inline"
 
+    @classmethod
+    def of(cls, config: ASVPConfig) -> DefenseDefaults:
+        """A one-layer setting's fields (what defaults.json, a shared link and the controls hold)."""
+        return cls(config.layers[0], config.layout, config.k, config.a, config.tau, config.placement)
+
     @property
     def config(self) -> ASVPConfig:
         return ASVPConfig(k=self.k, a=self.a, layout=self.layout, layers=(self.layer,), tau=self.tau,

@@ -15,20 +15,11 @@ import pandas as pd
 from app.bound import DERIVATION
 from app.figures import budget_curve, tradeoff
 from app.search import frontier
-from app.summary import MIN_SEEDS, THREATS, best, confirmed, defaults, headline, summarise
+from app.summary import MIN_SEEDS, THREATS, best, confirmed, defaults, describe, headline, summarise
 from app.thresholds import HEADLINE, negligible
 
 EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
                 "outputs alone gets a student bit-identical to the clean-taught one")
-
-
-def describe(r) -> str:
-    """A setting in words."""
-    if r.defense == "output-noise":
-        return f"output noise sigma={r.noise_sigma:g}"
-    tau = f", tau={r.tau}" if r.tau != "-" else ""
-    dirs = "" if r.directions == "top" else f", {r.directions} directions"
-    return f"{r.layout} @ {r.layer}, k={r.k}, a={r.a:g}{tau}, {r.placement}{dirs}"
 
 
 def _bound(r) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 from app.asvp import ASVPConfig
 from app.distill import clean_twin
 from app.measure import teacher_score
+from app.summary import defense_of
 from app.thresholds import negligible
 
 A_GRID = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0)  # the factor, on a log grid up to 100
@@ -45,18 +46,14 @@ def teacher_costs(teacher, task, settings: list[ASVPConfig], pairs) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _config(r) -> ASVPConfig:
-    tau = None if pd.isna(r.tau) else float(r.tau)
-    return ASVPConfig(layers=(r.layer,), layout=r.layout, k=int(r.k), tau=tau, a=float(r.a))
-
-
 def screened_inline(costs: pd.DataFrame) -> list[ASVPConfig]:
     """Per stage, layout and screened k: the strongest affordable factor; plus the costly anchors."""
     out = []
     cheap = costs[negligible(costs.t_dpsnr, costs.t_dssim) & (costs.a > 1)]
     for (layer, layout, k), grp in cheap.groupby(["layer", "layout", "k"], sort=False):
-        if (k, None if pd.isna(grp.tau.iloc[0]) else grp.tau.iloc[0]) in SCREEN_K:
-            out.append(_config(grp.loc[grp.a.idxmax()]))
+        strongest = defense_of(grp.loc[grp.a.idxmax()])
+        if (strongest.k, strongest.tau) in SCREEN_K:
+            out.append(strongest)
     anchors = [ASVPConfig(layers=(layer,), k=1, a=a) for layer in dict.fromkeys(costs.layer) for a in ANCHOR_A]
     return list(dict.fromkeys(out + anchors))
 

@@ -8,16 +8,19 @@ own spread over seeds.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
+from app.asvp import ASVPConfig
 from app.bound import bound_db
-from app.presets import attack_for
+from app.distill import Attack
+from app.presets import DefenseDefaults, attack_for
 from app.thresholds import negligible, reaches_headline
 
 SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
            "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
-FEATURE_READERS = ("feature", "fitnet")  # attacker kinds that read the teacher's features besides its outputs
 THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
 MIN_SEEDS = 3  # a finding needs its spread: settings measured with fewer seeds only screen
 
@@ -61,7 +64,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 def threat(s: pd.DataFrame) -> pd.Series:
     """Where the perturbation lives and what the attacker reads: in-line (the served output changes)
     or exposed (only the features handed out change), under output or feature KD."""
-    reads = s.attack.isin(FEATURE_READERS)
+    reads = s.attack.map(lambda kind: Attack(kind=kind).reads_features)
     return pd.Series(np.where(s.placement == "exposed", np.where(reads, THREATS[2], "exposed, output KD"),
                               np.where(reads, THREATS[1], THREATS[0])), index=s.index)
 
@@ -114,10 +117,29 @@ def defaults(s: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
+def tau_of(r) -> float | None:
+    """A line's adaptive-k threshold (summary lines write '-' where k is fixed, cost grids leave it empty)."""
+    return None if pd.isna(r.tau) or r.tau == "-" else float(r.tau)
+
+
+def defense_of(r) -> ASVPConfig:
+    """The ASVP setting of a summary or cost-grid line (layers joined by '+'; a cost grid's are in-line)."""
+    return ASVPConfig(layers=tuple(r.layer.split("+")), layout=r.layout, k=int(r.k), a=float(r.a), tau=tau_of(r),
+                      placement=getattr(r, "placement", "inline"))
+
+
+def describe(r) -> str:
+    """A summary line's setting in words."""
+    if r.defense == "output-noise":
+        return f"output noise sigma={r.noise_sigma:g}"
+    tau = "" if tau_of(r) is None else f", tau={tau_of(r):g}"
+    dirs = "" if r.directions == "top" else f", {r.directions} directions"
+    return f"{r.layout} @ {r.layer}, k={r.k}, a={r.a:g}{tau}, {r.placement}{dirs}"
+
+
 def entry(r) -> dict:
     """A summary line as a setting to start from: the defense, its attacker and what it measured."""
-    return dict(defense=dict(layer=r.layer, layout=r.layout, k=int(r.k), a=float(r.a),
-                             tau=None if r.tau == "-" else float(r.tau), placement=r.placement),
+    return dict(defense=dataclasses.asdict(DefenseDefaults.of(defense_of(r))),
                 attacker=r.attacker, student_dpsnr=round(float(r.s_dpsnr), 3),
                 student_dpsnr_std=round(float(r.s_dpsnr_std), 3), noise_floor=round(float(r.noise_floor), 3),
                 teacher_dpsnr=round(float(r.t_dpsnr), 3),

@@ -240,8 +240,7 @@ def setting_from_link(query: dict) -> dict | None:
     if not 10 <= budget <= MAX_BUDGET:
         raise gr.Error(f"This link's student budget {budget} is outside 10..{MAX_BUDGET} steps.")
     return dict(task=task, teacher=query.get("teacher", task), attacker=attacker, budget=budget, seed=seed,
-                defense=dict(layer=defense.layers[0], layout=defense.layout, k=defense.k, a=defense.a, tau=defense.tau,
-                             placement=defense.placement))
+                defense=dataclasses.asdict(presets.DefenseDefaults.of(defense)))
 
 
 def point_setting(point: str) -> dict:
@@ -391,7 +390,7 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown("Three settings from the search, for a class: each loads into the Lab with one click "
                             "(then press **Distill** to see it happen on the image).")
                 tour = []
-                for title, row, text in scenarios(measured()):
+                for title, row, text in scenarios(everything):
                     with gr.Group():
                         gr.Markdown(f"### {title}\n\n{text}")
                         tour.append((gr.Button(f"Load: {title}"), row))
