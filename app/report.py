@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from app.bound import DERIVATION
@@ -33,6 +34,11 @@ def _delta(r) -> str:
     return f"{r.s_dpsnr:+.2f}{spread}"
 
 
+def _floor(value: float, unit: str = "") -> str:
+    """A noise floor, or why there is none yet (no group of clean students with enough seeds)."""
+    return f"{value:.2f}{unit}" if np.isfinite(value) else f"n/a (< {MIN_SEEDS} seeds)"
+
+
 def _effect(r) -> str:
     return "yes" if r.effect else "no (within the floor)"
 
@@ -48,11 +54,11 @@ def answer_table(s: pd.DataFrame) -> str:
         for threat in THREATS:
             if (teacher, threat) not in found.index:
                 lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | "
-                             f"{ts.noise_floor.iloc[0]:.2f} | | | no |")
+                             f"{_floor(ts.noise_floor.iloc[0])} | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
             lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {_delta(r)} | "
-                         f"{r.ssim_drop_pct:.1f} % | {r.noise_floor:.2f} | {_effect(r)} | {_bound(r)} | "
+                         f"{r.ssim_drop_pct:.1f} % | {_floor(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
@@ -86,7 +92,7 @@ def table(s: pd.DataFrame, bound: bool = True) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
         cells = [describe(r), r.attacker, str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", _delta(r),
-                 f"{r.ssim_drop_pct:.1f} %", f"{r.noise_floor:.2f}", _effect(r),
+                 f"{r.ssim_drop_pct:.1f} %", _floor(r.noise_floor), _effect(r),
                  f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
         lines.append("| " + " | ".join(cells + ([_bound(r)] if bound else [])) + " |")
     return "\n".join(lines)
@@ -105,7 +111,7 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
     grid = ("" if costs is None else f" The in-line grid: {len(costs)} settings costed by teacher passes alone, "
             f"{int(negligible(costs.t_dpsnr, costs.t_dssim).sum())} of them at a negligible cost.")
     parts = [f"### {teacher}: {family}\n\nSeeds {sorted(raw.seed.unique().tolist())}, {len(raw)} students taught by "
-             f"a defended teacher (each beside its clean twin), noise floor {tt.noise_floor.iloc[0]:.2f} dB; hooked "
+             f"a defended teacher (each beside its clean twin), noise floor {_floor(tt.noise_floor.iloc[0], ' dB')}; hooked "
              f"stages {stages}.{grid}\n\n![trade-off](tradeoff_{teacher}.png)\n"]
     sure = confirmed(tt[tt.stage == "screen"])
     if not sure.empty:

@@ -66,6 +66,11 @@ def test_the_best_setting_is_confirmed_learned_and_cheap_and_an_effect_only_beyo
     assert "0 (outputs unchanged)" in table
 
 
+def test_a_search_with_one_seed_so_far_says_its_floor_is_not_measured_rather_than_nan():
+    table = answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5, seeds=(0,)))))
+    assert "| n/a (< 3 seeds) |" in table and "nan" not in table
+
+
 def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():
     s = summarise(frame(rows({"a": 2.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0}),  # mean -1.83, std 3.5
                         rows({"a": 3.0}, 0.0, {0: -2.0, 1: -2.2, 2: -1.8})))  # mean -2.0, std 0.2
