@@ -21,7 +21,8 @@ from torch import nn
 from app import thresholds
 from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
 from app.bound import bound_db, rms
-from app.distill import Attack, attacker_queries, clean_twin, distill
+from app.cores import distill_on_cores
+from app.distill import Attack, attacker_queries, clean_twin
 from app.arches import ARCHES
 from app.hub import LoadedTeacher, TeacherLoadError, bundled_for, bundled_teachers, load_teacher
 from app.images import MAX_SIDE, cap_size
@@ -259,12 +260,12 @@ def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
 
 def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
-    """Distil a clean-taught and a defended-taught student in one batched pass (same seed, queries,
-    batch order and budget) and score both on the scene."""
+    """Distil a clean-taught and a defended-taught student side by side (same seed, queries, batch
+    order and budget; each on a core of its own on a CPU) and score both on the scene."""
     history = {"clean-taught": [], "defended-taught": []}
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
-    for now in distill(teacher, scene.task, [(clean_twin(defense), seed), (defense, seed)], attack, every):
+    for now in distill_on_cores(teacher, scene.task, [(clean_twin(defense), seed), (defense, seed)], attack, every):
         if now.step:
             history["clean-taught"].append((now.step, now.losses[0]))
             history["defended-taught"].append((now.step, now.losses[1]))

@@ -15,7 +15,7 @@ LAYERS = {
     "data": ["thresholds", "devices", "images", "degrade", "tasks", "metrics", "testsets", "data"],
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines", "bound"],
-    "attacker": ["distill"],
+    "attacker": ["distill", "cores"],
     "lab": ["presets", "lab", "export", "measure", "search", "summary", "figures", "report", "sweep", "experiments",
             "evaluate", "train", "bench"],
     "ui": ["plots", "ui"],
