@@ -230,29 +230,31 @@ def bench_cold_start(port: int = 7899) -> dict:
         return {"wall_s": wall}
 
 
-def bench_sessions(sessions: int = 8, port: int = 7898) -> dict:
-    """`sessions` visitors at once, each looking at an image and clicking Distill (the task's
-    default budget) through gradio_client: how many finish, the wall time, and the server's peak
-    resident memory (VmHWM, Linux)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def visit_and_distill(url: str, seed: int, budget: int | None = None) -> bool:
+    """One visitor through gradio_client: look at an image with the dehaze defaults and click
+    Distill (the task's budget unless given); True when a verdict came back."""
     from gradio_client import Client, handle_file
 
-    d = preset("dehaze").defense
+    setting = preset("dehaze")
+    d = setting.defense
     controls = dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=False, tau=0.9, placement=d.placement)
+    client = Client(url, verbose=False)
+    client.predict(task="dehaze", image=handle_file(str(ROOT / "assets" / "coffee.png")), already_degraded=False,
+                   seed=seed, **controls, api_name="/look")
+    shown = client.predict(**controls, attacker=setting.attacker, budget=budget or setting.attack.steps, seed=seed,
+                           api_name="/distill")  # loss curves, two students, table, verdict, link, file
+    return shown[4].startswith("**Verdict.**")
 
-    def visitor(seed: int) -> bool:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        client.predict(task="dehaze", image=handle_file(str(ROOT / "assets" / "coffee.png")), already_degraded=False,
-                       seed=seed, **controls, api_name="/look")
-        *_, verdict = client.predict(**controls, attacker="output", budget=preset("dehaze").attack.steps, seed=seed,
-                                     api_name="/distill")
-        return verdict.startswith("**Verdict.**")
+
+def bench_sessions(sessions: int = 8, port: int = 7898) -> dict:
+    """`sessions` visitors at once, each looking at an image and clicking Distill (the task's
+    default budget): how many finish, the wall time, and the server's peak resident memory (VmHWM, Linux)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     with served_app(port) as (proc, _):
         start = time.perf_counter()
         with ThreadPoolExecutor(sessions) as pool:
-            finished = sum(pool.map(visitor, range(sessions)))
+            finished = sum(pool.map(lambda seed: visit_and_distill(f"http://127.0.0.1:{port}/", seed), range(sessions)))
         wall = time.perf_counter() - start
         status = Path(f"/proc/{proc.pid}/status").read_text()
     peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))

@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app import lab, plots
+from app.bench import visit_and_distill
 from app.families import FAMILIES
 from app.hub import load_teacher
 from app.images import load_rgb, to_uint8
@@ -47,6 +48,11 @@ def test_look_matches_the_library(client, task):
     assert caption_psnr(clean_cap) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
     assert caption_psnr(defended_cap) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
     assert caption_psnr(inp_cap) == pytest.approx(view.scores.input.psnr, abs=0.006)
+
+
+def test_the_bench_visitor_speaks_the_app_api(app_url):
+    """`python -m app.bench` drives concurrent visitors with these calls: a changed endpoint fails here."""
+    assert visit_and_distill(app_url, seed=0, budget=10)
 
 
 def test_degraded_upload_has_no_reference(client):
