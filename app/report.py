@@ -110,8 +110,9 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
     stages = ", ".join(f"`{layer}`" for layer in dict.fromkeys(raw[~raw.layer.str.contains("+", regex=False)].layer))
     grid = ("" if costs is None else f" The in-line grid: {len(costs)} settings costed by teacher passes alone, "
             f"{int(negligible(costs.t_dpsnr, costs.t_dssim).sum())} of them at a negligible cost.")
+    floor = _floor(tt.noise_floor.iloc[0], " dB")
     parts = [f"### {teacher}: {family}\n\nSeeds {sorted(raw.seed.unique().tolist())}, {len(raw)} students taught by "
-             f"a defended teacher (each beside its clean twin), noise floor {_floor(tt.noise_floor.iloc[0], ' dB')}; hooked "
+             f"a defended teacher (each beside its clean twin), noise floor {floor}; hooked "
              f"stages {stages}.{grid}\n\n![trade-off](tradeoff_{teacher}.png)\n"]
     sure = confirmed(tt[tt.stage == "screen"])
     if not sure.empty:
