@@ -203,11 +203,12 @@ def teacher_cost(teacher, scene: Scene, defense: ASVPConfig) -> tuple[float, flo
 
 @dataclass
 class DuelUpdate:
-    """One step of a Distill click; `students`, `scores` and `verdict` are set on the last one."""
+    """One step of a Distill click; `teachers`, `students`, `scores` and `verdict` are set on the last one."""
 
     step: int
     total: int
     history: dict[str, list[tuple[int, float]]]
+    teachers: tuple[np.ndarray, np.ndarray] | None = None  # the clean and the defended teacher's answers
     students: tuple[np.ndarray, np.ndarray] | None = None
     scores: DuelScores | None = None
     verdict: Verdict | None = None
@@ -275,7 +276,7 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
     teachers = teacher_scores(scene, clean, defended)
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
                         reference_quality(students[0], scene), reference_quality(students[1], scene))
-    yield DuelUpdate(now.total, now.total, history, students, scores,
+    yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
                      verdict(scores, image_bound(scene, clean, defended, students[0])))
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from app.bound import DERIVATION
 from app.figures import budget_curve, tradeoff
 from app.search import frontier
-from app.summary import MIN_SEEDS, THREATS, best, confirmed, defaults, describe, headline, summarise
+from app.summary import (MIN_SEEDS, THREATS, best, confirmed, defaults, delta_text, describe, floor_text, headline,
+                         summarise)
 from app.thresholds import HEADLINE, negligible
 
 EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
@@ -27,16 +27,6 @@ def _bound(r) -> str:
     if r.placement == "exposed":
         return "0 (outputs unchanged)"
     return "-" if pd.isna(r.bound_db) else f"{r.bound_db:+.2f}"
-
-
-def _delta(r) -> str:
-    spread = "" if pd.isna(r.s_dpsnr_std) else f" ± {r.s_dpsnr_std:.2f}"
-    return f"{r.s_dpsnr:+.2f}{spread}"
-
-
-def _floor(value: float, unit: str = "") -> str:
-    """A noise floor, or why there is none yet (no group of clean students with enough seeds)."""
-    return f"{value:.2f}{unit}" if np.isfinite(value) else f"n/a (< {MIN_SEEDS} seeds)"
 
 
 def _effect(r) -> str:
@@ -54,11 +44,11 @@ def answer_table(s: pd.DataFrame) -> str:
         for threat in THREATS:
             if (teacher, threat) not in found.index:
                 lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | "
-                             f"{_floor(ts.noise_floor.iloc[0])} | | | no |")
+                             f"{floor_text(ts.noise_floor.iloc[0])} | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
-            lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {_delta(r)} | "
-                         f"{r.ssim_drop_pct:.1f} % | {_floor(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
+            lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {delta_text(r)} | "
+                         f"{r.ssim_drop_pct:.1f} % | {floor_text(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
@@ -91,8 +81,8 @@ def table(s: pd.DataFrame, bound: bool = True) -> str:
             "noise floor", "effect", "clean student vs input"] + (["output-KD bound (dB)"] if bound else [])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
-        cells = [describe(r), r.attacker, str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", _delta(r),
-                 f"{r.ssim_drop_pct:.1f} %", _floor(r.noise_floor), _effect(r),
+        cells = [describe(r), r.attacker, str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
+                 f"{r.ssim_drop_pct:.1f} %", floor_text(r.noise_floor), _effect(r),
                  f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
         lines.append("| " + " | ".join(cells + ([_bound(r)] if bound else [])) + " |")
     return "\n".join(lines)
@@ -110,7 +100,7 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
     stages = ", ".join(f"`{layer}`" for layer in dict.fromkeys(raw[~raw.layer.str.contains("+", regex=False)].layer))
     grid = ("" if costs is None else f" The in-line grid: {len(costs)} settings costed by teacher passes alone, "
             f"{int(negligible(costs.t_dpsnr, costs.t_dssim).sum())} of them at a negligible cost.")
-    floor = _floor(tt.noise_floor.iloc[0], " dB")
+    floor = floor_text(tt.noise_floor.iloc[0], " dB")
     parts = [f"### {teacher}: {family}\n\nSeeds {sorted(raw.seed.unique().tolist())}, {len(raw)} students taught by "
              f"a defended teacher (each beside its clean twin), noise floor {floor}; hooked "
              f"stages {stages}.{grid}\n\n![trade-off](tradeoff_{teacher}.png)\n"]

@@ -128,6 +128,17 @@ def defense_of(r) -> ASVPConfig:
                       placement=getattr(r, "placement", "inline"))
 
 
+def delta_text(r) -> str:
+    """A student change with its spread over seeds (none with one seed)."""
+    spread = "" if pd.isna(r.s_dpsnr_std) else f" ± {r.s_dpsnr_std:.2f}"
+    return f"{r.s_dpsnr:+.2f}{spread}"
+
+
+def floor_text(value: float, unit: str = "") -> str:
+    """A noise floor, or why there is none yet (no group of clean students with enough seeds)."""
+    return f"{value:.2f}{unit}" if np.isfinite(value) else f"n/a (< {MIN_SEEDS} seeds)"
+
+
 def describe(r) -> str:
     """A summary line's setting in words."""
     if r.defense == "output-noise":

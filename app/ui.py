@@ -467,9 +467,8 @@ def build_demo() -> gr.Blocks:
                     settings = dict(task=scene.task.name, teacher=state.source, seed=int(seed),
                                     defense=dataclasses.asdict(defense), attacker=attacker, budget=int(budget))
                     settings["link"] = setting_link(settings)
-                    view = lab.look(state.model, scene, defense)
-                    images = {"degraded": scene.degraded, "input": view.baseline, "ground_truth": scene.target,
-                              "teacher": view.clean, "teacher_asvp": view.defended,
+                    images = {"degraded": scene.degraded, "input": lab.baseline(scene), "ground_truth": scene.target,
+                              "teacher": update.teachers[0], "teacher_asvp": update.teachers[1],
                               "student_clean_teacher": update.students[0],
                               "student_defended_teacher": update.students[1]}
                     bundle = session_zip(Path(tempfile.mkdtemp(prefix="asvp-session-")) / "asvp-session.zip",

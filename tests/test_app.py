@@ -84,6 +84,9 @@ def test_distill_streams_and_matches_the_library(client):
                                           "student_clean_teacher.png", "student_defended_teacher.png"}
         assert list(csv.reader(io.StringIO(bundle.read("metrics.csv").decode())))[1:] == table["data"]
         assert bundle.read("verdict.md").decode() == verdict + "\n"
+        view = lab.look(load_teacher("derain").model, scene, start.defense.config)
+        for name, image in (("input", view.baseline), ("teacher", view.clean), ("teacher_asvp", view.defended)):
+            assert np.array_equal(np.asarray(Image.open(bundle.open(f"{name}.png"))), to_uint8(image))
         saved = json.loads(bundle.read("settings.json"))
         assert (saved["task"], saved["seed"], saved["budget"]) == ("derain", 1, 20)
         assert saved["defense"]["a"] == start.defense.a and saved["attacker"] == start.attacker
