@@ -7,8 +7,10 @@ the two students of one Distill click and ends with their metrics and a verdict.
 from __future__ import annotations
 
 import copy
+import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +35,9 @@ from app.tasks import Task, get_task
 MIN_SIDE = 16  # smallest degraded image the teachers' two downsampling levels make sense on
 HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
 PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 40 (never square)
+_query_maker = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="queries")
+_queries_under_way: dict[tuple, Future] = {}
+_queries_lock = threading.Lock()
 
 
 @lru_cache(maxsize=None)
@@ -246,17 +251,28 @@ def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
     return Verdict(outcome, drop, cost, ssim_change, bound)
 
 
+def start_queries(task, attack: Attack, seed: int) -> Future:
+    """Start building (and caching) the attacker's queries for this seed, or find them under way: a
+    look starts them, so the Distill click that follows does not spend seconds degrading images."""
+    key = (task.name, attack.queries, attack.patch, attack.variants, seed)  # all the queries depend on
+    with _queries_lock:
+        for done in [k for k, job in _queries_under_way.items() if job.done()]:  # made: the cache has them
+            del _queries_under_way[done]
+        if key not in _queries_under_way:
+            _queries_under_way[key] = _query_maker.submit(attacker_queries, task, attack, seed)
+        return _queries_under_way[key]
+
+
 def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
-    """Build (and cache) the attacker's queries on a worker thread, yielding every HEARTBEAT_S
-    until they are ready: the first click of a task spends over a second degrading them."""
-    with ThreadPoolExecutor(1) as worker:
-        job = worker.submit(attacker_queries, task, attack, seed)
-        while True:
-            try:
-                job.result(timeout=HEARTBEAT_S)
-                return
-            except NotYet:
-                yield
+    """Wait for the attacker's queries (started here unless a look started them), yielding every
+    HEARTBEAT_S until they are ready."""
+    job = start_queries(task, attack, seed)
+    while True:
+        try:
+            job.result(timeout=HEARTBEAT_S)
+            return
+        except NotYet:
+            yield
 
 
 def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,

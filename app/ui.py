@@ -282,6 +282,7 @@ def build_demo() -> gr.Blocks:
             session = lab.session_teacher(task) if fresh else state
             defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
             view_scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
+            lab.start_queries(view_scene.task, presets.attack_for(task), int(seed))  # ready by the Distill click
             view = lab.look(session.model, view_scene, defense)
             s = view.scores
             truth = None if view_scene.target is None else to_uint8(view_scene.target)

@@ -1,0 +1,68 @@
+"""The attacker's queries, made while a visitor looks: the Distill click that follows waits for
+that one build (never a second), and a build that fails says so at the click, not at the look."""
+import threading
+
+import pytest
+from conftest import COFFEE
+from gradio_client import handle_file
+
+from app import lab
+from app.presets import attack_for, preset
+from app.tasks import TASKS
+
+
+@pytest.fixture
+def recorded_builds(monkeypatch):
+    """Query builds replaced by a recorder that holds each build until `release` is set."""
+    calls, release = [], threading.Event()
+
+    def build(task, attack, seed):
+        calls.append((task.name, seed))
+        release.wait(10)
+        return "queries"
+
+    monkeypatch.setattr(lab, "attacker_queries", build)
+    monkeypatch.setattr(lab, "HEARTBEAT_S", 0.01)
+    yield calls, release
+    release.set()
+
+
+def test_the_click_waits_for_the_build_a_look_started(recorded_builds):
+    calls, release = recorded_builds
+    task, attack = TASKS["dehaze"], attack_for("dehaze")
+    started = lab.start_queries(task, attack, 101)
+    waiting = lab.queries_ready(task, attack, 101)
+    assert next(waiting) is None  # a heartbeat while the look's build runs
+    assert lab.start_queries(task, attack, 101) is started
+    release.set()
+    assert list(waiting) == [] and started.result() == "queries"
+    assert calls == [("dehaze", 101)]
+
+
+def test_another_seed_is_another_build(recorded_builds):
+    calls, release = recorded_builds
+    release.set()
+    task, attack = TASKS["derain"], attack_for("derain")
+    for seed in (102, 103):
+        list(lab.queries_ready(task, attack, seed))
+    assert calls == [("derain", 102), ("derain", 103)]
+
+
+def test_a_failed_build_surfaces_at_the_click(monkeypatch):
+    def broken(task, attack, seed):
+        raise ValueError("no attacker images for this task")
+
+    monkeypatch.setattr(lab, "attacker_queries", broken)
+    task, attack = TASKS["lowlight"], attack_for("lowlight")
+    lab.start_queries(task, attack, 104)  # the look goes on
+    with pytest.raises(ValueError, match="no attacker images"):
+        list(lab.queries_ready(task, attack, 104))
+
+
+def test_a_look_in_the_app_starts_the_queries_of_its_seed(client, recorded_builds):
+    calls, _ = recorded_builds
+    d = preset("underwater").defense
+    client.predict(task="underwater", image=handle_file(str(COFFEE)), already_degraded=False, seed=105, k=d.k,
+                   a=d.a, layer=d.layer, layout=d.layout, adaptive=d.tau is not None, tau=d.tau or 0.9,
+                   placement=d.placement, api_name="/look")
+    assert ("underwater", 105) in calls
