@@ -136,18 +136,21 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
 
     task, teacher, start_from = get_task(task_name), load_teacher(task_name).model, preset(task_name)
     scene = lab.make_scene(task, load_rgb(ROOT / "assets" / "coffee.png"), False, 0)
-    walls, cold, gaps = [], [], []
-    for seed in range(repeats):
-        for looked, times in ((True, walls), (False, cold)):
-            seed_now = 2 * seed + looked  # a new seed every click: nothing cached from the last one
-            if looked:
-                lab.start_queries(task, start_from.attack, seed_now).result()
-            start = last = time.perf_counter()
-            for _ in lab.duel(teacher, scene, start_from.defense.config, start_from.attack, seed_now):
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-            times.append(time.perf_counter() - start)
+    gaps = []
+
+    def click(seed: int) -> float:
+        start = last = time.perf_counter()
+        for _ in lab.duel(teacher, scene, start_from.defense.config, start_from.attack, seed):
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+        return time.perf_counter() - start
+
+    walls, cold = [], []
+    for seed in range(0, 2 * repeats, 2):  # a new seed every click: nothing cached from the last one
+        lab.start_queries(task, start_from.attack, seed).result()  # what the visitor's look does
+        walls.append(click(seed))
+        cold.append(click(seed + 1))
     return {"wall_s": statistics.median(walls), "cold_s": statistics.median(cold), "max_gap_s": max(gaps)}
 
 
