@@ -64,12 +64,16 @@ def budget_curve(curve: pd.DataFrame, title: str, path: Path) -> None:
     for label, grp in curve.groupby("curve", sort=False):
         grp = grp.sort_values("budget")
         ax.errorbar(grp.budget, grp.s_dpsnr, yerr=grp.s_dpsnr_std, fmt="o-", capsize=3, label=label)
-        ax.fill_between(grp.budget, -grp.noise_floor, grp.noise_floor, color="grey", alpha=0.1)
+    floor = curve.noise_floor.iloc[0]  # one teacher: one floor (none yet with fewer than three seeds)
+    if pd.notna(floor):
+        ax.axhspan(-floor, floor, color="grey", alpha=0.15, label=f"noise floor ± {floor:.2f} dB")
     ax.set_xscale("log")
-    ax.set_xticks(sorted(curve.budget.unique()), [str(b) for b in sorted(curve.budget.unique())])
+    budgets = sorted(curve.budget.unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()  # a log axis labels its minor ticks too, over the budgets' own labels
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("student budget (steps)")
-    ax.set_ylabel("student dPSNR (dB); grey: noise floor")
+    ax.set_ylabel("student dPSNR (dB, mean ± std over seeds)")
     ax.set_title(f"{title}: does the damage persist?", fontsize=10)
     ax.legend(fontsize=6)
     fig.tight_layout()

@@ -37,18 +37,19 @@ def answer_table(s: pd.DataFrame) -> str:
     """Per task, teacher and threat model: the best confirmed drop at a negligible teacher cost."""
     found = best(s, cheap=True).set_index(["teacher", "threat"])
     lines = ["| task | teacher | threat model | best setting at a negligible teacher cost | attacker | "
-             "student dPSNR (dB) | student SSIM drop | noise floor (dB) | effect | output-KD bound (dB) | "
-             "paper's headline |", "|---" * 11 + "|"]
+             "student dPSNR (dB) | student SSIM drop | clean student vs input (dB) | noise floor (dB) | effect | "
+             "output-KD bound (dB) | paper's headline |", "|---" * 12 + "|"]
     for (task, teacher), ts in s.groupby(["task", "teacher"], sort=False):
         family = ts.teacher_family.iloc[0]
         for threat in THREATS:
             if (teacher, threat) not in found.index:
-                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | "
+                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | | "
                              f"{floor_text(ts.noise_floor.iloc[0])} | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
             lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {delta_text(r)} | "
-                         f"{r.ssim_drop_pct:.1f} % | {floor_text(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
+                         f"{r.ssim_drop_pct:.1f} % | {r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | "
+                         f"{_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
@@ -71,17 +72,31 @@ def answer_words(s: pd.DataFrame) -> str:
         return (f"**The paper's headline ({HEADLINE}) holds nowhere**: no confirmed setting at a negligible teacher "
                 f"cost reaches it, under any threat model or attacker measured.")
     where = "; ".join(f"{r.task} ({r.teacher_family}), {describe(r)}, under {r.attacker}"
-                      + (f", {EXPOSED_NOTE}" if r.placement == "exposed" else "") for r in hits)
+                      + (f", {EXPOSED_NOTE}{_against_normalised(s, r)}" if r.placement == "exposed" else "")
+                      for r in hits)
     return f"**The paper's headline ({HEADLINE}) holds at**: {where}."
 
 
-def table(s: pd.DataFrame, bound: bool = True) -> str:
-    """Settings as rows: teacher cost, student change beside the noise floor, the bound."""
-    head = ["setting", "attacker", "seeds", "teacher dPSNR / dSSIM", "student dPSNR (dB)", "student SSIM drop",
-            "noise floor", "effect", "clean student vs input"] + (["output-KD bound (dB)"] if bound else [])
+def _against_normalised(s: pd.DataFrame, r) -> str:
+    """What the same setting did to the attackers who standardise the features before matching them
+    (a scale blown up by the defense then has no say), where the search measured that."""
+    same = confirmed(s[(s.teacher == r.teacher) & s.attacker.str.endswith("normalised")])
+    found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if describe(x) == describe(r)]
+    if not found:
+        return ""
+    return f" (the same setting against an attacker who standardises the features first: {' and '.join(found)})"
+
+
+def table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
+    """Settings as rows: teacher cost, student change beside the noise floor, the bound (and with
+    `steps` the student budget, for the budget curve's rows)."""
+    head = (["setting", "attacker"] + (["student steps"] if steps else []) +
+            ["seeds", "teacher dPSNR / dSSIM", "student dPSNR (dB)", "student SSIM drop", "noise floor", "effect",
+             "clean student vs input"] + (["output-KD bound (dB)"] if bound else []))
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
-        cells = [describe(r), r.attacker, str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
+        cells = [describe(r), r.attacker] + ([str(r.budget)] if steps else []) + [
+                 str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
                  f"{r.ssim_drop_pct:.1f} %", floor_text(r.noise_floor), _effect(r),
                  f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
         lines.append("| " + " | ".join(cells + ([_bound(r)] if bound else [])) + " |")
@@ -117,7 +132,7 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
     if not curve.empty:
         budget_curve(curve, f"{teacher} ({family})", out / f"budget_{teacher}.png")
         parts.append(f"#### Budget curve\n\n![budget curve](budget_{teacher}.png)\n\n"
-                     f"{table(curve.sort_values(['curve', 'budget']), bound=False)}\n")
+                     f"{table(curve.sort_values(['curve', 'budget']), bound=False, steps=True)}\n")
     return "\n".join(parts)
 
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 
 from app.bound import DERIVATION
-from app.report import answer_table, answer_words, measured_verdicts
+from app.report import answer_table, answer_words, measured_verdicts, table
 from app.summary import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
 from app.ui import build_demo
 
@@ -83,8 +83,27 @@ def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_
     assert headline(s.iloc[0])
     words = answer_words(s)
     assert "holds at" in words and "feature MSE x10" in words and "bit-identical" in words
+    assert "standardises" not in words  # no normalising attacker measured: nothing said about one
     s.loc[0, "noise_floor"], s.loc[0, "effect"] = 6.0, False  # the same drop inside a wider floor
     assert not headline(s.iloc[0])
+
+
+def test_an_exposed_headline_says_what_the_same_setting_did_to_the_attacker_who_normalises_features():
+    exposed = dict(placement="exposed", attack="feature", a=100.0, stage="attackers")
+    s = summarise(frame(rows(dict(exposed, attacker="feature MSE x10"), 0.0, -5.0, s_dssim=-0.6),
+                        rows(dict(exposed, attacker="feature L1 x1, normalised", normalise=True), 0.0, -0.05),
+                        rows(dict(exposed, attacker="feature L1 x1, normalised", a=10.0), 0.0, -0.9)))
+    words = answer_words(s)
+    assert "standardises the features first: feature L1 x1, normalised, -0.05 ± 0.00 dB)" in words
+    assert "-0.90" not in words  # another setting's row is not this one's
+
+
+def test_the_answer_shows_how_much_the_clean_taught_student_learned_and_the_budget_table_its_steps():
+    s = summarise(frame(rows({}, 0.0, -1.5), rows({"stage": "budget", "budget": 600}, 0.0, -0.5)))
+    assert "| -1.50 ± 0.00 | 1.3 % | +6.00 | 1.00 |" in answer_table(s)  # clean students 21 dB mean, input 15 dB
+    curve = table(s[s.stage == "budget"], bound=False, steps=True)
+    assert curve.splitlines()[0].startswith("| setting | attacker | student steps |")
+    assert "| output L1 | 600 | 3 |" in curve
 
 
 def test_defaults_name_the_strongest_cheap_and_the_strongest_setting_with_their_attacker():
