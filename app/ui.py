@@ -20,6 +20,7 @@ from app.distill import Attack
 from app.export import METRICS_HEADER, session_zip
 from app.images import MAX_SIDE, load_rgb, to_uint8
 from app.report import measured_verdicts
+from app.search import K_GRID
 from app.summary import entry, scenarios
 from app.tasks import TASKS, get_task
 
@@ -29,6 +30,7 @@ EXAMPLES = [[str(ROOT / "assets" / f"{t.examples[i % len(t.examples)]}.png"), t.
             for i, t in enumerate(TASKS.values())]  # one CC0 photo per task, degraded by the task
 ABOUT = (Path(__file__).parent / "about.md").read_text()
 MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a worker for minutes
+MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it measured fits the k slider
 SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
@@ -237,6 +239,8 @@ def setting_from_link(query: dict) -> dict | None:
         raise gr.Error(f"This link's setting is unusable ({type(e).__name__}: {e}); the app starts as usual.") from None
     except gr.Error as e:
         raise gr.Error(f"This link's setting is unusable ({e.message}); the app starts as usual.") from None
+    if defense.k > MAX_K:
+        raise gr.Error(f"This link's k={defense.k} is above the Lab's {MAX_K}; the app starts as usual.")
     if not 10 <= budget <= MAX_BUDGET:
         raise gr.Error(f"This link's student budget {budget} is outside 10..{MAX_BUDGET} steps.")
     return dict(task=task, teacher=query.get("teacher", task), attacker=attacker, budget=budget, seed=seed,
@@ -320,7 +324,7 @@ def build_demo() -> gr.Blocks:
                                            label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"],
                                            height=170)
                         already = gr.Checkbox(False, label="This image is already degraded (no ground truth)")
-                        k = gr.Slider(0, 32, value=d.k, step=1, label="k: singular values amplified")
+                        k = gr.Slider(0, MAX_K, value=d.k, step=1, label="k: singular values amplified")
                         a = gr.Slider(1.0, 100.0, value=d.a, step=0.05, label="a: amplification")
                         distill_btn = gr.Button("Distill", variant="primary")
                         with gr.Accordion("More defense settings", open=False):

@@ -12,7 +12,8 @@ from app.tasks import TASKS
 from app.ui import setting_from_link, setting_link
 
 SETTINGS = dict(task="sr_x4", teacher="sr_x4-compact", seed=3, attacker="FitNet MSE", budget=120,
-                defense=dict(layers=("net.body.13",), layout="spatial", k=4, a=30.0, tau=0.9, placement="exposed"))
+                defense=dict(layers=("net.body.13",), layout="spatial", k=64, a=30.0, tau=0.9, placement="exposed"))
+# k=64 with tau: the search's adaptive setting, whose k is only a cap
 
 
 def test_a_link_carries_the_whole_setting_back():
@@ -20,7 +21,7 @@ def test_a_link_carries_the_whole_setting_back():
     assert link.startswith("?task=sr_x4&teacher=sr_x4-compact")
     picked = setting_from_link(dict(parse_qsl(link[1:])))
     assert picked == dict(task="sr_x4", teacher="sr_x4-compact", attacker="FitNet MSE", budget=120, seed=3,
-                          defense=dict(layer="net.body.13", layout="spatial", k=4, a=30.0, tau=0.9, placement="exposed"))
+                          defense=dict(layer="net.body.13", layout="spatial", k=64, a=30.0, tau=0.9, placement="exposed"))
     assert setting_from_link({}) is None  # a plain visit
 
 
@@ -31,6 +32,7 @@ def test_a_link_carries_the_whole_setting_back():
     (dict(task="dehaze", k="1", a="2"), "KeyError"),
     (dict(task="dehaze", layer="dec1", k="1", a="2", attacker="telepathy"), "unknown attacker 'telepathy'"),
     (dict(task="dehaze", layer="dec1", k="1", a="2", budget="100000"), "outside 10..600"),
+    (dict(task="dehaze", layer="dec1", k="65", a="2"), "k=65 is above the Lab's 64"),
 ])
 def test_a_broken_link_is_refused_with_the_reason(query, message):
     with pytest.raises(gr.Error, match=message):
