@@ -140,7 +140,7 @@ def test_a_look_that_ends_after_a_load_keeps_the_loaded_teacher(app_url):
     try:
         slow.result(timeout=120)
     except AppError as e:  # the queue ran it after the load: the NAFNet has no U-Net layer, and says so
-        assert "unknown layer 'dec1'" in str(e)
+        assert f"unknown layer '{settings('dehaze')['layer']}'" in str(e)
     out = visitor.predict(**look, **dict(settings("dehaze"), layer="net.decoders.2", k=3), api_name="/look")
     assert "at net.decoders.2" in out[5]["plot"]  # the spectra of the NAFNet's hook, not an unknown-layer error
 
