@@ -162,8 +162,8 @@ class Look:
     baseline: np.ndarray  # what the user has (bicubic-upsampled for SR)
     clean: np.ndarray
     defended: np.ndarray
-    perturbation: np.ndarray  # defended - clean, scaled by 1 / span around mid-grey
-    span: float
+    perturbation: np.ndarray  # defended - clean, scaled by 1 / span around mid-grey (all grey: no change)
+    span: float  # the largest served change; 0 where the defense leaves the output untouched
     spectra: tuple[np.ndarray, np.ndarray]
     freqs: np.ndarray
     power: np.ndarray
@@ -192,9 +192,10 @@ def look(teacher, scene: Scene, defense: ASVPConfig) -> Look:
     record = FeatureRecord()
     clean, defended = answers(teacher, scene, defense, record)
     diff = defended - clean
-    span = max(float(np.abs(diff).max()), 1e-6)
+    span = float(np.abs(diff).max())  # 0: the served output did not move (exposed placement, or a = 1)
+    shown = 0.5 + 0.5 * diff / span if span else np.full_like(diff, 0.5)
     freqs, power = radial_spectrum(diff)
-    return Look(baseline(scene), clean, defended, 0.5 + 0.5 * diff / span, span, record.spectra[defense.layers[0]],
+    return Look(baseline(scene), clean, defended, shown, span, record.spectra[defense.layers[0]],
                 freqs, power, teacher_scores(scene, clean, defended))
 
 

@@ -30,11 +30,16 @@ def spectra_figure(before: np.ndarray, after: np.ndarray, k: int, layer: str) ->
 
 
 def frequency_figure(freqs: np.ndarray, power: np.ndarray) -> go.Figure:
-    """Radial power spectrum of the perturbation the defense adds to the served output."""
-    fig = go.Figure(go.Scatter(x=freqs, y=np.maximum(power, 1e-20), mode="lines", name="perturbation"))
+    """Radial power spectrum of the perturbation the defense adds to the served output (a note
+    instead of a line where it adds none: a log axis would draw the floor of float rounding)."""
+    unchanged = not np.any(power > 0)
+    fig = go.Figure() if unchanged else go.Figure(go.Scatter(x=freqs, y=power, mode="lines", name="perturbation"))
+    if unchanged:
+        fig.add_annotation(text="no served change:<br>the output is the clean teacher's", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(title="Perturbation spectrum<br><sup>radial power of the served change</sup>",
                       xaxis_title="cycles / pixel",
-                      yaxis_title="power", yaxis_type="log", **LAYOUT)
+                      yaxis_title="power", yaxis_type="linear" if unchanged else "log", **LAYOUT)
     return fig
 
 

@@ -110,6 +110,11 @@ def caption(name: str, q: lab.Quality | None) -> str:
     return f"{name}: no reference" if q is None else f"{name}: {q.psnr:.2f} dB / SSIM {q.ssim:.4f}"
 
 
+def perturbation_caption(span: float) -> str:
+    """The perturbation panel's scale, or that there is nothing to scale."""
+    return f"shown x{1 / span:.0f}, grey = 0" if span else "no served change (grey = 0 everywhere)"
+
+
 def score_rows(s: lab.DuelScores) -> list[list[str]]:
     """The Distill table: PSNR, SSIM and the change against each row's undefended twin."""
     rows = []
@@ -298,7 +303,7 @@ def build_demo() -> gr.Blocks:
                     clean: to_uint8(view.clean), clean_cap: caption("teacher", s.teacher),
                     defended: to_uint8(view.defended), defended_cap: caption("teacher + ASVP", s.defended_teacher),
                     spectra: plots.spectra_figure(*view.spectra, defense.k, layer),
-                    pert: to_uint8(view.perturbation), pert_cap: f"shown x{1 / max(view.span, 1e-6):.0f}, grey = 0",
+                    pert: to_uint8(view.perturbation), pert_cap: perturbation_caption(view.span),
                     freq: plots.frequency_figure(view.freqs, view.power)}
 
         def example_view(image_path, task_name):

@@ -15,13 +15,14 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app import lab, plots
+from app.asvp import ASVPConfig
 from app.bench import visit_and_distill
 from app.families import FAMILIES
 from app.hub import load_teacher
 from app.images import load_rgb, to_uint8
 from app.presets import noise_floor, preset
 from app.tasks import TASKS
-from app.ui import score_rows, setting_link, verdict_markdown
+from app.ui import perturbation_caption, score_rows, setting_link, verdict_markdown
 
 
 def settings(task):
@@ -48,6 +49,18 @@ def test_look_matches_the_library(client, task):
     assert caption_psnr(clean_cap) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
     assert caption_psnr(defended_cap) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
     assert caption_psnr(inp_cap) == pytest.approx(view.scores.input.psnr, abs=0.006)
+
+
+def test_an_exposed_setting_shows_no_served_change_instead_of_magnified_rounding():
+    scene, teacher = lab.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
+    exposed = lab.look(teacher, scene, ASVPConfig(k=1, a=100.0, layers=("dec1",), placement="exposed"))
+    assert exposed.span == 0 and np.all(exposed.perturbation == 0.5)
+    assert perturbation_caption(exposed.span) == "no served change (grey = 0 everywhere)"
+    figure = plots.frequency_figure(exposed.freqs, exposed.power)
+    assert not figure.data and "no served change" in figure.layout.annotations[0].text
+    inline = lab.look(teacher, scene, ASVPConfig(k=1, a=100.0, layers=("dec1",)))
+    assert inline.span > 0 and perturbation_caption(inline.span).startswith("shown x")
+    assert plots.frequency_figure(inline.freqs, inline.power).data
 
 
 def test_the_bench_visitor_speaks_the_app_api(app_url):
