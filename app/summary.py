@@ -22,6 +22,8 @@ from app.thresholds import negligible, reaches_headline
 SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
            "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
 THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
+EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
+                "outputs alone gets a student bit-identical to the clean-taught one")
 MIN_SEEDS = 3  # a finding needs its spread: settings measured with fewer seeds only screen
 
 
@@ -186,4 +188,5 @@ def _noise_words(r) -> str:
 def _strongest_words(r) -> str:
     return (f"{r.teacher_family} on {r.task}, {r.threat}, {r.attacker}: the largest confirmed student drop "
             f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
-            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB).")
+            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB)."
+            + (f" The served output is untouched: this works {EXPOSED_NOTE}." if r.placement == "exposed" else ""))

@@ -135,3 +135,6 @@ def test_the_tour_shows_a_paid_drop_a_drop_inside_the_noise_and_the_strongest_re
     assert (s.loc[one].a, s.loc[two].a, s.loc[three].a) == (2.0, 3.0, 5.0)
     assert "the student loses 2.10 dB, but the served teacher loses 2.00 dB" in paid_text
     assert "another seed can reverse it" in noisy_text and "beyond the noise" in strongest_text
+    assert "untouched" not in strongest_text  # in-line: the served output carries it
+    exposed = summarise(frame(rows(dict(placement="exposed", attack="feature", attacker="feature L1 x1"), 0.0, -1.5)))
+    assert "this works only against an attacker who reads the exposed features" in scenarios(exposed)[-1][2]
