@@ -20,7 +20,6 @@ from app.summary import (EXPOSED_NOTE, MIN_SEEDS, THREATS, best, confirmed, defa
 from app.thresholds import HEADLINE, negligible
 
 
-
 def _bound(r) -> str:
     if r.placement == "exposed":
         return "0 (outputs unchanged)"
