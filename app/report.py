@@ -14,6 +14,7 @@ import pandas as pd
 
 from app.bound import DERIVATION
 from app.figures import budget_curve, tradeoff
+from app.presets import ATTACKERS
 from app.search import frontier
 from app.summary import (EXPOSED_NOTE, MIN_SEEDS, THREATS, best, confirmed, defaults, delta_text, describe,
                          floor_text, headline, summarise)
@@ -77,7 +78,8 @@ def answer_words(s: pd.DataFrame) -> str:
 def _against_normalised(s: pd.DataFrame, r) -> str:
     """What the same setting did to the attackers who standardise the features before matching them
     (a scale blown up by the defense then has no say), where the search measured that."""
-    same = confirmed(s[(s.teacher == r.teacher) & s.attacker.str.endswith("normalised")])
+    normalising = [name for name, change in ATTACKERS.items() if change.get("normalise")]
+    same = confirmed(s[(s.teacher == r.teacher) & s.attacker.isin(normalising)])
     found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if describe(x) == describe(r)]
     if not found:
         return ""

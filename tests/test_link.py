@@ -11,9 +11,9 @@ from test_browser import open_app
 from app.tasks import TASKS
 from app.ui import setting_from_link, setting_link
 
+# k=64 with tau: the search's adaptive setting, whose k is only a cap
 SETTINGS = dict(task="sr_x4", teacher="sr_x4-compact", seed=3, attacker="FitNet MSE", budget=120,
                 defense=dict(layers=("net.body.13",), layout="spatial", k=64, a=30.0, tau=0.9, placement="exposed"))
-# k=64 with tau: the search's adaptive setting, whose k is only a cap
 
 
 def test_a_link_carries_the_whole_setting_back():

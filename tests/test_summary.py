@@ -91,7 +91,7 @@ def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_
 def test_an_exposed_headline_says_what_the_same_setting_did_to_the_attacker_who_normalises_features():
     exposed = dict(placement="exposed", attack="feature", a=100.0, stage="attackers")
     s = summarise(frame(rows(dict(exposed, attacker="feature MSE x10"), 0.0, -5.0, s_dssim=-0.6),
-                        rows(dict(exposed, attacker="feature L1 x1, normalised", normalise=True), 0.0, -0.05),
+                        rows(dict(exposed, attacker="feature L1 x1, normalised"), 0.0, -0.05),
                         rows(dict(exposed, attacker="feature L1 x1, normalised", a=10.0), 0.0, -0.9)))
     words = answer_words(s)
     assert "standardises the features first: feature L1 x1, normalised, -0.05 ± 0.00 dB)" in words
