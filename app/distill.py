@@ -127,22 +127,41 @@ class Progress:
 
 class Pupil(nn.Module):
     """One student with the adapters (one per hooked teacher layer) a feature-KD attacker maps its
-    hidden map through."""
+    hidden map through, each at the size its hint is compared at (`hints`: (channels, size) per layer)."""
 
-    def __init__(self, attack: Attack, scale: int, teacher_channels: list[int]):
+    def __init__(self, attack: Attack, scale: int, hints: list[tuple[int, tuple[int, int]]]):
         super().__init__()
         self.student = QuickStudent(depth=attack.depth, scale=scale, dilated=attack.dilated, leak=attack.leak)
         width = self.student.tail[0].in_channels
-        self.adapters = nn.ModuleList(nn.Conv2d(width, c, 1) for c in teacher_channels)
+        self.adapters = nn.ModuleList(nn.Conv2d(width, c, 1) for c, _ in hints)
+        self.sizes = [size for _, size in hints]
 
     def forward(self, x, base, adapt: bool):
-        """The output on top of `base` (the upsampled input), and with `adapt` the hidden map through
-        each adapter (a second pass, as a feature-KD attacker with a plain student module computes it)."""
-        out = self.student(x, base)
+        """The output on top of `base` (the upsampled input), and with `adapt` the hidden map of the
+        same pass pooled to each hint's size, then through its adapter (a 1x1 conv commutes with
+        average pooling, so pooling first gives the same map for a fraction of the work)."""
+        hidden = self.student.features(x)
+        out = self.student.restored(hidden, base)
         if not adapt:
             return out
-        hidden = self.student.features(x)
-        return out, [adapter(hidden) for adapter in self.adapters]
+        return out, [adapter(pooled(hidden, size)) for adapter, size in zip(self.adapters, self.sizes)]
+
+
+def pooled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`x` (B x C x H x W) average-pooled to `size`: a plain pool where one integer factor divides both
+    sides (its backward is far faster than the adaptive pool's, in either memory layout)."""
+    (h, w), (sh, sw) = x.shape[-2:], size
+    if (h, w) == (sh, sw):
+        return x
+    if h % sh == 0 and w % sw == 0 and h // sh == w // sw:
+        return F.avg_pool2d(x, h // sh)
+    return F.adaptive_avg_pool2d(x, size)
+
+
+def hint_sizes(side: int, maps: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """Where a student's hidden map (side x side) and each teacher map meet: the smaller of the two
+    sizes, so the larger map is averaged down and nothing is upsampled."""
+    return [(min(side, m.shape[-2]), min(side, m.shape[-1])) for m in maps]
 
 
 @lru_cache(maxsize=32)
@@ -173,9 +192,8 @@ def ask_teacher(teacher: nn.Module, x: torch.Tensor, defense: ASVPConfig, chunk:
 
 
 def feature_loss(hidden: torch.Tensor, target: torch.Tensor, attack: Attack) -> torch.Tensor:
-    """The hint loss at one layer: the adapted hidden map, pooled to the teacher's map size, against
-    the teacher's map (both standardised per image and channel when the attacker normalises)."""
-    hidden = F.adaptive_avg_pool2d(hidden, target.shape[-2:])
+    """The hint loss at one layer: the adapted hidden map against the teacher's map, both at the
+    hint's size (both standardised per image and channel when the attacker normalises)."""
     if attack.normalise:
         hidden, target = F.instance_norm(hidden), F.instance_norm(target)
     return F.l1_loss(hidden, target) if attack.feature_loss == "l1" else F.mse_loss(hidden, target)
@@ -222,10 +240,12 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
         xs.append(x), bases.append(upsample_input(x, task.scale)), ys.append(y), feats.append(t_feat)
+    sizes = hint_sizes(attack.patch, feats[0])  # the teacher's maps are pooled down once, here, not every step
+    feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
     for (_, seed), t_feat in zip(runs, feats):
         torch.manual_seed(seed)
-        pupils.append(Pupil(attack, task.scale, [f.shape[1] for f in t_feat]).to(device))
+        pupils.append(Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)]).to(device))
     feature_kd = attack.reads_features
     if stacked is None:
         stacked = device.type != "cpu" and len(runs) > 1

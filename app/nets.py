@@ -111,10 +111,14 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
         """The hidden map a feature-KD attacker aligns with the teacher's hooked layer."""
         return self.body(x) + self.colour(x.mean((2, 3), keepdim=True))
 
+    def restored(self, hidden: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The restored image from the hidden map, on top of `base` (the upsampled input)."""
+        return base + self.tail(hidden)
+
     def forward(self, x, base: torch.Tensor | None = None):
         """The restored image; `base` is `upsample_input(x)` when the caller already has it (a
         trainer that sees the same queries again need not pay the bicubic upsampling each step)."""
-        return (upsample_input(x, self.scale) if base is None else base) + self.tail(self.features(x))
+        return self.restored(self.features(x), upsample_input(x, self.scale) if base is None else base)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}
