@@ -136,12 +136,12 @@ class Pupil(nn.Module):
         self.adapters = nn.ModuleList(nn.Conv2d(width, c, 1) for c, _ in hints)
         self.sizes = [size for _, size in hints]
 
-    def forward(self, x, base, adapt: bool):
-        """The output on top of `base` (the upsampled input), and with `adapt` the hidden map of the
-        same pass pooled to each hint's size, then through its adapter (a 1x1 conv commutes with
-        average pooling, so pooling first gives the same map for a fraction of the work)."""
+    def forward(self, x, adapt: bool):
+        """The student's residual in sub-pixel layout (QuickStudent.residual), and with `adapt` the
+        hidden map of the same pass pooled to each hint's size, then through its adapter (a 1x1 conv
+        commutes with average pooling, so pooling first gives the same map for a fraction of the work)."""
         hidden = self.student.features(x)
-        out = self.student.restored(hidden, base)
+        out = self.student.residual(hidden)
         if not adapt:
             return out
         return out, [adapter(pooled(hidden, size)) for adapter, size in zip(self.adapters, self.sizes)]
@@ -211,11 +211,13 @@ def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float = 0.0) -> torch.Tensor:
     """Mean L1 or L2 error; with `trim` > 0 only over the (1 - trim) best-fitting pixels, so that
-    outliers injected by a defense get no say (the adaptive attacker's robust loss)."""
+    outliers injected by a defense get no say (the adaptive attacker's robust loss). Images or their
+    sub-pixel layout (colour-major channels) give the same loss: a pixel's error is its three
+    colours' mean either way."""
     if not trim:
         return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
     diff = pred - target
-    err = (diff.abs() if loss == "l1" else diff.square()).mean(1).flatten()
+    err = (diff.abs() if loss == "l1" else diff.square()).unflatten(1, (3, -1)).mean(1).flatten()
     keep = max(1, int(err.numel() * (1 - trim)))
     return err.topk(keep, largest=False).values.mean()
 
@@ -233,13 +235,13 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     layout, bit for bit what each computes alone: on a CPU a grouped kernel is slower than that, and
     channels-last beats contiguous students for the dilated family (python -m app.bench times both).
     """
-    xs, bases, ys, feats, device = [], [], [], [], device_of(teacher)  # students train where the teacher runs
+    xs, ys, feats, device = [], [], [], device_of(teacher)  # students train where the teacher runs
     for defense, seed in runs:
         x = attacker_queries(task, attack, seed).to(device)
         y, t_feat = ask_teacher(teacher, x, defense)
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
-        xs.append(x), bases.append(upsample_input(x, task.scale)), ys.append(y), feats.append(t_feat)
+        xs.append(x), ys.append(subpixel_residual(y, x, task.scale)), feats.append(t_feat)
     sizes = hint_sizes(attack.patch, feats[0])  # the teacher's maps are pooled down once, here, not every step
     feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
@@ -258,7 +260,7 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
     yield Progress(0, attack.steps, nan, nan, students())  # the teacher has answered
     for now in range(1, attack.steps + 1):
         idx = [torch.randint(len(x), (attack.batch,), generator=order) for x, order in zip(xs, orders)]
-        preds, hidden = step([x[i] for x, i in zip(xs, idx)], [base[i] for base, i in zip(bases, idx)])
+        preds, hidden = step([x[i] for x, i in zip(xs, idx)])
         fits = [pixel_loss(pred, y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
                 for pred, y, i in zip(preds, ys, idx)]
         feat_losses = [sum(feature_loss(h, t[i], attack) for h, t in zip(maps, layers)) if feature_kd
@@ -280,14 +282,13 @@ def distill(teacher: nn.Module, task, runs: list[tuple[ASVPConfig, int]], attack
 def _interleaved(pupils: list[Pupil], feature_kd: bool):
     """Students one after another, channels-last (the CPU's fast layout for these thin convs).
 
-    Returns the step ((a batch per student, its upsampled inputs) -> (outputs, hidden maps), one per
-    student; without feature KD the hidden maps are placeholders), the named leaves and a snapshot
-    of the students."""
+    Returns the step (a batch per student -> (residuals, hidden maps), one per student; without
+    feature KD the hidden maps are placeholders), the named leaves and a snapshot of the students."""
     pupils = [p.to(memory_format=torch.channels_last) for p in pupils]
     layout = lambda x: x.contiguous(memory_format=torch.channels_last)
 
-    def forward(batches, bases):
-        outs = [pupil(layout(x), base, feature_kd) for pupil, x, base in zip(pupils, batches, bases)]
+    def forward(batches):
+        outs = [pupil(layout(x), feature_kd) for pupil, x in zip(pupils, batches)]
         return ([o[0] for o in outs], [o[1] for o in outs]) if feature_kd else (outs, batches)
 
     students = lambda: [copy.deepcopy(p.student).to(memory_format=torch.contiguous_format) for p in pupils]
@@ -300,14 +301,14 @@ def _stacked(pupils: list[Pupil], feature_kd: bool):
     weights, buffers = stack_module_state(pupils)  # name -> (runs, *shape), leaves that train
     blank = copy.deepcopy(pupils[0]).to("meta")
 
-    def run(w, b, x, base):  # (output, adapted hidden map); without feature KD the second is a placeholder
-        out = functional_call(blank, (w, b), (x, base), {"adapt": feature_kd})
+    def run(w, b, x):  # (residual, adapted hidden maps); without feature KD the second is a placeholder
+        out = functional_call(blank, (w, b), (x,), {"adapt": feature_kd})
         return out if feature_kd else (out, x)
 
     batched = torch.vmap(run)
 
-    def forward(batches, bases):
-        out, hidden = batched(weights, buffers, torch.stack(batches), torch.stack(bases))  # (runs, B, ...) each
+    def forward(batches):
+        out, hidden = batched(weights, buffers, torch.stack(batches))  # (runs, B, ...) each
         return out, ([[h[n] for h in hidden] for n in range(len(pupils))] if feature_kd else hidden)  # per student
 
     students = lambda: [_unstack(pupils[0].student, weights, n) for n in range(len(pupils))]
@@ -320,6 +321,13 @@ def _unstack(like: QuickStudent, weights: dict[str, torch.Tensor], n: int) -> Qu
     student.load_state_dict({k.removeprefix("student."): v[n].detach().clone()
                              for k, v in weights.items() if k.startswith("student.")})
     return student
+
+
+def subpixel_residual(answers: torch.Tensor, queries: torch.Tensor, scale: int) -> torch.Tensor:
+    """What a student's residual (QuickStudent.residual) must fit: the answers less the upsampled
+    queries, unshuffled into sub-pixel layout (B x 3*scale^2 x H x W). The loss on it is the loss on
+    the images, element for element, without a pixel shuffle forward and backward every step."""
+    return F.pixel_unshuffle(answers - upsample_input(queries, scale), scale)
 
 
 def clean_twin(defense: ASVPConfig) -> ASVPConfig:

@@ -111,14 +111,14 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
         """The hidden map a feature-KD attacker aligns with the teacher's hooked layer."""
         return self.body(x) + self.colour(x.mean((2, 3), keepdim=True))
 
-    def restored(self, hidden: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """The restored image from the hidden map, on top of `base` (the upsampled input)."""
-        return base + self.tail(hidden)
+    def residual(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The correction to the upsampled input before its sub-pixels are shuffled into place
+        (B x 3*scale^2 x H x W, colour-major as pixel_shuffle reads it): a trainer fits it to the
+        answers' residual, unshuffled once, and never shuffles at every step."""
+        return self.tail[0](hidden)
 
-    def forward(self, x, base: torch.Tensor | None = None):
-        """The restored image; `base` is `upsample_input(x)` when the caller already has it (a
-        trainer that sees the same queries again need not pay the bicubic upsampling each step)."""
-        return self.restored(self.features(x), upsample_input(x, self.scale) if base is None else base)
+    def forward(self, x):
+        return upsample_input(x, self.scale) + self.tail(self.features(x))
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}

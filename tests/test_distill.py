@@ -6,8 +6,9 @@ import torch
 
 from app.asvp import ASVPConfig
 from app.distill import (Attack, Pupil, ask_teacher, clean_twin, distill, feature_loss, gaussian_lowpass, hint_sizes,
-                         pixel_loss, pooled)
+                         pixel_loss, pooled, subpixel_residual)
 from app.measure import eval_pairs, input_scores, mean_score
+from app.nets import QuickStudent
 from app.hub import load_teacher
 from app.presets import attack_for
 from app.tasks import TASKS
@@ -118,7 +119,7 @@ def test_a_feature_attacker_matches_every_hooked_layer(teacher):
     assert [m.shape[1] for m in maps] == [48, 24] and maps[0].shape[-1] == 16 and maps[1].shape[-1] == 32
     sizes = hint_sizes(32, maps)
     pupil = Pupil(Attack(kind="feature"), 1, [(m.shape[1], size) for m, size in zip(maps, sizes)])
-    _, adapted = pupil(torch.rand(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), adapt=True)
+    _, adapted = pupil(torch.rand(2, 3, 32, 32), adapt=True)
     assert [h.shape[1:] for h in adapted] == [(48, 16, 16), (24, 32, 32)]
     attack = Attack(kind="feature", **dict(SMALL, steps=2))
     last = lambda layers: list(distill(teacher, TASKS["dehaze"], [(ASVPConfig(a=1.0, layers=layers), 0)], attack,
@@ -131,18 +132,32 @@ def test_a_pupil_adapts_the_hidden_map_of_its_output_pass_pooled_where_the_hint_
     pooling the adapted one (what the hint used to cost); a teacher map larger than the student's
     is met at the student's size, and an uneven factor still pools."""
     torch.manual_seed(0)
-    x, base = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
+    x = torch.rand(2, 3, 24, 24)
     maps = [torch.rand(2, 8, 6, 6), torch.rand(2, 4, 48, 48), torch.rand(2, 5, 10, 10)]
     sizes = hint_sizes(24, maps)
     assert sizes == [(6, 6), (24, 24), (10, 10)]
     pupil = Pupil(Attack(kind="feature"), 1, [(m.shape[1], size) for m, size in zip(maps, sizes)])
     torch.nn.init.normal_(pupil.student.tail[0].weight)  # the tail starts at zero: make the output tell
-    out, hints = pupil(x, base, adapt=True)
-    torch.testing.assert_close(out, pupil.student(x, base))
+    out, hints = pupil(x, adapt=True)
+    torch.testing.assert_close(out, pupil.student.residual(pupil.student.features(x)))
     hidden = pupil.student.features(x)
     for adapter, size, hint in zip(pupil.adapters, sizes, hints):
         torch.testing.assert_close(hint, torch.nn.functional.adaptive_avg_pool2d(adapter(hidden), size))
     torch.testing.assert_close(pooled(maps[1], (24, 24)), torch.nn.functional.adaptive_avg_pool2d(maps[1], (24, 24)))
+
+
+def test_the_loss_on_a_students_subpixel_residual_is_the_loss_on_its_image():
+    """Students fit their residual to the answers' residual, unshuffled once: for every scale, loss and
+    trim, the same number as the loss between the student's image and the answers."""
+    torch.manual_seed(0)
+    for scale in (1, 2, 4):
+        student = QuickStudent(scale=scale, dilated=False)
+        torch.nn.init.normal_(student.tail[0].weight, std=0.1)
+        x, answers = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12 * scale, 12 * scale)
+        residual = student.residual(student.features(x))
+        for loss, trim in (("l1", 0.0), ("l2", 0.0), ("l1", 0.2), ("l2", 0.2)):
+            torch.testing.assert_close(pixel_loss(residual, subpixel_residual(answers, x, scale), loss, trim),
+                                       pixel_loss(student(x), answers, loss, trim))
 
 
 def test_robust_pieces_of_the_adaptive_attacker():
