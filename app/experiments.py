@@ -37,7 +37,7 @@ from app.report import write_report
 from app.search import (CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, frontier, grid, screened_exposed,
                         screened_inline, teacher_costs)
 from app.summary import defense_of, summarise, tau_of
-from app.sweep import Store, ray_session, recipe_version, remote_task, row_key, run_rows, teacher_checksum
+from app.sweep import Store, Workers, ray_session, recipe_version, row_key, run_rows, teacher_checksum
 from app.thresholds import negligible
 from app.tasks import TASKS
 
@@ -105,11 +105,11 @@ def cost_grid(search: Search, device: torch.device) -> pd.DataFrame:
     return teacher_costs(session.model, session.task, grid(search.stages, search.quick), pairs)
 
 
-def costs(ray, plans: list[Search], out: Path, threads: int, device: torch.device) -> dict[str, pd.DataFrame]:
+def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd.DataFrame]:
     """Every teacher's cost grid: read back from its costs_<teacher>.csv, or computed in parallel
     and stored there (a plan's costs serve the run that follows)."""
     found = {s.source: costs_on_file(s, out) for s in plans}
-    task = remote_task(ray, cost_grid, threads, device.type)
+    task = workers.remote(ray, cost_grid)
     pending = {task.remote(s): s.source for s in plans if found[s.source] is None}
     with tqdm(total=len(pending), desc="teacher costs", unit="teacher") as bar:
         while pending:
@@ -185,30 +185,30 @@ def curve_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig, budgets:
 
 
 def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
-        device: torch.device, address: str | None, threads: int) -> None:
+        workers: Workers, address: str | None) -> None:
     """The search on Ray, resuming from the rows already in `out`: costs, screen (first seed),
     frontier confirmed (every seed), attackers and baselines, budget curve (first three seeds)."""
     store, plans = Store(out), searches(teachers, budget, quick)
     for search in plans:
         store.load(search.source)
     budgets = tuple(sorted({search.attack.steps, 2 * search.attack.steps})) if quick else BUDGETS
-    with ray_session(address, threads) as ray:
-        grids = costs(ray, plans, out, threads, device)
+    with ray_session(address, workers.threads) as ray:
+        grids = costs(ray, plans, out, workers)
         screens = {s.source: screen_rows(s, grids[s.source]) for s in plans}
-        first = run_rows(ray, [r for rows in screens.values() for r in rows], seeds[:1], store, threads, device,
+        first = run_rows(ray, [r for rows in screens.values() for r in rows], seeds[:1], store, workers,
                          desc="screen")
         confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
                     for s in plans}
-        confirmed = run_rows(ray, [r for rows in confirms.values() for r in rows], seeds, store, threads, device,
+        confirmed = run_rows(ray, [r for rows in confirms.values() for r in rows], seeds, store, workers,
                              desc="frontier")
         later = {}
         for s in plans:
             inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
             later[s.source] = (attacker_rows(s, inline, exposed),
                                curve_rows(s, inline, exposed, budgets))
-        run_rows(ray, [r for rows, _ in later.values() for r in rows], seeds, store, threads, device,
+        run_rows(ray, [r for rows, _ in later.values() for r in rows], seeds, store, workers,
                  desc="attackers and baselines")
-        run_rows(ray, [r for _, rows in later.values() for r in rows], seeds[:3], store, threads, device,
+        run_rows(ray, [r for _, rows in later.values() for r in rows], seeds[:3], store, workers,
                  desc="budget curve")
     for s in plans:  # each CSV in the protocol's order
         by_key = {r["key"]: r for r in store.rows[s.source]}
@@ -220,14 +220,14 @@ def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, q
         store.write(s.source, [by_key[k] for k in dict.fromkeys(ordered)])
 
 
-def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, device: torch.device,
-         out: Path, address: str | None, threads: int) -> str:
+def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, workers: Workers,
+         out: Path, address: str | None) -> str:
     """What a run will cost before it starts: per teacher, the screen's students (exact, from the
     teacher costs, computed and stored in `out` for the run) and an upper bound on the rest, and
     the estimated time of the students here."""
     lines, total_students, total_s, plans = [], 0, 0.0, searches(teachers, budget, quick)
-    with ray_session(address, threads) as ray:
-        grids = costs(ray, plans, out, threads, device)
+    with ray_session(address, workers.threads) as ray:
+        grids = costs(ray, plans, out, workers)
     for search in plans:
         screen = screen_rows(search, grids[search.source])
         cleans = len({(row.defense.layers, row.attack) for row in screen})  # one clean twin per layer and attacker
@@ -236,13 +236,13 @@ def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick:
         rows = 2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1  # attackers in-line and exposed, every stage, baselines
         later = (rows + 2 * attackers + 1) * seeds  # + their clean twins (the baselines share the in-line ones)
         n = len(screen) + cleans + confirm + later
-        session, pairs = teacher_on(search.task, search.source, search.pairs, device)
+        session, pairs = teacher_on(search.task, search.source, search.pairs, workers.device)
         seconds = n * seconds_per_student(session, pairs, search.attack)
         lines.append(f"{search.source}: {len(screen) + cleans} screen students of {search.attack.steps} steps, "
                      f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
         total_students, total_s = total_students + n, total_s + seconds
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
-                 f"on {device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
+                 f"on {workers.device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
     return "\n".join(lines)
 
 
@@ -283,6 +283,8 @@ def main(argv=None):
                    "time here, then stop")
     p.add_argument("--device", choices=CHOICES, default="auto", help="where teachers and students run (auto: CUDA if "
                    "present; the stored results ran on the CPU, and a GPU's rounding matches them within the spread)")
+    p.add_argument("--per-gpu", type=int, default=Workers.per_gpu,
+                   help="Ray tasks that share one GPU with --device cuda (a quick student alone leaves a GPU idle)")
     args = p.parse_args(argv)
     for name in args.tasks:
         if name not in TASKS:
@@ -293,6 +295,10 @@ def main(argv=None):
     if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
         p.error(f"--quick never writes {RESULTS.name}/: the stored sweep is replaced only by a full run")
     device, note = pick_device(args.device)
+    try:
+        workers = Workers(args.threads, device, args.per_gpu)
+    except ValueError as e:
+        p.error(str(e))
     if note:
         print(note, flush=True)
     torch.set_num_threads(args.threads)
@@ -303,11 +309,11 @@ def main(argv=None):
     print(f"writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.plan:
-        print(plan(teachers, len(args.seeds), args.budget, args.quick, device, args.out, args.address, args.threads))
+        print(plan(teachers, len(args.seeds), args.budget, args.quick, workers, args.out, args.address))
         return
     if teachers:
         start = time.perf_counter()
-        run(teachers, args.seeds, args.budget, args.quick, args.out, device, args.address, args.threads)
+        run(teachers, args.seeds, args.budget, args.quick, args.out, workers, args.address)
         print(f"swept {len(teachers)} teacher(s) in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     if not any(args.out.glob("sweep_*.csv")):
         p.error(f"no sweep_*.csv in {args.out}: nothing to report")

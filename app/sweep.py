@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -134,20 +135,38 @@ def ray_session(address: str | None, threads: int):
         ray.shutdown()
 
 
-def remote_task(ray, fn, threads: int, device: str):
-    """`fn(*args, device=...)` as a Ray task on one core (and a GPU when the device is CUDA)."""
-    def task(*args):
-        torch.set_num_threads(threads)
-        return fn(*args, device=torch.device(device))
+@dataclass(frozen=True)
+class Workers:
+    """What each Ray task gets: one core with `threads` torch threads, and on CUDA a 1/`per_gpu` share
+    of a GPU (a quick student keeps a GPU far from busy, so several tasks share one)."""
 
-    return ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0)(task)
+    threads: int = 1
+    device: torch.device = torch.device("cpu")
+    per_gpu: int = 8
+
+    def __post_init__(self):
+        if self.threads < 1 or self.per_gpu < 1:
+            raise ValueError(f"threads and per_gpu must be >= 1, got {self.threads} and {self.per_gpu}")
+
+    def resources(self) -> dict[str, float]:
+        return dict(num_cpus=1, num_gpus=1 / self.per_gpu if self.device.type == "cuda" else 0)
+
+    def remote(self, ray, fn):
+        """`fn(*args, device=...)` as a Ray task with these resources."""
+        threads, device = self.threads, self.device
+
+        def task(*args):
+            torch.set_num_threads(threads)
+            return fn(*args, device=device)
+
+        return ray.remote(**self.resources())(task)
 
 
-def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, threads: int = 1,
-             device: torch.device = torch.device("cpu"), desc: str = "rows") -> list[dict]:
+def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),
+             desc: str = "rows") -> list[dict]:
     """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as
     they finish; returns the rows of `rows` on file afterwards (old and new)."""
-    clean_task, row_task = (remote_task(ray, fn, threads, device.type) for fn in (clean_student_scores, measure))
+    clean_task, row_task = (workers.remote(ray, fn) for fn in (clean_student_scores, measure))
     wanted = {(row, seed): row_key(row, seed) for row in rows for seed in seeds}
     pending, cleans, todo = {}, {}, 0
     for row in rows:

@@ -5,6 +5,7 @@ import torch
 
 from app import experiments, train
 from app.devices import device_of, pick_device
+from app.sweep import Workers
 
 
 def test_cuda_asked_for_where_there_is_none_falls_back_with_a_note(monkeypatch):
@@ -35,3 +36,18 @@ def test_training_commands_refuse_an_unknown_device(cli, capsys):
 
 def test_a_model_reports_where_it_lives():
     assert device_of(torch.nn.Conv2d(1, 1, 1)) == torch.device("cpu") and device_of(torch.nn.ReLU()).type == "cpu"
+
+
+def test_sweep_tasks_share_a_gpu_and_take_a_core_each():
+    """On CUDA each Ray task asks for 1/per_gpu of a GPU, so a GPU runs several quick students at once;
+    on the CPU it asks for none."""
+    assert Workers(device=torch.device("cuda"), per_gpu=4).resources() == dict(num_cpus=1, num_gpus=0.25)
+    assert Workers(device=torch.device("cuda"), per_gpu=1).resources() == dict(num_cpus=1, num_gpus=1.0)
+    assert Workers().resources() == dict(num_cpus=1, num_gpus=0)
+
+
+@pytest.mark.parametrize("argv", [["--per-gpu", "0"], ["--threads", "0"]])
+def test_a_sweep_refuses_workers_with_nothing_to_run_on(argv, capsys):
+    with pytest.raises(SystemExit):
+        experiments.main(["--quick", *argv])
+    assert "threads and per_gpu must be >= 1" in capsys.readouterr().err
