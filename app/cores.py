@@ -1,8 +1,8 @@
 """Students spread over the CPU's cores.
 
 A quick student's convolutions are too thin for two cores to share one well: on 2 cores, students
-each on one core train 1.3-1.7x faster than the same students one after another on both
-(`python -m app.bench`). So on a CPU every run gets a pass of its own (`app.distill` with one run),
+each on one core train 1.5-1.7x faster at their budget than the same students one after another on
+both (`python -m app.bench`). So on a CPU every run gets a pass of its own (`app.distill` with one run),
 and a pool of single-threaded workers, one per core, advances the passes an event at a time: the
 students of one Distill click, and those of concurrent visitors, share the cores evenly, and none
 waits for another to finish. The teacher answers in the caller's thread, on all its cores, one run
