@@ -63,6 +63,25 @@ def test_an_exposed_setting_shows_no_served_change_instead_of_magnified_rounding
     assert plots.frequency_figure(inline.freqs, inline.power).data
 
 
+def test_a_click_scores_the_answers_its_look_showed_and_recomputes_for_another_setting():
+    scene, teacher = lab.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
+    forwards = []
+    hook = teacher.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        shown = lab.look(teacher, scene, ASVPConfig(k=1, a=3.0, layers=("dec1",)))
+        assert len(forwards) == 2
+        clean, defended = lab.answers(teacher, scene, ASVPConfig(k=1, a=3.0, layers=("dec1",)))
+        assert len(forwards) == 2 and clean is shown.clean and defended is shown.defended
+        stronger = lab.answers(teacher, scene, ASVPConfig(k=1, a=6.0, layers=("dec1",)))
+        assert len(forwards) == 4 and not np.array_equal(stronger[1], defended)
+        twin = load_teacher("dehaze").model  # the same weights, another module: its own forward
+        twin.register_forward_hook(lambda *_: forwards.append(2))
+        assert np.array_equal(lab.answers(twin, scene, ASVPConfig(k=1, a=6.0, layers=("dec1",)))[1], stronger[1])
+        assert forwards[4:] == [2, 2]
+    finally:
+        hook.remove()
+
+
 def test_the_bench_visitor_speaks_the_app_api(app_url):
     """`python -m app.bench` drives concurrent visitors with these calls: a changed endpoint fails here."""
     assert visit_and_distill(app_url, seed=0, budget=10)
