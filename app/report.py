@@ -28,7 +28,10 @@ def _bound(r) -> str:
 
 
 def _effect(r) -> str:
-    return "yes" if r.effect else "no (within the floor)"
+    """Which test a drop fails: the teacher's noise floor, or its own spread over seeds."""
+    if r.effect:
+        return "yes"
+    return "no (within the floor)" if abs(r.s_dpsnr) <= r.noise_floor else "no (within its own spread)"
 
 
 def answer_table(s: pd.DataFrame) -> str:

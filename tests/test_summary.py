@@ -75,6 +75,9 @@ def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():
     s = summarise(frame(rows({"a": 2.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0}),  # mean -1.83, std 3.5
                         rows({"a": 3.0}, 0.0, {0: -2.0, 1: -2.2, 2: -1.8})))  # mean -2.0, std 0.2
     assert s.noise_floor.tolist() == pytest.approx([1.0, 1.0]) and s.effect.tolist() == [False, True]
+    noisy = summarise(frame(rows({"a": 2.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0})))
+    assert "| 1.00 | no (within its own spread) |" in answer_table(noisy)  # beyond the floor: the spread says no
+    assert "| 1.00 | no (within the floor) |" in answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5))))
 
 
 def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_who_could_drop_the_signal():
