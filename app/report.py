@@ -31,7 +31,7 @@ def _effect(r) -> str:
     """Which test a drop fails: the teacher's noise floor, or its own spread over seeds."""
     if r.effect:
         return "yes"
-    return "no (within the floor)" if abs(r.s_dpsnr) <= r.noise_floor else "no (within its own spread)"
+    return "no (within its own spread)" if r.beyond_floor else "no (within the floor)"
 
 
 def answer_table(s: pd.DataFrame) -> str:

@@ -59,7 +59,8 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     out["threat"] = threat(out)
     floors = noise_floors(df)
     out["noise_floor"] = out.teacher.map(floors)
-    out["effect"] = (out.s_dpsnr.abs() > out.noise_floor) & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
+    out["beyond_floor"] = out.s_dpsnr.abs() > out.noise_floor
+    out["effect"] = out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
     return out
 
 
