@@ -7,9 +7,11 @@ the two students of one Distill click and ends with their metrics and a verdict.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 
 _query_maker = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="queries")
 _queries_under_way: dict[tuple, Future] = {}
 _queries_lock = threading.Lock()
+_turns: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_turns_lock = threading.Lock()
 
 
 @lru_cache(maxsize=None)
@@ -46,9 +50,8 @@ def _bundled(task_name: str) -> LoadedTeacher:
 
 
 def bundled_choices(task_name: str) -> list[tuple[str, str]]:
-    """(label, source) for a task's bundled teachers: our U-Net first, then the field families."""
-    return [(f"{ARCHES[name.partition('-')[2] or 'unet'].family.title} · bundled", name)
-            for name in bundled_for(task_name)]
+    """(family, source) for a task's bundled teachers: our U-Net first, then the field families."""
+    return [(ARCHES[name.partition('-')[2] or 'unet'].family.title, name) for name in bundled_for(task_name)]
 
 
 @dataclass
@@ -173,14 +176,23 @@ class Look:
     scores: TeacherScores
 
 
+def teacher_turn(teacher: nn.Module) -> threading.Lock:
+    """The lock a teacher's forwards take turns on. One session's look, a-sweep and Distill click can
+    overlap, and the defense hooks the module itself: without turns, one event's in-line hook would
+    reach another's forward (a "clean" answer computed under someone else's defense)."""
+    with _turns_lock:
+        return _turns.setdefault(teacher, threading.Lock())
+
+
 def answers(teacher, scene: Scene, defense: ASVPConfig, record: FeatureRecord | None = None):
     """The teacher's output on the scene without and with the defense (a record needs the forward
     run again; without one, the scene's latest answers serve when teacher and defense match)."""
     if record is None and scene.answered and scene.answered[0] is teacher and scene.answered[1] == defense:
         return scene.answered[2:]
-    clean = restore(teacher, scene.degraded)
-    with defend(teacher, defense, record):
-        defended = restore(teacher, scene.degraded)
+    with teacher_turn(teacher):
+        clean = restore(teacher, scene.degraded)
+        with defend(teacher, defense, record):
+            defended = restore(teacher, scene.degraded)
     scene.answered = (teacher, defense, clean, defended)
     return clean, defended
 
@@ -291,7 +303,10 @@ def duel(teacher, scene: Scene, defense: ASVPConfig, attack: Attack, seed: int,
     history = {"clean-taught": [], "defended-taught": []}
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
-    for now in distill_on_cores(teacher, scene.task, [(clean_twin(defense), seed), (defense, seed)], attack, every):
+    with teacher_turn(teacher):  # the teacher answers every run's queries before the first event
+        progress = distill_on_cores(teacher, scene.task, [(clean_twin(defense), seed), (defense, seed)], attack, every)
+        answered = next(progress)
+    for now in itertools.chain([answered], progress):
         if now.step:
             history["clean-taught"].append((now.step, now.losses[0]))
             history["defended-taught"].append((now.step, now.losses[1]))

@@ -26,8 +26,7 @@ from app.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-EXAMPLES = [[str(ROOT / "assets" / f"{t.examples[i % len(t.examples)]}.png"), t.name]
-            for i, t in enumerate(TASKS.values())]  # one CC0 photo per task, degraded by the task
+EXAMPLES = [(t.examples[i % len(t.examples)], t) for i, t in enumerate(TASKS.values())]  # a CC0 photo per task
 ABOUT = (Path(__file__).parent / "about.md").read_text()
 MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a worker for minutes
 MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it measured fits the k slider
@@ -321,10 +320,10 @@ def build_demo() -> gr.Blocks:
                     with gr.Column(scale=1, min_width=300):
                         # at 1440 x 900 everything up to Distill fits on one screen; the rest is folded below it
                         task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=first, label="Task")
-                        with gr.Row(equal_height=True):
-                            source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher", scale=3,
-                                                 allow_custom_value=True, info="bundled, or a Hub repo id")
-                            load_btn = gr.Button("Load teacher", scale=1, min_width=90)
+                        # the whole width for the family's name: "Real-ESRGAN Compact (SRVGGNet)" is the longest
+                        source = gr.Dropdown(lab.bundled_choices(first), value=first, label="Teacher",
+                                             allow_custom_value=True, info="a bundled family, or type a Hub repo id")
+                        load_btn = gr.Button("Load teacher", size="sm")
                         image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
                                            label=f"Image (downscaled to {MAX_SIDE} px)", sources=["upload", "clipboard"],
                                            height=170)
@@ -351,7 +350,10 @@ def build_demo() -> gr.Blocks:
                             budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10,
                                                label="Student budget (steps)")
                             seed = gr.Number(0, precision=0, label="Seed (degradation and students)")
-                        gr.Examples(EXAMPLES, inputs=[image, task], outputs=views, fn=example_view,
+                        # named, not drawn as a table: a table of thumbnails and task names overflows this column
+                        gr.Examples([[str(ROOT / "assets" / f"{photo}.png"), t.name] for photo, t in EXAMPLES],
+                                    inputs=[image, task], outputs=views, fn=example_view,
+                                    example_labels=[f"{t.title} · {photo}" for photo, t in EXAMPLES],
                                     label="CC0 examples (clean: the task degrades them)",
                                     cache_examples=True, cache_mode="lazy")
                     with gr.Column(scale=3):

@@ -4,7 +4,10 @@ import dataclasses
 import io
 import json
 import re
+import threading
+import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +16,16 @@ from conftest import COFFEE
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from torch import nn
 
 from app import lab, plots
-from app.asvp import ASVPConfig
+from app.asvp import ASVPConfig, defend
 from app.bench import visit_and_distill
+from app.distill import Attack
 from app.families import FAMILIES
 from app.hub import load_teacher
 from app.images import load_rgb, to_uint8
+from app.nets import restore
 from app.presets import noise_floor, preset
 from app.tasks import TASKS
 from app.ui import perturbation_caption, score_rows, setting_link, verdict_markdown
@@ -80,6 +86,50 @@ def test_a_click_scores_the_answers_its_look_showed_and_recomputes_for_another_s
         assert forwards[4:] == [2, 2]
     finally:
         hook.remove()
+
+
+class Pause(nn.Module):
+    """Holds a forward for a moment: the window in which another event of the session could run."""
+
+    def forward(self, x):
+        time.sleep(0.5)
+        return x
+
+
+PAUSING = lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Pause(), nn.Conv2d(8, 3, 3, padding=1))
+STRONG = ASVPConfig(k=1, a=100.0, layers=("0",))
+
+
+@contextmanager
+def a_look_under_way(teacher, degraded):
+    """A look of the same session, on the same teacher, holding its in-line hook as the block starts."""
+    looking = threading.Thread(target=lab.answers, args=(teacher, lab.Scene(TASKS["dehaze"], degraded, None), STRONG))
+    looking.start()
+    time.sleep(0.75)  # its clean forward is done (0.5 s) and its hooked one under way
+    yield
+    looking.join()
+
+
+def test_a_look_and_a_sweep_of_one_session_take_turns_on_its_teacher():
+    """A look's in-line hook sits on the module through its forward: a sweep's look that overlaps it
+    must not compute its clean answer under that hook."""
+    teacher, degraded = PAUSING(), np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
+    alone, other = restore(teacher, degraded), dataclasses.replace(STRONG, a=2.0)
+    with a_look_under_way(teacher, degraded):
+        clean, defended = lab.answers(teacher, lab.Scene(TASKS["dehaze"], degraded, None), other)
+    assert np.array_equal(clean, alone)
+    with defend(teacher, other):
+        assert np.array_equal(defended, restore(teacher, degraded))  # one defense on it, not two
+
+
+def test_a_distill_click_waits_for_the_look_under_way_before_its_teacher_answers():
+    teacher, degraded = PAUSING(), np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
+    scene, attack = lab.Scene(TASKS["dehaze"], degraded, None), Attack(steps=1, queries=8, variants=1)
+    *_, alone = lab.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
+    with a_look_under_way(teacher, degraded):
+        *_, overlapped = lab.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
+    for student, twin in zip(alone.students, overlapped.students):
+        assert np.array_equal(student, twin)
 
 
 def test_the_bench_visitor_speaks_the_app_api(app_url):

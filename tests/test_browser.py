@@ -6,8 +6,10 @@ import pytest
 from conftest import ROOT
 from playwright.sync_api import expect, sync_playwright
 
+from app import lab
 from app.families import FAMILIES
 from app.presets import preset
+from app.tasks import TASKS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,11 +36,11 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         expect(page.get_by_text("degraded with the dehazing model")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("input: ")).to_be_visible(timeout=60_000)
         # a cached example first: replaying it once broke the session's later looks (an image update in the cache)
-        page.locator("tr.tr-body", has_text="Dehazing").click()
+        page.get_by_text("Dehazing · ").click()
         expect(page.get_by_text("degraded with the dehazing model")).to_be_visible(timeout=60_000)
         # a real-family teacher: the bundled NAFNet, hooked by default at the end of its decoder
         page.get_by_label("Teacher", exact=True).click()
-        page.get_by_role("option", name="NAFNet · bundled").click()
+        page.get_by_role("option", name="NAFNet", exact=True).click()
         page.get_by_role("button", name="Load teacher").click()
         page.get_by_text("More defense settings").click()  # folded under Distill
         start = preset("dehaze", FAMILIES["NAFNet"].title).defense.layer  # its swept start, or the family's hook
@@ -83,5 +85,19 @@ def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
         for i in range(captions.count()):  # every metric caption fits its box: nothing is cut off
             width = captions.nth(i).evaluate("e => [e.scrollWidth, e.clientWidth, e.innerText]")
             assert width[0] <= width[1], width[2]
+        column = box["x"] + box["width"]  # the controls' column, as wide as its Distill button
+        for t in TASKS.values():  # each example's name fits the column
+            named = page.get_by_text(f"{t.title} · ").bounding_box()
+            assert named["x"] + named["width"] <= column, t.title
         page.screenshot(path=str(ARTIFACTS / "one-screen.png"))
+        label, task = max(((label, task) for task in TASKS for label, _ in lab.bundled_choices(task)),
+                          key=lambda choice: len(choice[0]))
+        page.get_by_label("Task", exact=True).click()
+        page.get_by_role("option", name=TASKS[task].title, exact=True).click()
+        teacher = page.get_by_label("Teacher", exact=True)
+        expect(teacher).to_have_value(lab.bundled_choices(task)[0][0], timeout=60_000)
+        teacher.click()
+        page.get_by_role("option", name=label, exact=True).click()
+        width = teacher.evaluate("e => [e.scrollWidth, e.clientWidth, e.value]")
+        assert width[0] <= width[1] and width[2] == label  # the longest teacher name is shown whole
         browser.close()
