@@ -17,6 +17,7 @@ from app.asvp import ASVPConfig
 from app.bound import bound_db
 from app.distill import Attack
 from app.presets import DefenseDefaults, attack_for
+from app.tasks import get_task
 from app.thresholds import negligible, reaches_headline
 
 SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
@@ -175,19 +176,24 @@ def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
             if not pool.empty]
 
 
+def teacher_on_task(r) -> str:
+    """A measured line's teacher and task in words ("SwinIR on super-resolution x2"), for the app."""
+    return f"{r.teacher_family} on {get_task(r.task).title.lower()}"
+
+
 def _paid_words(r) -> str:
-    return (f"{r.teacher_family} on {r.task}, {r.attacker}: the student loses {-r.s_dpsnr:.2f} dB, but the served "
+    return (f"{teacher_on_task(r)}, {r.attacker}: the student loses {-r.s_dpsnr:.2f} dB, but the served "
             f"teacher loses {-r.t_dpsnr:.2f} dB. The student copies the damaged answers it is served.")
 
 
 def _noise_words(r) -> str:
-    return (f"{r.teacher_family} on {r.task}, {r.attacker}: the student moves {r.s_dpsnr:+.2f} dB at a negligible "
+    return (f"{teacher_on_task(r)}, {r.attacker}: the student moves {r.s_dpsnr:+.2f} dB at a negligible "
             f"teacher cost, but its seeds spread {r.s_dpsnr_std:.2f} dB and clean-taught students alone spread "
             f"{r.noise_floor:.2f} dB: another seed can reverse it.")
 
 
 def _strongest_words(r) -> str:
-    return (f"{r.teacher_family} on {r.task}, {r.threat}, {r.attacker}: the largest confirmed student drop "
+    return (f"{teacher_on_task(r)}, {r.threat}, {r.attacker}: the largest confirmed student drop "
             f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
             f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB)."
             + (f" The served output is untouched: this works {EXPOSED_NOTE}." if r.placement == "exposed" else ""))

@@ -215,7 +215,8 @@ def explore(tasks, families, attackers, placements):
     shown = s[s.task.isin(tasks or []) & s.teacher_family.isin(families or []) & s.attacker.isin(attackers or [])
               & s.placement.isin(placements or [])]
     figure = plots.explorer_figure(shown, thresholds.PAPER_STUDENT_DROP_DB, thresholds.NEGLIGIBLE_PSNR_DB)
-    return figure, shown[list(COLUMNS)].rename(columns=COLUMNS).round(3)
+    in_words = shown.assign(task=shown.task.map(lambda name: get_task(name).title))
+    return figure, in_words[list(COLUMNS)].rename(columns=COLUMNS).round(3)
 
 
 def setting_link(settings: dict) -> str:
@@ -386,7 +387,8 @@ def build_demo() -> gr.Blocks:
                             "point to load it into the Lab.")
                 everything = measured()
                 with gr.Row():
-                    tasks_shown = gr.CheckboxGroup(list(TASKS), value=list(TASKS), label="Tasks")
+                    tasks_shown = gr.CheckboxGroup([(t.title, t.name) for t in TASKS.values()], value=list(TASKS),
+                                                   label="Tasks")
                     families_shown = gr.CheckboxGroup(sorted(set(everything.teacher_family)),
                                                       value=sorted(set(everything.teacher_family)), label="Families")
                     placements_shown = gr.CheckboxGroup(["inline", "exposed"], value=["inline", "exposed"],
@@ -397,7 +399,7 @@ def build_demo() -> gr.Blocks:
                 point = gr.Textbox(elem_id="explorer-point", show_label=False, container=False)
                 explored = gr.Dataframe(label="the settings shown", interactive=False)
                 sweep_btn = gr.Button("Quick sweep over a (current image)")
-                sweep_plot = gr.Plot()
+                sweep_plot = gr.Plot(label="teacher cost as a grows, on the Lab's image and setting")
             with gr.Tab("Guided tour", id="tour"):
                 gr.Markdown("Three settings from the search, for a class: each loads into the Lab with one click "
                             "(then press **Distill** to see it happen on the image).")

@@ -27,6 +27,7 @@ def test_the_explorer_shows_every_measured_setting_in_words_and_filters_them(cli
     summary = pd.read_csv(ROOT / "results" / "summary.csv")
     assert points(figure) == len(table["data"]) == (summary.defense == "asvp").sum()
     assert table["headers"] == list(COLUMNS.values()) and "student ΔPSNR (dB)" in table["headers"]
+    assert {row[0] for row in table["data"]} == {t.title for t in TASKS.values()}  # tasks in words, too
     plot = json.loads(figure["plot"])
     assert "paper's headline" in json.dumps(plot["layout"]) and "noise floor" in json.dumps(plot["layout"])
     for task in TASKS:  # every task has points, and a filter keeps only its own
@@ -56,7 +57,7 @@ def test_clicking_a_point_loads_its_setting_into_the_lab(app_url):
         every = dots.count()
         for task in TASKS:  # keep one task: fewer points, none gone for good
             if task != "sr_x4":
-                page.get_by_label(task, exact=True).uncheck()
+                page.get_by_label(TASKS[task].title, exact=True).uncheck()
         kept = measured()[measured().task == "sr_x4"]
         crosses = int(((kept.placement == "inline") & kept.bound_db.notna()).sum())  # each in-line point's bound
         expect(dots).to_have_count(len(kept) + crosses, timeout=30_000)  # every filter applied

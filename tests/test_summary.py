@@ -136,6 +136,7 @@ def test_the_tour_shows_a_paid_drop_a_drop_inside_the_noise_and_the_strongest_re
                         rows({"a": 5.0}, 0.0, {0: -1.4, 1: -1.6, 2: -1.5})))  # beyond the noise: 3
     (paid, one, paid_text), (noisy, two, noisy_text), (strongest, three, strongest_text) = scenarios(s)
     assert (s.loc[one].a, s.loc[two].a, s.loc[three].a) == (2.0, 3.0, 5.0)
+    assert "on dehazing, " in paid_text  # the task in words, as the tour shows it
     assert "the student loses 2.10 dB, but the served teacher loses 2.00 dB" in paid_text
     assert "another seed can reverse it" in noisy_text and "beyond the noise" in strongest_text
     assert "untouched" not in strongest_text  # in-line: the served output carries it
