@@ -1,7 +1,7 @@
 """Hugging Face Space entry point: build the ASVP Lab UI and launch it."""
-from app.ui import build_demo
+from app.ui import CSS, build_demo
 
 demo = build_demo()
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(css=CSS)

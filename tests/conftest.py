@@ -35,13 +35,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def app_url():
     """The app, launched once on a free loopback port for every UI test."""
-    from app.ui import build_demo
+    from app.ui import CSS, build_demo
 
     demo = build_demo()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

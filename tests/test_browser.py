@@ -101,3 +101,17 @@ def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
         width = teacher.evaluate("e => [e.scrollWidth, e.clientWidth, e.value]")
         assert width[0] <= width[1] and width[2] == label  # the longest teacher name is shown whole
         browser.close()
+
+
+def test_the_about_tabs_answer_table_breaks_lines_between_words_only(app_url):
+    with sync_playwright() as p:
+        browser, page = open_app(p, app_url)
+        page.get_by_role("tab", name="About").click()
+        cells = page.locator(".prose table td")
+        expect(cells.first).to_be_visible(timeout=30_000)
+        broken = cells.evaluate_all("""cells => cells.filter(c => c.innerText.trim() && !/\\s/.test(c.innerText.trim()))
+            .filter(c => { const r = document.createRange(); r.selectNodeContents(c);
+                           return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size > 1; })
+            .map(c => c.innerText)""")
+        assert cells.count() > 20 and broken == []  # a one-word cell sits on one line
+        browser.close()
