@@ -16,7 +16,7 @@ import pandas as pd
 from app.asvp import ASVPConfig
 from app.bound import bound_db
 from app.distill import Attack
-from app.presets import DefenseDefaults, attack_for
+from app.presets import ATTACKERS, DefenseDefaults, attack_for
 from app.tasks import get_task
 from app.thresholds import negligible, reaches_headline
 
@@ -171,7 +171,7 @@ def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
     noisy, strongest = cheap[~cheap.effect], cheap[cheap.effect] if cheap.effect.any() else cheap
     picks = [("It costs the teacher as much", paid, (paid.t_dpsnr - paid.s_dpsnr).abs(), _paid_words),
              ("A drop inside the noise", noisy, noisy.s_dpsnr, _noise_words),
-             ("The strongest setting found", strongest, strongest.s_dpsnr, _strongest_words)]
+             ("The strongest setting found", strongest, strongest.s_dpsnr, lambda r: _strongest_words(r, s))]
     return [(title, int(rank.idxmin()), words(pool.loc[rank.idxmin()])) for title, pool, rank, words in picks
             if not pool.empty]
 
@@ -192,8 +192,20 @@ def _noise_words(r) -> str:
             f"{r.noise_floor:.2f} dB: another seed can reverse it.")
 
 
-def _strongest_words(r) -> str:
+def _strongest_words(r, s: pd.DataFrame) -> str:
     return (f"{teacher_on_task(r)}, {r.threat}, {r.attacker}: the largest confirmed student drop "
             f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
             f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB)."
-            + (f" The served output is untouched: this works {EXPOSED_NOTE}." if r.placement == "exposed" else ""))
+            + (f" The served output is untouched: this works {EXPOSED_NOTE}{against_normalised(s, r)}."
+               if r.placement == "exposed" else ""))
+
+
+def against_normalised(s: pd.DataFrame, r) -> str:
+    """What the same setting did to the attackers who standardise the features before matching them
+    (a scale blown up by the defense then has no say), where the search measured that."""
+    normalising = [name for name, change in ATTACKERS.items() if change.get("normalise")]
+    same = confirmed(s[(s.teacher == r.teacher) & s.attacker.isin(normalising)])
+    found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if describe(x) == describe(r)]
+    if not found:
+        return ""
+    return f" (the same setting against an attacker who standardises the features first: {' and '.join(found)})"

@@ -387,7 +387,8 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Trade-off", id="explorer"):
                 gr.Markdown("Every setting the search measured (`python -m app.experiments`, real benchmark pairs, "
                             "mean ± std over seeds; results/RESULTS.md). Filter, hover for the setting, click a "
-                            "point to load it into the Lab.")
+                            "point to load it into the Lab. Costly settings stretch the axes: drag a box around "
+                            "zero teacher cost (where the paper's headline sits) to zoom in, double-click to zoom out.")
                 everything = measured()
                 with gr.Row():
                     tasks_shown = gr.CheckboxGroup([(t.title, t.name) for t in TASKS.values()], value=list(TASKS),

@@ -91,14 +91,15 @@ def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_
     assert not headline(s.iloc[0])
 
 
-def test_an_exposed_headline_says_what_the_same_setting_did_to_the_attacker_who_normalises_features():
+def test_an_exposed_headline_and_the_tour_say_what_the_same_setting_did_to_the_attacker_who_normalises_features():
     exposed = dict(placement="exposed", attack="feature", a=100.0, stage="attackers")
     s = summarise(frame(rows(dict(exposed, attacker="feature MSE x10"), 0.0, -5.0, s_dssim=-0.6),
                         rows(dict(exposed, attacker="feature L1 x1, normalised"), 0.0, -0.05),
                         rows(dict(exposed, attacker="feature L1 x1, normalised", a=10.0), 0.0, -0.9)))
-    words = answer_words(s)
-    assert "standardises the features first: feature L1 x1, normalised, -0.05 ± 0.00 dB)" in words
-    assert "-0.90" not in words  # another setting's row is not this one's
+    words, tour = answer_words(s), scenarios(s)[-1][2]
+    for said in (words, tour):  # the report's answer, and the tour's strongest setting
+        assert "standardises the features first: feature L1 x1, normalised, -0.05 ± 0.00 dB)" in said
+    assert "-0.90" not in words + tour  # another setting's row is not this one's
 
 
 def test_the_answer_shows_how_much_the_clean_taught_student_learned_and_the_budget_table_its_steps():
