@@ -147,8 +147,8 @@ def write_report(out: Path) -> None:
              "defended minus clean, each student beside its clean-taught twin (same seed, queries, batch order and "
              "budget); the spread is the std over seeds. A setting counts only when its clean-taught students "
              "beat the degraded input, and a drop is an effect only beyond the teacher's noise floor (the spread "
-             "of its clean-taught students across seeds) and beyond its own spread. Students run single-threaded (`--threads 1`): a rerun "
-             "on the same kind of CPU matches bit for bit.\n",
+             "of its clean-taught students across seeds) and beyond its own spread. Students run single-threaded "
+             "(`--threads 1`): a rerun on the same kind of CPU matches bit for bit.\n",
              f"## The answer\n\n{answer_words(s)}\n\nPer task, teacher and threat model, the confirmed setting "
              f"with the largest student drop among those costing the teacher at most a negligible amount. "
              f"In-line: the served output carries the perturbation; exposed: only the features handed out do "
