@@ -15,8 +15,8 @@ import pandas as pd
 from app.bound import DERIVATION
 from app.figures import budget_curve, tradeoff
 from app.search import frontier
-from app.summary import (EXPOSED_NOTE, against_normalised, MIN_SEEDS, THREATS, best, confirmed, defaults, delta_text, describe,
-                         floor_text, headline, summarise)
+from app.summary import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
+                         delta_text, describe, floor_text, headline, summarise)
 from app.thresholds import HEADLINE, negligible
 
 

@@ -33,7 +33,8 @@ MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it
 SWEEP_A = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
 # the page's style, passed to launch(): Markdown tables (the About tab's answer has 13 columns) break
 # lines between words, never inside one ("deha-ze"), and scroll sideways where they cannot fit
-CSS = ".prose table { display: block; overflow-x: auto; } .prose td, .prose th { overflow-wrap: normal; word-break: normal; }"
+CSS = (".prose table { display: block; overflow-x: auto; } "
+       ".prose td, .prose th { overflow-wrap: normal; word-break: normal; }")
 
 
 class UploadPath(gr.Image):
