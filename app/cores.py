@@ -10,6 +10,7 @@ after another (a teacher's hooks belong to one forward at a time).
 """
 from __future__ import annotations
 
+import importlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -47,6 +48,13 @@ def core_pool() -> ThreadPoolExecutor:
             torch.set_num_threads(cores)
             _pool = pool
     return _pool
+
+
+def prepare_students() -> None:
+    """Import what a student's first optimiser imports lazily (torch._dynamo, through torch.optim's
+    compile guards: about a second on 2 cores), so that a caller can pay it while the attacker's
+    queries are made rather than as a silent pause in the first Distill click of a process."""
+    importlib.import_module("torch._dynamo")
 
 
 def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[Progress]:

@@ -25,7 +25,7 @@ from torch import nn
 from app import thresholds
 from app.asvp import ASVPConfig, FeatureMap, FeatureRecord, defend, hookable_layers
 from app.bound import bound_db, rms
-from app.cores import distill_on_cores
+from app.cores import distill_on_cores, prepare_students
 from app.distill import Attack, attacker_queries, clean_twin
 from app.arches import ARCHES
 from app.hub import LoadedTeacher, TeacherLoadError, bundled_for, bundled_teachers, load_teacher
@@ -274,14 +274,21 @@ def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
 
 def start_queries(task, attack: Attack, seed: int) -> Future:
     """Start building (and caching) the attacker's queries for this seed, or find them under way: a
-    look starts them, so the Distill click that follows does not spend seconds degrading images."""
+    look starts them, so the Distill click that follows does not spend seconds degrading images
+    or importing what its students need (a click that starts them itself reports while it waits)."""
     key = (task.name, attack.queries, attack.patch, attack.variants, seed)  # all the queries depend on
     with _queries_lock:
         for done in [k for k, job in _queries_under_way.items() if job.done()]:  # made: the cache has them
             del _queries_under_way[done]
         if key not in _queries_under_way:
-            _queries_under_way[key] = _query_maker.submit(attacker_queries, task, attack, seed)
+            _queries_under_way[key] = _query_maker.submit(_prepare_attacker, task, attack, seed)
         return _queries_under_way[key]
+
+
+def _prepare_attacker(task, attack: Attack, seed: int) -> torch.Tensor:
+    """The students' lazy imports (made once), and the attacker's queries for this seed (cached)."""
+    prepare_students()
+    return attacker_queries(task, attack, seed)
 
 
 def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:

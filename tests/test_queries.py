@@ -1,9 +1,11 @@
 """The attacker's queries, made while a visitor looks: the Distill click that follows waits for
 that one build (never a second), and a build that fails says so at the click, not at the look."""
+import subprocess
+import sys
 import threading
 
 import pytest
-from conftest import COFFEE
+from conftest import COFFEE, ROOT
 from gradio_client import handle_file
 
 from app import lab
@@ -22,6 +24,7 @@ def recorded_builds(monkeypatch):
         return "queries"
 
     monkeypatch.setattr(lab, "attacker_queries", build)
+    monkeypatch.setattr(lab, "prepare_students", lambda: None)  # its first import would outlast the heartbeats
     monkeypatch.setattr(lab, "HEARTBEAT_S", 0.01)
     yield calls, release
     release.set()
@@ -66,3 +69,14 @@ def test_a_look_in_the_app_starts_the_queries_of_its_seed(client, recorded_build
                    a=d.a, layer=d.layer, layout=d.layout, adaptive=d.tau is not None, tau=d.tau or 0.9,
                    placement=d.placement, api_name="/look")
     assert ("underwater", 105) in calls
+
+
+def test_the_build_also_makes_the_imports_a_students_first_optimiser_would():
+    """torch.optim's first Adam imports torch._dynamo (about a second on 2 cores): the look's build
+    pays for it, not a silent pause in the first Distill click of a fresh server."""
+    code = ("import sys; from app import lab; from app.presets import attack_for; from app.tasks import TASKS; "
+            "before = 'torch._dynamo' in sys.modules; "
+            "lab.start_queries(TASKS['dehaze'], attack_for('dehaze'), 106).result(); "
+            "print(before, 'torch._dynamo' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert run.stdout.split()[-2:] == ["False", "True"]
