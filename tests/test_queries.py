@@ -71,12 +71,23 @@ def test_a_look_in_the_app_starts_the_queries_of_its_seed(client, recorded_build
     assert ("underwater", 105) in calls
 
 
+
+def loads_dynamo(setup: str, statement: str) -> tuple[bool, bool]:
+    """Whether torch._dynamo is loaded in a fresh interpreter after `setup`, and after `statement`."""
+    code = (f"import sys; {setup}; before = 'torch._dynamo' in sys.modules; {statement}; "
+            "print(before, 'torch._dynamo' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return tuple(word == "True" for word in run.stdout.split()[-2:])
+
+
 def test_the_build_also_makes_the_imports_a_students_first_optimiser_would():
     """torch.optim's first Adam imports torch._dynamo (about a second on 2 cores): the look's build
     pays for it, not a silent pause in the first Distill click of a fresh server."""
-    code = ("import sys; from app import lab; from app.presets import attack_for; from app.tasks import TASKS; "
-            "before = 'torch._dynamo' in sys.modules; "
-            "lab.start_queries(TASKS['dehaze'], attack_for('dehaze'), 106).result(); "
-            "print(before, 'torch._dynamo' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert run.stdout.split()[-2:] == ["False", "True"]
+    assert loads_dynamo("from app import lab; from app.presets import attack_for; from app.tasks import TASKS",
+                        "lab.start_queries(TASKS['dehaze'], attack_for('dehaze'), 106).result()") == (False, True)
+
+
+def test_a_first_optimiser_does_import_torch_dynamo():
+    """The premise of the build's extra import: when a torch release stops importing it lazily here,
+    this fails and app.cores.prepare_students can go."""
+    assert loads_dynamo("import torch", "torch.optim.Adam([torch.zeros(1, requires_grad=True)])") == (False, True)
