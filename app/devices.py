@@ -1,13 +1,17 @@
-"""Where training runs: every command that trains or sweeps takes `--device auto|cpu|cuda`.
+"""Where training runs: every command that trains or sweeps takes `--device auto|cpu|cuda`, and the
+app (whose Distill click trains) reads the same choice from the ASVP_DEVICE environment variable.
 
 `auto` takes CUDA when PyTorch sees a GPU, else the CPU; asking for CUDA where there is none falls
 back to the CPU with a note rather than failing a long run at its first step.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 CHOICES = ("auto", "cpu", "cuda")
+APP_VARIABLE = "ASVP_DEVICE"
 
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
@@ -18,6 +22,17 @@ def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
         return torch.device("cuda"), ""
     note = "" if requested != "cuda" else "CUDA was asked for, but PyTorch sees no GPU here: running on the CPU"
     return torch.device("cpu"), note
+
+
+def app_device() -> tuple[torch.device, str]:
+    """The app's device from ASVP_DEVICE (`auto` when unset), and a note for its visitors when the
+    request could not be met; an unknown value starts the server on `auto` and says so (a Space's
+    setting should not keep it from starting)."""
+    requested = os.environ.get(APP_VARIABLE, "auto").strip().lower() or "auto"
+    if requested in CHOICES:
+        return pick_device(requested)
+    device, _ = pick_device("auto")
+    return device, f"{APP_VARIABLE}={requested!r} is not one of {', '.join(CHOICES)}: running on {device.type}"
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

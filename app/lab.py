@@ -86,16 +86,17 @@ def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
     return names[-1]
 
 
-def session_teacher(task_name: str, source: str = "") -> SessionTeacher:
-    """Load (bundled teachers once per process) and copy a teacher for one session; refuse one
-    whose scale does not fit the task, or that offers no feature map to hook."""
+def session_teacher(task_name: str, source: str = "", device: torch.device = torch.device("cpu")) -> SessionTeacher:
+    """Load (bundled teachers once per process) and copy a teacher for one session onto `device`
+    (its Distill students train there too); refuse one whose scale does not fit the task, or that
+    offers no feature map to hook."""
     task, source = get_task(task_name), (source or "").strip() or task_name
     loaded = _bundled(source) if source in bundled_teachers() else load_teacher(source)
     if loaded.scale != task.scale:
         raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
                                f"x{task.scale}: pick the matching task")
-    model = copy.deepcopy(loaded.model)
-    layers = hookable_layers(model, probe(loaded))
+    model = copy.deepcopy(loaded.model).to(device)
+    layers = hookable_layers(model, probe(loaded).to(device))
     if not layers:
         raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
     return SessionTeacher(task, source, loaded, model, layers, hook_layer(layers, loaded.default_layer),

@@ -16,6 +16,7 @@ from PIL import Image
 from app import lab, plots, presets, thresholds
 from app.asvp import ASVPConfig
 from app.bound import DERIVATION
+from app.devices import app_device, device_of
 from app.distill import Attack
 from app.export import METRICS_HEADER, session_zip
 from app.images import MAX_SIDE, load_rgb, to_uint8
@@ -99,12 +100,12 @@ def layer_choices(layers) -> list[tuple[str, str]]:
     return [(f"{f.name} · {f.channels} x {side(f.scale, 'H')} x {side(f.scale, 'W')}", f.name) for f in layers]
 
 
-def teacher_facts(teacher: lab.SessionTeacher, preset: presets.Preset) -> str:
+def teacher_facts(teacher: lab.SessionTeacher, preset: presets.Preset, device_note: str = "") -> str:
     loaded = teacher.loaded
     lines = [f"**{loaded.architecture}** ({loaded.family}, licence {loaded.licence}), {loaded.params:,} parameters, "
-             f"x{loaded.scale} — {loaded.origin}"]
-    if loaded.warning:
-        lines.append(f"⚠️ {loaded.warning}")
+             f"x{loaded.scale} — {loaded.origin}; it and its Distill students run on "
+             f"{device_of(teacher.model).type.upper()}"]
+    lines += [f"⚠️ {warning}" for warning in (loaded.warning, device_note) if warning]
     lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
     return "\n\n".join(lines + [loaded.quality])
 
@@ -272,6 +273,7 @@ def build_demo() -> gr.Blocks:
     start = presets.preset(first)
     d = start.defense
     picks = [(words[0].upper() + words[1:], name) for name, words in presets.PICKS.items()]
+    device, device_note = app_device()  # where every session's teacher and students run (ASVP_DEVICE)
     with gr.Blocks(title="ASVP Lab") as demo:
         gr.Markdown("# ASVP Lab\nCan a restoration model defend itself at runtime against distillation? "
                     "Set the defense, look at the teacher, then **Distill** two students and compare.")
@@ -292,7 +294,7 @@ def build_demo() -> gr.Blocks:
         @user_errors
         def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
             fresh = not (state and state.task.name == task)  # no teacher yet, or one of another task
-            session = lab.session_teacher(task) if fresh else state
+            session = lab.session_teacher(task, device=device) if fresh else state
             defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
             view_scene = lab.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
             lab.start_queries(view_scene.task, presets.attack_for(task), int(seed))  # ready by the Distill click
@@ -424,7 +426,7 @@ def build_demo() -> gr.Blocks:
 
         @user_errors
         def on_load(task, source, pick, picked=None):
-            session = lab.session_teacher(task, source)
+            session = lab.session_teacher(task, source, device)
             if session.loaded.warning:
                 gr.Warning(session.loaded.warning)
             if picked and (picked["task"], picked["teacher"]) == (task, source):  # a point from the explorer
@@ -432,7 +434,7 @@ def build_demo() -> gr.Blocks:
             else:
                 start = presets.preset(task, session.loaded.family, pick)
             names, d = [f.name for f in session.layers], start.defense
-            return {teacher: session, facts: teacher_facts(session, start),
+            return {teacher: session, facts: teacher_facts(session, start, device_note),
                     layer: gr.Dropdown(choices=layer_choices(session.layers),
                                        value=d.layer if d.layer in names else session.default_layer),
                     k: d.k, a: d.a, layout: d.layout, adaptive: d.tau is not None, tau: d.tau or 0.9,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["ASVP_DEVICE"] = "cpu"  # the app's sessions stay on the CPU, also where a GPU is present
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -28,7 +28,7 @@ from app.images import load_rgb, to_uint8
 from app.nets import restore
 from app.presets import noise_floor, preset
 from app.tasks import TASKS
-from app.ui import perturbation_caption, score_rows, setting_link, verdict_markdown
+from app.ui import perturbation_caption, score_rows, setting_link, teacher_facts, verdict_markdown
 
 
 def settings(task):
@@ -203,10 +203,15 @@ def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
     assert d.layer in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates
 
 
+def test_the_facts_say_where_a_teacher_runs_and_why_not_where_asked():
+    facts = teacher_facts(lab.session_teacher("dehaze"), preset("dehaze"), "ASVP_DEVICE='gpu' is not one of ...")
+    assert "students run on CPU" in facts and "⚠️ ASVP_DEVICE='gpu'" in facts
+
+
 def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
     facts, layer, *_ = client.predict(task="dehaze", source="dehaze-nafnet", api_name="/load_teacher")
     start = preset("dehaze", FAMILIES["NAFNet"].title)  # the bundled NAFNet's sweep entry, or the built-in setting
-    assert "NAFNet" in facts and "licence MIT" in facts and start.source in facts
+    assert "NAFNet" in facts and "licence MIT" in facts and start.source in facts and "run on CPU" in facts
     assert layer["value"] == (start.defense.layer if start.source.startswith("swept") else "net.decoders.2")
     assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
     with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):

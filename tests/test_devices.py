@@ -1,10 +1,10 @@
-"""Every command that trains or sweeps takes a device; asking for CUDA where there is none falls
-back to the CPU and says so (tests themselves stay on the CPU)."""
+"""Every command that trains or sweeps takes a device, and the app reads one from ASVP_DEVICE; asking
+for CUDA where there is none falls back to the CPU and says so (tests themselves stay on the CPU)."""
 import pytest
 import torch
 
 from app import experiments, train
-from app.devices import device_of, pick_device
+from app.devices import app_device, device_of, pick_device
 from app.sweep import Workers
 
 
@@ -17,6 +17,27 @@ def test_cuda_asked_for_where_there_is_none_falls_back_with_a_note(monkeypatch):
     assert pick_device("auto") == (torch.device("cuda"), "") and pick_device("cpu") == (torch.device("cpu"), "")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         pick_device("tpu")
+
+
+@pytest.mark.parametrize("value,device,note", [
+    (None, "cpu", ""), ("", "cpu", ""), (" CPU ", "cpu", ""), ("auto", "cpu", ""),
+    ("cuda", "cpu", "CUDA was asked for, but PyTorch sees no GPU here: running on the CPU"),
+    ("gpu", "cpu", "ASVP_DEVICE='gpu' is not one of auto, cpu, cuda: running on cpu")])
+def test_the_app_reads_its_device_from_the_environment_and_starts_whatever_it_says(monkeypatch, value, device, note):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if value is None:
+        monkeypatch.delenv("ASVP_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("ASVP_DEVICE", value)
+    assert app_device() == (torch.device(device), note)
+
+
+def test_the_app_takes_cuda_by_default_where_there_is_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("ASVP_DEVICE", raising=False)
+    assert app_device() == (torch.device("cuda"), "")
+    monkeypatch.setenv("ASVP_DEVICE", "cpu")
+    assert app_device() == (torch.device("cpu"), "")
 
 
 def test_a_sweep_with_cuda_and_no_gpu_says_it_runs_on_the_cpu(monkeypatch, capsys, tmp_path):
