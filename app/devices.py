@@ -32,7 +32,8 @@ def app_device() -> tuple[torch.device, str]:
     if requested in CHOICES:
         return pick_device(requested)
     device, _ = pick_device("auto")
-    return device, f"{APP_VARIABLE}={requested!r} is not one of {', '.join(CHOICES)}: running on {device.type}"
+    where = "the CPU" if device.type == "cpu" else device.type.upper()
+    return device, f"{APP_VARIABLE}={requested!r} is not one of {', '.join(CHOICES)}: running on {where}"
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -22,7 +22,7 @@ def test_cuda_asked_for_where_there_is_none_falls_back_with_a_note(monkeypatch):
 @pytest.mark.parametrize("value,device,note", [
     (None, "cpu", ""), ("", "cpu", ""), (" CPU ", "cpu", ""), ("auto", "cpu", ""),
     ("cuda", "cpu", "CUDA was asked for, but PyTorch sees no GPU here: running on the CPU"),
-    ("gpu", "cpu", "ASVP_DEVICE='gpu' is not one of auto, cpu, cuda: running on cpu")])
+    ("gpu", "cpu", "ASVP_DEVICE='gpu' is not one of auto, cpu, cuda: running on the CPU")])
 def test_the_app_reads_its_device_from_the_environment_and_starts_whatever_it_says(monkeypatch, value, device, note):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if value is None:
@@ -36,6 +36,8 @@ def test_the_app_takes_cuda_by_default_where_there_is_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.delenv("ASVP_DEVICE", raising=False)
     assert app_device() == (torch.device("cuda"), "")
+    monkeypatch.setenv("ASVP_DEVICE", "tpu")
+    assert app_device() == (torch.device("cuda"), "ASVP_DEVICE='tpu' is not one of auto, cpu, cuda: running on CUDA")
     monkeypatch.setenv("ASVP_DEVICE", "cpu")
     assert app_device() == (torch.device("cpu"), "")
 
