@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -37,7 +38,7 @@ from app.report import write_report
 from app.search import (CONFIRM_SEEDS, EXPOSED_SCREEN_ATTACKER, frontier, grid, screened_exposed,
                         screened_inline, teacher_costs)
 from app.summary import defense_of, summarise, tau_of
-from app.sweep import Store, Workers, ray_session, recipe_version, row_key, run_rows, teacher_checksum
+from app.sweep import Store, Workers, ray_session, row_key, run_rows, stamp
 from app.thresholds import negligible
 from app.tasks import TASKS
 
@@ -89,14 +90,10 @@ def costs_on_file(search: Search, out: Path) -> pd.DataFrame | None:
     path = out / f"costs_{search.source}.csv"
     if not path.exists():
         return None
-    on_file, stamp = pd.read_csv(path), cost_stamp(search.source)
-    fresh = len(on_file) == len(grid(search.stages, search.quick)) and all((on_file[k] == v).all()
-                                                                           for k, v in stamp.items())
+    on_file = pd.read_csv(path)
+    fresh = len(on_file) == len(grid(search.stages, search.quick)) and all(
+        (on_file[k] == v).all() for k, v in stamp(search.task, search.source).items())
     return on_file if fresh else None
-
-
-def cost_stamp(source: str) -> dict[str, str]:
-    return dict(recipe=recipe_version(), teacher_sha=teacher_checksum(source))
 
 
 def cost_grid(search: Search, device: torch.device) -> pd.DataFrame:
@@ -110,13 +107,13 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
     and stored there (a plan's costs serve the run that follows)."""
     found = {s.source: costs_on_file(s, out) for s in plans}
     task = workers.remote(ray, cost_grid)
-    pending = {task.remote(s): s.source for s in plans if found[s.source] is None}
+    pending = {task.remote(s): s for s in plans if found[s.source] is None}
     with tqdm(total=len(pending), desc="teacher costs", unit="teacher") as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            source = pending.pop(ready)
-            found[source] = ray.get(ready).assign(**cost_stamp(source))
-            found[source].to_csv(out / f"costs_{source}.csv", index=False)
+            search = pending.pop(ready)
+            found[search.source] = ray.get(ready).assign(**stamp(search.task, search.source))
+            found[search.source].to_csv(out / f"costs_{search.source}.csv", index=False)
             bar.update()
     return found
 
@@ -184,50 +181,88 @@ def curve_rows(search: Search, inline: ASVPConfig, exposed: ASVPConfig, budgets:
     return [search.row("budget", d, dataclasses.replace(a, steps=b)) for d, a in dict.fromkeys(pairs) for b in budgets]
 
 
+def stages(plans: list[Search], seeds: list[int], budgets: tuple[int, ...], grids: dict[str, pd.DataFrame],
+           measured: Callable[[list[Row], list[int], str], list[dict] | None]) -> dict[str, list[str]] | None:
+    """The search's stages in order: screen (first seed), frontier confirmed (every seed), attackers
+    and baselines (every seed), budget curve (first three seeds). `measured(rows, seeds, stage)` gives
+    the rows on file once the missing ones are measured (a run), or None where some are missing (a
+    plan: the later stages follow from them, so the walk stops). Returns each teacher's row keys in
+    the protocol's order, or None."""
+    screens = {s.source: screen_rows(s, grids[s.source]) for s in plans}
+    first = measured([r for rows in screens.values() for r in rows], seeds[:1], "screen")
+    if first is None:
+        return None
+    confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
+                for s in plans}
+    confirmed = measured([r for rows in confirms.values() for r in rows], seeds, "frontier")
+    if confirmed is None:
+        return None
+    later = {}
+    for s in plans:
+        inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
+        later[s.source] = (attacker_rows(s, inline, exposed), curve_rows(s, inline, exposed, budgets))
+    if measured([r for rows, _ in later.values() for r in rows], seeds, "attackers and baselines") is None:
+        return None
+    if measured([r for _, rows in later.values() for r in rows], seeds[:3], "budget curve") is None:
+        return None
+    return {s.source: list(dict.fromkeys([row_key(row, seeds[0]) for row in screens[s.source]]
+                                         + [row_key(row, seed) for row in confirms[s.source] for seed in seeds[1:]]
+                                         + [row_key(row, seed) for row in later[s.source][0] for seed in seeds]
+                                         + [row_key(row, seed) for row in later[s.source][1] for seed in seeds[:3]]))
+            for s in plans}
+
+
+def budgets_of(plans: list[Search], quick: bool) -> tuple[int, ...]:
+    return tuple(sorted({s.attack.steps for s in plans} | {2 * s.attack.steps for s in plans})) if quick else BUDGETS
+
+
 def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
         workers: Workers, address: str | None) -> None:
-    """The search on Ray, resuming from the rows already in `out`: costs, screen (first seed),
-    frontier confirmed (every seed), attackers and baselines, budget curve (first three seeds)."""
+    """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
     store, plans = Store(out), searches(teachers, budget, quick)
     for search in plans:
-        store.load(search.source)
-    budgets = tuple(sorted({search.attack.steps, 2 * search.attack.steps})) if quick else BUDGETS
+        store.load(search.task, search.source)
     with ray_session(address, workers.threads) as ray:
         grids = costs(ray, plans, out, workers)
-        screens = {s.source: screen_rows(s, grids[s.source]) for s in plans}
-        first = run_rows(ray, [r for rows in screens.values() for r in rows], seeds[:1], store, workers,
-                         desc="screen")
-        confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
-                    for s in plans}
-        confirmed = run_rows(ray, [r for rows in confirms.values() for r in rows], seeds, store, workers,
-                             desc="frontier")
-        later = {}
-        for s in plans:
-            inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
-            later[s.source] = (attacker_rows(s, inline, exposed),
-                               curve_rows(s, inline, exposed, budgets))
-        run_rows(ray, [r for rows, _ in later.values() for r in rows], seeds, store, workers,
-                 desc="attackers and baselines")
-        run_rows(ray, [r for _, rows in later.values() for r in rows], seeds[:3], store, workers,
-                 desc="budget curve")
-    for s in plans:  # each CSV in the protocol's order
-        by_key = {r["key"]: r for r in store.rows[s.source]}
-        screen, (rest, curve_of) = screens[s.source], later[s.source]
-        ordered = ([row_key(row, seeds[0]) for row in screen]
-                   + [row_key(row, seed) for row in confirms[s.source] for seed in seeds[1:]]
-                   + [row_key(row, seed) for row in rest for seed in seeds]
-                   + [row_key(row, seed) for row in curve_of for seed in seeds[:3]])
-        store.write(s.source, [by_key[k] for k in dict.fromkeys(ordered)])
+        order = stages(plans, seeds, budgets_of(plans, quick), grids,
+                       lambda rows, seeds, stage: run_rows(ray, rows, seeds, store, workers, desc=stage))
+    for source, keys in order.items():
+        by_key = {r["key"]: r for r in store.rows[source]}
+        store.write(source, [by_key[k] for k in keys])
 
 
-def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick: bool, workers: Workers,
+def plan(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
          out: Path, address: str | None) -> str:
-    """What a run will cost before it starts: per teacher, the screen's students (exact, from the
-    teacher costs, computed and stored in `out` for the run) and an upper bound on the rest, and
-    the estimated time of the students here."""
-    lines, total_students, total_s, plans = [], 0, 0.0, searches(teachers, budget, quick)
-    with ray_session(address, workers.threads) as ray:
-        grids = costs(ray, plans, out, workers)
+    """What a run will cost before it starts, changing no row: per teacher, its rows on file that are
+    current (and those the recipe or the teacher's weights made stale); then the first stage with
+    rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
+    run), an upper bound on the rest and the estimated time of the students here."""
+    store, plans = Store(out), searches(teachers, budget, quick)
+    lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
+             for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
+    grids = {s.source: costs_on_file(s, out) for s in plans}
+    if any(g is None for g in grids.values()):
+        with ray_session(address, workers.threads) as ray:
+            grids = costs(ray, plans, out, workers)
+    missing: list[str] = []
+
+    def on_file(rows: list[Row], seeds: list[int], stage: str) -> list[dict] | None:
+        found = {r["key"]: r for row in rows for r in store.rows[row.teacher]}
+        keys = [row_key(row, seed) for row in rows for seed in seeds]
+        if all(k in found for k in keys):
+            return [found[k] for k in keys]
+        missing.append(f"{sum(k not in found for k in keys)} student pairs of the {stage} stage")
+        return None
+
+    if stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None:
+        return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
+    lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
+    return "\n".join(lines + estimate(plans, grids, len(seeds), workers))
+
+
+def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, workers: Workers) -> list[str]:
+    """Per teacher, the screen's students (exact) and an upper bound on the rest, with their time here."""
+    lines, total_students, total_s = [], 0, 0.0
     for search in plans:
         screen = screen_rows(search, grids[search.source])
         cleans = len({(row.defense.layers, row.attack) for row in screen})  # one clean twin per layer and attacker
@@ -243,7 +278,7 @@ def plan(teachers: list[tuple[str, str]], seeds: int, budget: int | None, quick:
         total_students, total_s = total_students + n, total_s + seconds
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
                  f"on {workers.device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
-    return "\n".join(lines)
+    return lines
 
 
 def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
@@ -309,7 +344,7 @@ def main(argv=None):
     print(f"writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.plan:
-        print(plan(teachers, len(args.seeds), args.budget, args.quick, workers, args.out, args.address))
+        print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address))
         return
     if teachers:
         start = time.perf_counter()

@@ -3,10 +3,10 @@
 Ray runs embedded on the cores it finds (nothing to set up beyond pip), or joins a cluster given
 its address. A row (teacher, setting, attacker, seeds) is one task; the clean-taught students are
 tasks of their own, shared by every row with the same attacker, hooked layer and seed. Each CSV
-row carries a key: the hash of its full setting, its seed, the teacher's checksum and the code
-version of the student recipe. A rerun skips every row whose key is already on file (and drops
-rows whose key no longer matches: the teacher or the recipe changed), so an interrupted sweep
-trains only what is missing.
+row carries a key (the hash of its full setting, its seed and the teacher's checksum) and the
+recipe's fingerprint (app.recipe: what the student recipe computes, not the text of its files). A
+rerun skips every row whose key is already on file, and drops rows of another fingerprint or other
+teacher weights, so an interrupted sweep trains only what is missing.
 """
 from __future__ import annotations
 
@@ -25,20 +25,9 @@ from tqdm import tqdm
 
 from app.hub import bundled_teachers
 from app.measure import Row, clean_student_scores, measure
+from app.recipe import recipe_of
 
 ROOT = Path(__file__).resolve().parent.parent
-# what a student's numbers depend on beyond its setting: a change to any of these files is a new recipe
-RECIPE_FILES = ("asvp.py", "baselines.py", "data.py", "degrade.py", "distill.py", "measure.py", "metrics.py",
-                "nets.py", "tasks.py", "testsets.py")
-
-
-@lru_cache(maxsize=None)
-def recipe_version() -> str:
-    """The code version of the student recipe: a hash of the source it runs."""
-    digest = hashlib.sha256()
-    for name in RECIPE_FILES:
-        digest.update((ROOT / "app" / name).read_bytes())
-    return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=None)
@@ -51,16 +40,19 @@ def _key(what: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def stamp(task: str, teacher: str) -> dict[str, str]:
+    """What makes a teacher's rows current: the recipe's fingerprint and the teacher's weights."""
+    return dict(recipe=recipe_of(task, teacher), teacher_sha=teacher_checksum(teacher))
+
+
 def row_key(row: Row, seed: int) -> str:
-    return _key(dict(row=dataclasses.asdict(row), seed=seed, teacher=teacher_checksum(row.teacher),
-                     recipe=recipe_version()))
+    return _key(dict(row=dataclasses.asdict(row), seed=seed, teacher=teacher_checksum(row.teacher)))
 
 
 def clean_key(row: Row, seed: int) -> str:
     """What a clean-taught student depends on: rows that agree on it share the student."""
     return _key(dict(task=row.task, teacher=teacher_checksum(row.teacher), defense=dataclasses.asdict(row.clean_defense),
-                     attack=dataclasses.asdict(row.attack), pairs=dataclasses.asdict(row.pairs), seed=seed,
-                     recipe=recipe_version()))
+                     attack=dataclasses.asdict(row.attack), pairs=dataclasses.asdict(row.pairs), seed=seed))
 
 
 class Store:
@@ -73,15 +65,18 @@ class Store:
     def path(self, teacher: str) -> Path:
         return self.out / f"sweep_{teacher}.csv"
 
-    def load(self, teacher: str) -> None:
-        """Read a teacher's rows, keeping those of its current weights and student recipe."""
+    def load(self, task: str, teacher: str, keep_stale: bool = False) -> int:
+        """Read a teacher's rows, keeping those of its current weights and student recipe; the
+        stale ones leave the file too unless `keep_stale` (a plan only looks). Returns how many were stale."""
         path = self.path(teacher)
         frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")  # empty cells: None
-        fresh = dict(recipe=recipe_version(), teacher_sha=teacher_checksum(teacher))
+        fresh = stamp(task, teacher)
         self.rows[teacher] = [r for r in rows if all(r.get(k) == v for k, v in fresh.items())]
-        if len(self.rows[teacher]) != len(rows):  # stale rows go: their teacher or recipe changed
+        stale = len(rows) - len(self.rows[teacher])
+        if stale and not keep_stale:  # stale rows go: their teacher or recipe changed
             self.write(teacher, self.rows[teacher])
+        return stale
 
     def done(self, teacher: str) -> set[str]:
         return {r["key"] for r in self.rows.get(teacher, [])}
@@ -187,8 +182,7 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Work
             row, missing = pending.pop(ready)
             measured = ray.get(ready)
             store.add(row.teacher, [dict(r, key=wanted[row, seed], clean_key=clean_key(row, seed),
-                                         recipe=recipe_version(), teacher_sha=teacher_checksum(row.teacher))
-                                    for r, seed in zip(measured, missing)])
+                                         **stamp(row.task, row.teacher)) for r, seed in zip(measured, missing)])
             bar.update(len(missing))
     on_file = {r["key"]: r for teacher in {row.teacher for row in rows} for r in store.rows[teacher]}
     return [on_file[wanted[row, seed]] for row in rows for seed in seeds]  # in the order asked

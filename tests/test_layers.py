@@ -16,7 +16,7 @@ LAYERS = {
     "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
     "defense": ["asvp", "baselines", "bound"],
     "attacker": ["distill", "cores"],
-    "lab": ["presets", "lab", "export", "measure", "search", "summary", "figures", "report", "sweep", "experiments",
+    "lab": ["presets", "lab", "export", "measure", "search", "summary", "figures", "report", "recipe", "sweep", "experiments",
             "evaluate", "train", "bench"],
     "ui": ["plots", "ui"],
 }

@@ -1,22 +1,63 @@
 """The committed results are the search's rows, and `python -m app.experiments` resumes from them: it
-drops every row whose student recipe or teacher weights differ from the checkout's (app.sweep.Store.load).
-A change to one of app.sweep.RECIPE_FILES, even a docstring, would leave results/ describing another
-recipe and make the next run retrain every student: this fails first, and names the way out."""
+drops every row whose recipe fingerprint (app.recipe: what the student recipe computes) or teacher
+weights differ from the checkout's. A change of numbers anywhere on the recipe's path fails here first;
+a refactor that changes none keeps every row."""
+import numpy as np
 import pandas as pd
+import pytest
 from conftest import ROOT
 
-from app.sweep import RECIPE_FILES, recipe_version, teacher_checksum
+import app.data
+import app.distill
+from app.experiments import main
+from app.recipe import fingerprint
+from app.sweep import stamp
 
 RESULTS = ROOT / "results"
+pytestmark = pytest.mark.benchmarks  # the plan walks the stored rows, scored on the benchmark pairs
 
 
-def test_the_committed_rows_were_measured_with_this_checkouts_recipe_and_teachers():
+def test_the_committed_rows_are_current_and_the_plan_trains_none_of_them(capsys):
     files = sorted(RESULTS.glob("sweep_*.csv")) + sorted(RESULTS.glob("costs_*.csv"))
-    assert files, "results/ holds no search rows"
+    assert len(files) == 26, "results/ holds no search rows"
     for path in files:
         rows = pd.read_csv(path)
         teacher = path.stem.split("_", 1)[1]
-        assert set(rows.recipe) == {recipe_version()}, (
-            f"{path.name} was measured with another student recipe than app/{', app/'.join(RECIPE_FILES)} give now: "
+        assert len(set(rows.task)) == 1 if "task" in rows else True
+        task = rows.task[0] if "task" in rows else pd.read_csv(RESULTS / f"sweep_{teacher}.csv").task[0]
+        expected = stamp(task, teacher)
+        assert set(rows.recipe) == {expected["recipe"]}, (
+            f"{path.name} was measured with a student recipe that computes other numbers than this checkout's: "
             "undo the change, or rerun the search on purpose (python -m app.experiments)")
-        assert set(rows.teacher_sha) == {teacher_checksum(teacher)}, f"{path.name}: its teacher was retrained"
+        assert set(rows.teacher_sha) == {expected["teacher_sha"]}, f"{path.name}: its teacher was retrained"
+    main(["--plan"])
+    assert capsys.readouterr().out.strip().endswith("no committed row needs retraining")
+
+
+def shifted_resize(img, max_side=512, multiple=1):
+    """app.images.cap_size with its output one pixel narrower: a change of numbers."""
+    out = ORIGINAL(img, max_side, multiple)
+    return out[:, :-1] if max(img.shape[:2]) > max_side else out
+
+
+def renamed_resize(img, max_side=512, multiple=1):
+    """app.images.cap_size under another name: a change of text alone."""
+    return ORIGINAL(img, max_side, multiple)
+
+
+ORIGINAL = app.data.cap_size
+
+
+@pytest.mark.parametrize("replacement,changes", [(shifted_resize, True), (renamed_resize, False)])
+def test_the_fingerprint_follows_numbers_not_names(monkeypatch, replacement, changes):
+    before = fingerprint("dehaze", "dehaze")
+    caches = (app.data.clean_image, app.data.held_out_image, app.distill.query_images)
+    for cache in caches:
+        cache.cache_clear()
+    monkeypatch.setattr(app.data, "cap_size", replacement)
+    try:
+        assert (fingerprint("dehaze", "dehaze") != before) == changes
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+    assert np.isfinite(app.data.clean_image("monarch")).all()

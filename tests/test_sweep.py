@@ -6,7 +6,8 @@ import pytest
 from app.asvp import ASVPConfig
 from app.distill import Attack
 from app.measure import Pairs, Row
-from app.sweep import Store, clean_key, ray_session, recipe_version, row_key, run_rows
+from app.recipe import recipe_of
+from app.sweep import Store, clean_key, ray_session, row_key, run_rows
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
 TINY = Attack(steps=3, queries=8, batch=2, patch=32)
@@ -43,7 +44,7 @@ def test_a_stopped_sweep_resumes_with_only_the_missing_row(ray, tmp_path):
     assert len(first) == 1 and first.key[0] in {row_key(row, 0) for row in ROWS}
 
     store = Counting(tmp_path)
-    store.load("dehaze")
+    store.load("dehaze", "dehaze")
     rows = run_rows(ray, ROWS, [0], store)
     assert store.added == 1  # the row on file was not trained again
     assert [r["key"] for r in rows] == [row_key(row, 0) for row in ROWS]  # in the order asked
@@ -54,11 +55,11 @@ def test_a_stopped_sweep_resumes_with_only_the_missing_row(ray, tmp_path):
 
 
 def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
-    fresh = dict(key="k1", recipe=recipe_version(), teacher_sha="stale-weights", student_clean_psnr=1.0,
+    fresh = dict(key="k1", recipe=recipe_of("dehaze", "dehaze"), teacher_sha="stale-weights", student_clean_psnr=1.0,
                  student_clean_ssim=0.5, clean_key="c1")
     pd.DataFrame([fresh, dict(fresh, key="k2", recipe="old-code")]).to_csv(tmp_path / "sweep_dehaze.csv", index=False)
     store = Store(tmp_path)
-    store.load("dehaze")
+    store.load("dehaze", "dehaze")
     assert store.done("dehaze") == set() and not (tmp_path / "sweep_dehaze.csv").exists()
 
 
