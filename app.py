@@ -1,5 +1,6 @@
 """Hugging Face Space entry point: build the ASVP Lab UI and launch it."""
-from app.ui import CSS, build_demo
+from app.ui.blocks import CSS, build_demo
+
 
 demo = build_demo()
 

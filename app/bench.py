@@ -1,4 +1,4 @@
-"""Speed budgets (DESIGN.md section 5), measured side by side in one run: `python -m app.bench`.
+"""Speed budgets (docs/protocol.md section 2), measured side by side in one run: `python -m app.bench`.
 
 Every `bench_*` function returns a dict of figures; `main` prints each against its goal with
 PASS/FAIL. A ratio compares medians over repeats whose two sides were timed alternately, so that
@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import os
 
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
 
 import argparse  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from app.asvp import ASVPConfig, FeatureRecord, amplify, defend, reference_amplify  # noqa: E402
-from app.nets import QuickStudent, UNetTeacher  # noqa: E402
-from app.presets import preset  # noqa: E402
-from app.tasks import TASKS, get_task  # noqa: E402
+from app.data.tasks import TASKS, get_task  # noqa: E402
+from app.defense.asvp import FeatureRecord, Setting, amplify, defend, reference_amplify  # noqa: E402
+from app.lab.presets import preset  # noqa: E402
+from app.teachers.networks import QuickStudent, UNetTeacher  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +58,7 @@ def feature_like(c: int, n: int, seed: int, blur: int = 9) -> torch.Tensor:
     return F.avg_pool2d(noise, blur, stride=1)
 
 
-def versus_svd(feat: torch.Tensor, matrices: torch.Tensor, config: ASVPConfig, repeats: int) -> dict:
+def versus_svd(feat: torch.Tensor, matrices: torch.Tensor, config: Setting, repeats: int) -> dict:
     """The op on `feat` vs a full torch.linalg.svd of the same numbers as `matrices`, and vs the op's
     physical floor: the float32 Gram GEMM of the same matrices plus one pass that writes a fresh
     output (a copy of the map), all timed alternately in one run."""
@@ -70,7 +72,7 @@ def versus_svd(feat: torch.Tensor, matrices: torch.Tensor, config: ASVPConfig, r
             "floor_ms": least * 1e3}
 
 
-def bench_channel(repeats: int = 7, config: ASVPConfig = ASVPConfig()) -> dict:
+def bench_channel(repeats: int = 7, config: Setting = Setting()) -> dict:
     """Channel op vs torch.linalg.svd of the same B=1, C=64, 256x256 map; error vs the float64 reference."""
     feat = feature_like(64, 256, seed=0, blur=1)
     err = max(rel_error(amplify(f, config), reference_amplify(f, config))
@@ -78,7 +80,7 @@ def bench_channel(repeats: int = 7, config: ASVPConfig = ASVPConfig()) -> dict:
     return {**versus_svd(feat, feat.reshape(1, 64, -1), config, repeats), "rel_err": err}
 
 
-def bench_spatial(repeats: int = 7, config: ASVPConfig = ASVPConfig(layout="spatial"), blur: int = 9) -> dict:
+def bench_spatial(repeats: int = 7, config: Setting = Setting(layout="spatial"), blur: int = 9) -> dict:
     """Spatial op vs batched full torch.linalg.svd of C=64 maps of 64x64; error vs the reference."""
     feat = feature_like(64, 64, seed=0, blur=blur)
     err = rel_error(amplify(feat, config), reference_amplify(feat, config))
@@ -89,12 +91,13 @@ def load_bench_teacher(source: str | None) -> tuple[torch.nn.Module, str]:
     """A bundled teacher (task name or folder) when asked for and present, else a fresh, seeded
     UNetTeacher(scale=1). Never goes to the Hub."""
     if source:
-        from app.hub import bundled_teachers, load_teacher  # only here: the op timings need no Hub code
+        from app.teachers.loader import load_teacher  # only here: the op timings need no Hub code
+        from app.teachers.registry import bundled
 
         try:
             if Path(source).is_dir():
                 loaded = load_teacher(Path(source))
-            elif source in bundled_teachers():
+            elif source in bundled():
                 loaded = load_teacher(source)
             else:
                 raise FileNotFoundError(f"no bundled teacher or folder {source!r}")
@@ -105,7 +108,7 @@ def load_bench_teacher(source: str | None) -> tuple[torch.nn.Module, str]:
     return UNetTeacher(scale=1).eval(), "fresh UNetTeacher(scale=1)"
 
 
-def bench_forward(teacher: torch.nn.Module, config: ASVPConfig, repeats: int = 7, size: int = 512) -> dict:
+def bench_forward(teacher: torch.nn.Module, config: Setting, repeats: int = 7, size: int = 512) -> dict:
     """Defended vs clean teacher forward on one size x size image."""
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     record = FeatureRecord()
@@ -130,9 +133,9 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
     """One Distill click (two students, default budget) on a new seed: its wall time after a look
     (which has made the seed's queries and the teacher's answers on the image by then, as a
     visitor's look does) and when the click makes them itself, and the longest progress gap."""
-    from app import lab
-    from app.hub import load_teacher
-    from app.images import load_rgb
+    from app.data.images import load_rgb
+    from app.lab import duels, looks, scenes
+    from app.teachers.loader import load_teacher
 
     task, teacher, start_from = get_task(task_name), load_teacher(task_name).model, preset(task_name)
     image = load_rgb(ROOT / "assets" / "coffee.png")
@@ -140,7 +143,7 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
 
     def click(seed: int, scene) -> float:
         start = last = time.perf_counter()
-        for _ in lab.duel(teacher, scene, start_from.defense.config, start_from.attack, seed):
+        for _ in duels.duel(teacher, scene, start_from.defense.config, start_from.attack, seed):
             now = time.perf_counter()
             gaps.append(now - last)
             last = now
@@ -148,28 +151,28 @@ def bench_distill(task_name: str, repeats: int = 3) -> dict:
 
     walls, cold = [], []
     for seed in range(0, 2 * repeats, 2):  # a new seed every click: nothing cached from the last one
-        looked = lab.make_scene(task, image, False, 0)  # what the visitor's look does:
-        lab.start_queries(task, start_from.attack, seed).result()
-        lab.look(teacher, looked, start_from.defense.config)
+        looked = scenes.make_scene(task, image, False, 0)  # what the visitor's look does:
+        duels.start_queries(task, start_from.attack, seed).result()
+        looks.look(teacher, looked, start_from.defense.config)
         walls.append(click(seed, looked))
-        cold.append(click(seed + 1, lab.make_scene(task, image, False, 0)))
+        cold.append(click(seed + 1, scenes.make_scene(task, image, False, 0)))
     return {"wall_s": statistics.median(walls), "cold_s": statistics.median(cold), "max_gap_s": max(gaps)}
 
 
 def bench_students(task_name: str, students: int = 8, repeats: int = 3) -> dict:
-    """Students per minute at the task's own budget, trained side by side on the cores (app.cores,
+    """Students per minute at the task's own budget, trained side by side on the cores (app.attack.cores,
     the CPU's default) and one distill call each on every thread (same students, timed alternately),
     their GFLOP/s, and a large convolution's GFLOP/s as this machine's peak. The budget is the one a
     visitor and the search train: at a few dozen steps the teacher's answers, which each student
     needs once whichever way it trains, would weigh as much as the training."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from app.cores import distill_on_cores
-    from app.distill import attacker_queries, distill
-    from app.hub import load_teacher
+    from app.attack.cores import distill_on_cores
+    from app.attack.distill import attacker_queries, distill
+    from app.teachers.loader import load_teacher
 
     task, teacher, attack = get_task(task_name), load_teacher(task_name).model, preset(task_name).attack
-    runs = [(ASVPConfig(a=1.0, layers=("dec1",)), seed) for seed in range(students)]
+    runs = [(Setting(a=1.0, layers=("dec1",)), seed) for seed in range(students)]
     for _, seed in runs:
         attacker_queries(task, attack, seed)  # the queries are made once, before any timing
     on_cores = lambda: list(distill_on_cores(teacher, task, runs, attack, every=attack.steps))
@@ -191,7 +194,7 @@ def bench_students(task_name: str, students: int = 8, repeats: int = 3) -> dict:
 
 def bench_layout(task_name: str, repeats: int = 7, steps: int = 20) -> dict:
     """One student's training step (forward and backward) in channels-last vs contiguous layout:
-    the layout the CPU path of app.distill trains in, against PyTorch's default."""
+    the layout the CPU path of app.attack.distill trains in, against PyTorch's default."""
     import copy
 
     attack = preset(task_name).attack
@@ -243,8 +246,7 @@ def visit_and_distill(url: str, seed: int, budget: int | None = None) -> bool:
     from gradio_client import Client, handle_file
 
     setting = preset("dehaze")
-    d = setting.defense
-    controls = dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=False, tau=0.9, placement=d.placement)
+    controls = setting.defense.controls()
     client = Client(url, verbose=False)
     client.predict(task="dehaze", image=handle_file(str(ROOT / "assets" / "coffee.png")), already_degraded=False,
                    seed=seed, **controls, api_name="/look")
@@ -297,23 +299,23 @@ def main(argv=None) -> int:
     ok &= report("channel op time over its floor (x)", r["over_floor"], "<= 1.5", r["over_floor"] <= 1.5,
                  f"({r['fast_ms']:.1f} vs {r['floor_ms']:.1f} ms: Gram GEMM + one output write)")
     ok &= report("channel op relative error", r["rel_err"], "<= 1e-4", r["rel_err"] <= 1e-4)
-    r = bench_channel(repeats, ASVPConfig(k=4, a=3.0))
+    r = bench_channel(repeats, Setting(k=4, a=3.0))
     report("  same at k=4, a=3 (x)", r["speedup"], ">= 20", None, f"(error {r['rel_err']:.1e})")
 
     r = bench_spatial(repeats)
     ok &= report("spatial op speed-up vs batched svd (x)", r["speedup"], ">= 5", r["speedup"] >= 5,
                  f"({r['fast_ms']:.1f} vs {r['svd_ms']:.1f} ms; 64 feature-like 64x64 maps, k=1)")
     ok &= report("spatial op relative error", r["rel_err"], "<= 1e-3", r["rel_err"] <= 1e-3)
-    for label, cfg, blur in (("  k=4, a=3, feature-like maps", ASVPConfig(k=4, a=3.0, layout="spatial"), 9),
-                             ("  k=1, rougher maps (blur 3)", ASVPConfig(layout="spatial"), 3),
-                             ("  k=1, white noise (worst case)", ASVPConfig(layout="spatial"), 1)):
+    for label, cfg, blur in (("  k=4, a=3, feature-like maps", Setting(k=4, a=3.0, layout="spatial"), 9),
+                             ("  k=1, rougher maps (blur 3)", Setting(layout="spatial"), 3),
+                             ("  k=1, white noise (worst case)", Setting(layout="spatial"), 1)):
         r = bench_spatial(repeats, cfg, blur)
         ok &= report(f"{label}: error", r["rel_err"], "<= 1e-3", r["rel_err"] <= 1e-3,
                      f"(speed-up {r['speedup']:.1f}x)")
 
     teacher, origin = load_bench_teacher(args.teacher)
     for layout in ("channel", "spatial"):
-        cfg = ASVPConfig(layers=(args.layer,), layout=layout)
+        cfg = Setting(layers=(args.layer,), layout=layout)
         r = bench_forward(teacher, cfg, repeats)
         note = "; the hooked feature is all zero, nothing to amplify" if r["dead"] else ""
         ok &= report(f"defended / clean forward 512x512, {layout}", r["ratio"], "<= 1.15", r["ratio"] <= 1.15,

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+
 CHOICES = ("auto", "cpu", "cuda")
 APP_VARIABLE = "ASVP_DEVICE"
 

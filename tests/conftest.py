@@ -9,6 +9,7 @@ import os
 import socket
 from pathlib import Path
 
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["ASVP_DEVICE"] = "cpu"  # the app's sessions stay on the CPU, also where a GPU is present
@@ -16,7 +17,8 @@ os.environ["ASVP_DEVICE"] = "cpu"  # the app's sessions stay on the CPU, also wh
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from app.testsets import BENCHMARKS  # noqa: E402
+from app.data.benchmarks import BENCHMARKS  # noqa: E402
+
 
 torch.set_num_threads(2)
 
@@ -36,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def app_url():
     """The app, launched once on a free loopback port for every UI test."""
-    from app.ui import CSS, build_demo
+    from app.ui.blocks import CSS, build_demo
 
     demo = build_demo()
     with socket.socket() as s:

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from huggingface_hub import constants
 
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

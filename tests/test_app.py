@@ -18,23 +18,24 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from torch import nn
 
-from app import lab, plots
-from app.asvp import ASVPConfig, defend
+from app.attack.distill import Attack
 from app.bench import visit_and_distill
-from app.distill import Attack
-from app.families import FAMILIES
-from app.hub import load_teacher
-from app.images import load_rgb, to_uint8
-from app.nets import restore
-from app.presets import noise_floor, preset
-from app.tasks import TASKS
-from app.ui import perturbation_caption, score_rows, setting_link, teacher_facts, verdict_markdown
+from app.data.images import load_rgb, to_uint8
+from app.data.tasks import TASKS
+from app.defense.asvp import defend
+from app.defense.setting import Setting
+from app.lab import duels, looks, scenes
+from app.lab.presets import noise_floor, preset
+from app.teachers import sessions
+from app.teachers.families import FAMILIES
+from app.teachers.loader import load_teacher
+from app.teachers.networks import restore
+from app.ui import plots
+from app.ui.blocks import perturbation_caption, score_rows, setting_link, teacher_facts, verdict_markdown
 
 
 def settings(task):
-    d = preset(task).defense
-    return dict(k=d.k, a=d.a, layer=d.layer, layout=d.layout, adaptive=d.tau is not None, tau=d.tau or 0.9,
-                placement=d.placement)
+    return preset(task).defense.controls()
 
 
 def caption_psnr(caption: str) -> float:
@@ -50,39 +51,39 @@ def test_look_matches_the_library(client, task):
     for img in (inp, gt, clean, defended, pert):
         assert Path(img).is_file()
     assert spectra["type"] == "plotly" and freq["type"] == "plotly"
-    scene = lab.make_scene(TASKS[task], load_rgb(COFFEE), False, 0)
-    view = lab.look(load_teacher(task).model, scene, preset(task).defense.config)
+    scene = scenes.make_scene(TASKS[task], load_rgb(COFFEE), False, 0)
+    view = looks.look(load_teacher(task).model, scene, preset(task).defense)
     assert caption_psnr(clean_cap) == pytest.approx(view.scores.teacher.psnr, abs=0.006)
     assert caption_psnr(defended_cap) == pytest.approx(view.scores.defended_teacher.psnr, abs=0.006)
     assert caption_psnr(inp_cap) == pytest.approx(view.scores.input.psnr, abs=0.006)
 
 
 def test_an_exposed_setting_shows_no_served_change_instead_of_magnified_rounding():
-    scene, teacher = lab.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
-    exposed = lab.look(teacher, scene, ASVPConfig(k=1, a=100.0, layers=("dec1",), placement="exposed"))
+    scene, teacher = scenes.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
+    exposed = looks.look(teacher, scene, Setting(k=1, a=100.0, layers=("dec1",), placement="exposed"))
     assert exposed.span == 0 and np.all(exposed.perturbation == 0.5)
     assert perturbation_caption(exposed.span) == "no served change (grey = 0 everywhere)"
     figure = plots.frequency_figure(exposed.freqs, exposed.power)
     assert not figure.data and "no served change" in figure.layout.annotations[0].text
-    inline = lab.look(teacher, scene, ASVPConfig(k=1, a=100.0, layers=("dec1",)))
+    inline = looks.look(teacher, scene, Setting(k=1, a=100.0, layers=("dec1",)))
     assert inline.span > 0 and perturbation_caption(inline.span).startswith("shown x")
     assert plots.frequency_figure(inline.freqs, inline.power).data
 
 
 def test_a_click_scores_the_answers_its_look_showed_and_recomputes_for_another_setting():
-    scene, teacher = lab.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
+    scene, teacher = scenes.make_scene(TASKS["dehaze"], load_rgb(COFFEE), False, 0), load_teacher("dehaze").model
     forwards = []
     hook = teacher.register_forward_hook(lambda *_: forwards.append(1))
     try:
-        shown = lab.look(teacher, scene, ASVPConfig(k=1, a=3.0, layers=("dec1",)))
+        shown = looks.look(teacher, scene, Setting(k=1, a=3.0, layers=("dec1",)))
         assert len(forwards) == 2
-        clean, defended = lab.answers(teacher, scene, ASVPConfig(k=1, a=3.0, layers=("dec1",)))
+        clean, defended = looks.answers(teacher, scene, Setting(k=1, a=3.0, layers=("dec1",)))
         assert len(forwards) == 2 and clean is shown.clean and defended is shown.defended
-        stronger = lab.answers(teacher, scene, ASVPConfig(k=1, a=6.0, layers=("dec1",)))
+        stronger = looks.answers(teacher, scene, Setting(k=1, a=6.0, layers=("dec1",)))
         assert len(forwards) == 4 and not np.array_equal(stronger[1], defended)
         twin = load_teacher("dehaze").model  # the same weights, another module: its own forward
         twin.register_forward_hook(lambda *_: forwards.append(2))
-        assert np.array_equal(lab.answers(twin, scene, ASVPConfig(k=1, a=6.0, layers=("dec1",)))[1], stronger[1])
+        assert np.array_equal(looks.answers(twin, scene, Setting(k=1, a=6.0, layers=("dec1",)))[1], stronger[1])
         assert forwards[4:] == [2, 2]
     finally:
         hook.remove()
@@ -97,13 +98,13 @@ class Pause(nn.Module):
 
 
 PAUSING = lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Pause(), nn.Conv2d(8, 3, 3, padding=1))
-STRONG = ASVPConfig(k=1, a=100.0, layers=("0",))
+STRONG = Setting(k=1, a=100.0, layers=("0",))
 
 
 @contextmanager
 def a_look_under_way(teacher, degraded):
     """A look of the same session, on the same teacher, holding its in-line hook as the block starts."""
-    looking = threading.Thread(target=lab.answers, args=(teacher, lab.Scene(TASKS["dehaze"], degraded, None), STRONG))
+    looking = threading.Thread(target=looks.answers, args=(teacher, scenes.Scene(TASKS["dehaze"], degraded, None), STRONG))
     looking.start()
     time.sleep(0.75)  # its clean forward is done (0.5 s) and its hooked one under way
     yield
@@ -116,7 +117,7 @@ def test_a_look_and_a_sweep_of_one_session_take_turns_on_its_teacher():
     teacher, degraded = PAUSING(), np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
     alone, other = restore(teacher, degraded), dataclasses.replace(STRONG, a=2.0)
     with a_look_under_way(teacher, degraded):
-        clean, defended = lab.answers(teacher, lab.Scene(TASKS["dehaze"], degraded, None), other)
+        clean, defended = looks.answers(teacher, scenes.Scene(TASKS["dehaze"], degraded, None), other)
     assert np.array_equal(clean, alone)
     with defend(teacher, other):
         assert np.array_equal(defended, restore(teacher, degraded))  # one defense on it, not two
@@ -124,10 +125,10 @@ def test_a_look_and_a_sweep_of_one_session_take_turns_on_its_teacher():
 
 def test_a_distill_click_waits_for_the_look_under_way_before_its_teacher_answers():
     teacher, degraded = PAUSING(), np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
-    scene, attack = lab.Scene(TASKS["dehaze"], degraded, None), Attack(steps=1, queries=8, variants=1)
-    *_, alone = lab.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
+    scene, attack = scenes.Scene(TASKS["dehaze"], degraded, None), Attack(steps=1, queries=8, variants=1)
+    *_, alone = duels.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
     with a_look_under_way(teacher, degraded):
-        *_, overlapped = lab.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
+        *_, overlapped = duels.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
     for student, twin in zip(alone.students, overlapped.students):
         assert np.array_equal(student, twin)
 
@@ -153,12 +154,12 @@ def test_distill_streams_and_matches_the_library(client):
     assert len(job.outputs()) >= 3  # progress arrived as a stream, not one final answer
     assert Path(s_clean["value"]).is_file() and Path(s_def["value"]).is_file()
     assert verdict.startswith("**Verdict.**")
-    scene = lab.make_scene(TASKS["derain"], load_rgb(COFFEE), False, 1)
+    scene = scenes.make_scene(TASKS["derain"], load_rgb(COFFEE), False, 1)
     start = preset("derain")
-    *_, last = lab.duel(load_teacher("derain").model, scene, start.defense.config,
+    *_, last = duels.duel(load_teacher("derain").model, scene, start.defense,
                         dataclasses.replace(start.attack, steps=20), 1)
     assert table["data"] == score_rows(last.scores)
-    assert verdict == verdict_markdown(last.verdict, start.defense.config, start.attack,
+    assert verdict == verdict_markdown(last.verdict, start.defense, start.attack,
                                        noise_floor("derain")) and "**Why.**" in verdict
     with zipfile.ZipFile(download["value"]) as bundle:  # the session to take away
         assert set(bundle.namelist()) == {"settings.json", "metrics.csv", "verdict.md", "degraded.png", "input.png",
@@ -166,7 +167,7 @@ def test_distill_streams_and_matches_the_library(client):
                                           "student_clean_teacher.png", "student_defended_teacher.png"}
         assert list(csv.reader(io.StringIO(bundle.read("metrics.csv").decode())))[1:] == table["data"]
         assert bundle.read("verdict.md").decode() == verdict + "\n"
-        view = lab.look(load_teacher("derain").model, scene, start.defense.config)
+        view = looks.look(load_teacher("derain").model, scene, start.defense)
         for name, image in (("input", view.baseline), ("teacher", view.clean), ("teacher_asvp", view.defended)):
             assert np.array_equal(np.asarray(Image.open(bundle.open(f"{name}.png"))), to_uint8(image))
         saved = json.loads(bundle.read("settings.json"))
@@ -196,23 +197,23 @@ def test_loading_a_task_sets_its_defaults_and_student_budget(client, task):
         task=task, source=task, api_name="/load_teacher")
     start = preset(task)
     d = start.defense
-    assert (layer["value"], k, a, layout, adaptive, placement) == (d.layer, d.k, d.a, d.layout, d.tau is not None,
+    assert (layer["value"], k, a, layout, adaptive, placement) == (d.layers[0], d.k, d.a, d.layout, d.tau is not None,
                                                                    d.placement)
     assert (attacker, budget) == (start.attacker, start.attack.steps)
     offered = [value for _label, value in layer["choices"]]
-    assert d.layer in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates
+    assert d.layers[0] in offered and "dec1.1" in offered and "dec1.1.fc1" not in offered  # no channel gates
 
 
 def test_the_facts_say_where_a_teacher_runs_and_why_not_where_asked():
-    facts = teacher_facts(lab.session_teacher("dehaze"), preset("dehaze"), "ASVP_DEVICE='gpu' is not one of ...")
+    facts = teacher_facts(sessions.session_teacher("dehaze"), preset("dehaze"), "ASVP_DEVICE='gpu' is not one of ...")
     assert "students run on CPU" in facts and "⚠️ ASVP_DEVICE='gpu'" in facts
 
 
 def test_a_field_teacher_loads_with_its_family_licence_and_default_hook(client):
     facts, layer, *_ = client.predict(task="dehaze", source="dehaze-nafnet", api_name="/load_teacher")
-    start = preset("dehaze", FAMILIES["NAFNet"].title)  # the bundled NAFNet's sweep entry, or the built-in setting
+    start = preset("dehaze", FAMILIES["NAFNet"])  # the bundled NAFNet's sweep entry, or the built-in setting
     assert "NAFNet" in facts and "licence MIT" in facts and start.source in facts and "run on CPU" in facts
-    assert layer["value"] == (start.defense.layer if start.source.startswith("swept") else "net.decoders.2")
+    assert layer["value"] == (start.defense.layers[0] if start.source.startswith("swept") else "net.decoders.2")
     assert all(value == "net" or value.startswith("net.") for _label, value in layer["choices"])
     with pytest.raises(Exception, match="upscales x2, but task dehaze needs x1"):
         client.predict(task="dehaze", source="sr_x2-compact", api_name="/load_teacher")

@@ -3,7 +3,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.asvp import MAX_A, ASVPConfig, amplify
+from app.defense.asvp import amplify
+from app.defense.setting import MAX_A, Setting
+
 
 maps = st.sampled_from(["zeros", "constant", "rank1", "random"])
 magnitudes = st.sampled_from([1e-30, 1e-6, 1.0, 1e6, 1e30])
@@ -31,7 +33,7 @@ def test_output_is_finite_and_keeps_shape_and_dtype(kind, scale, dtype, layout, 
     if dtype != torch.float32:
         feat = feat.clamp(-6e4, 6e4)  # inputs must be representable in the half type to begin with
     feat = feat.to(dtype)
-    out = amplify(feat, ASVPConfig(k=k, a=a, layout=layout, tau=tau, directions=directions))
+    out = amplify(feat, Setting(k=k, a=a, layout=layout, tau=tau, directions=directions))
     assert out.shape == feat.shape and out.dtype == feat.dtype
     limit = torch.finfo(dtype).max
     finite_in = feat.float().abs().max() * MAX_A < limit  # an amplified output can only overflow its type

@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.asvp import ASVPConfig, defend
-from app.bound import bound_db, rms
-from app.data import ATTACKER_IMAGES, PairPool
-from app.hub import load_teacher
-from app.tasks import TASKS
+from app.data.sources import ATTACKER_IMAGES, PairPool
+from app.data.tasks import TASKS
+from app.defense.asvp import defend
+from app.defense.bound import bound_db, rms
+from app.defense.setting import Setting
+from app.teachers.loader import load_teacher
 
 
 def neighbourhoods(x: torch.Tensor) -> torch.Tensor:
@@ -31,8 +32,8 @@ def queries():
     return pool.batch(np.random.default_rng(0), 16, 48)  # degraded queries and their ground truth
 
 
-@pytest.mark.parametrize("defense", [ASVPConfig(k=4, a=3.0, layers=("dec1",)), ASVPConfig(k=1, a=30.0, layers=("enc2",)),
-                                     ASVPConfig(k=1, a=2.0, layout="spatial", layers=("dec1",))])
+@pytest.mark.parametrize("defense", [Setting(k=4, a=3.0, layers=("dec1",)), Setting(k=1, a=30.0, layers=("enc2",)),
+                                     Setting(k=1, a=2.0, layout="spatial", layers=("dec1",))])
 def test_a_linear_student_moves_no_further_than_the_served_answers(queries, defense):
     x, truth = queries
     teacher = load_teacher("dehaze").model

@@ -6,10 +6,11 @@ import pytest
 from conftest import ROOT
 from playwright.sync_api import expect, sync_playwright
 
-from app import lab
-from app.families import FAMILIES
-from app.presets import preset
-from app.tasks import TASKS
+from app.data.tasks import TASKS
+from app.lab.presets import preset
+from app.teachers import registry
+from app.teachers.families import FAMILIES
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -43,7 +44,7 @@ def test_pick_a_field_teacher_move_k_distill(app_url):
         page.get_by_role("option", name="NAFNet", exact=True).click()
         page.get_by_role("button", name="Load teacher").click()
         page.get_by_text("More defense settings").click()  # folded under Distill
-        start = preset("dehaze", FAMILIES["NAFNet"].title).defense.layer  # its swept start, or the family's hook
+        start = preset("dehaze", FAMILIES["NAFNet"]).defense.layers[0]  # its swept start, or the family's hook
         expect(page.get_by_label("Hooked layer", exact=False)).to_have_value(re.compile("^" + re.escape(start)),
                                                                             timeout=60_000)
         k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
@@ -90,12 +91,12 @@ def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
             named = page.get_by_text(f"{t.title} · ").bounding_box()
             assert named["x"] + named["width"] <= column, t.title
         page.screenshot(path=str(ARTIFACTS / "one-screen.png"))
-        label, task = max(((label, task) for task in TASKS for label, _ in lab.bundled_choices(task)),
+        label, task = max(((label, task) for task in TASKS for label, _ in registry.bundled_choices(task)),
                           key=lambda choice: len(choice[0]))
         page.get_by_label("Task", exact=True).click()
         page.get_by_role("option", name=TASKS[task].title, exact=True).click()
         teacher = page.get_by_label("Teacher", exact=True)
-        expect(teacher).to_have_value(lab.bundled_choices(task)[0][0], timeout=60_000)
+        expect(teacher).to_have_value(registry.bundled_choices(task)[0][0], timeout=60_000)
         teacher.click()
         page.get_by_role("option", name=label, exact=True).click()
         width = teacher.evaluate("e => [e.scrollWidth, e.clientWidth, e.value]")

@@ -5,12 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from app.asvp import ASVPConfig
-from app.cores import core_pool, distill_on_cores
-from app.distill import clean_twin, distill
-from app.hub import load_teacher
-from app.presets import attack_for
-from app.tasks import TASKS
+from app.attack.attackers import attack_for
+from app.attack.cores import core_pool, distill_on_cores
+from app.attack.distill import distill
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.teachers.loader import load_teacher
+
 
 SMALL = dict(steps=6, queries=12, batch=4, patch=32)
 
@@ -34,8 +35,8 @@ def test_students_on_cores_are_the_students_of_one_pass(task, kind, two_threads)
     shared across threads) would stand out by far more."""
     teacher = load_teacher(task).model
     attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL)
-    defense = ASVPConfig(k=2, a=30.0, layers=("dec1",))
-    runs = [(clean_twin(defense), 1), (defense, 1), (defense, 2)]
+    defense = Setting(k=2, a=30.0, layers=("dec1",))
+    runs = [(defense.clean, 1), (defense, 1), (defense, 2)]
     events = list(distill_on_cores(teacher, TASKS[task], runs, attack, every=3))
     assert [e.step for e in events] == [0, 3, 6] and all(len(e.students) == len(e.losses) == 3 for e in events)
     assert torch.get_num_threads() == 2  # the process's count, as it was

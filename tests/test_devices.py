@@ -3,9 +3,10 @@ for CUDA where there is none falls back to the CPU and says so (tests themselves
 import pytest
 import torch
 
-from app import experiments, train
 from app.devices import app_device, device_of, pick_device
-from app.sweep import Workers
+from app.study import cli as experiments
+from app.study.engine import Workers
+from app.teachers import train
 
 
 def test_cuda_asked_for_where_there_is_none_falls_back_with_a_note(monkeypatch):

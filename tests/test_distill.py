@@ -4,14 +4,15 @@ import dataclasses
 import pytest
 import torch
 
-from app.asvp import ASVPConfig
-from app.distill import (Attack, Pupil, ask_teacher, clean_twin, distill, feature_loss, gaussian_lowpass, hint_sizes,
-                         pixel_loss, pooled, subpixel_residual)
-from app.measure import eval_pairs, input_scores, mean_score
-from app.nets import QuickStudent
-from app.hub import load_teacher
-from app.presets import attack_for
-from app.tasks import TASKS
+from app.attack.attackers import attack_for
+from app.attack.distill import (Attack, Pupil, ask_teacher, distill, feature_loss, gaussian_lowpass, hint_sizes,
+                                pixel_loss, pooled, subpixel_residual)
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.study.protocol import eval_pairs, input_scores, mean_score
+from app.teachers.loader import load_teacher
+from app.teachers.networks import QuickStudent
+
 
 SMALL = dict(steps=6, queries=12, batch=4, patch=32)
 
@@ -39,8 +40,8 @@ def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task
     accelerator's)."""
     teacher = load_teacher(task).model
     attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL)
-    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
-    runs = [(clean_twin(defense), 1), (defense, 1), (defense, 2)]
+    defense = Setting(k=2, a=3.0, layers=("dec1",))
+    runs = [(defense.clean, 1), (defense, 1), (defense, 2)]
     *_, together = distill(teacher, TASKS[task], runs, attack, every=attack.steps, stacked=stacked)
     assert len(together.students) == 3 and len(together.losses) == 3
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -61,7 +62,7 @@ def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task
 @pytest.mark.parametrize("kind", ["output", "feature", "adaptive"])
 def test_distillation_is_deterministic_under_a_seed(teacher, kind):
     attack = Attack(kind=kind, **SMALL)
-    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
+    defense = Setting(k=2, a=3.0, layers=("dec1",))
     first = weights(final_student(teacher, defense, attack, seed=3))
     assert torch.equal(first, weights(final_student(teacher, defense, attack, seed=3)))
     assert not torch.equal(first, weights(final_student(teacher, defense, attack, seed=4)))
@@ -69,10 +70,10 @@ def test_distillation_is_deterministic_under_a_seed(teacher, kind):
 
 def test_pair_differs_only_by_the_defense(teacher):
     attack = Attack(**SMALL)
-    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",))
+    defense = Setting(k=2, a=3.0, layers=("dec1",))
     events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=2))
     assert [e.step for e in events] == [0, 2, 4, 6]
-    clean = final_student(teacher, clean_twin(defense), attack, seed=0)
+    clean = final_student(teacher, defense.clean, attack, seed=0)
     assert not torch.equal(weights(clean), weights(events[-1].students[0]))
     # with the perturbation off (k = 0 instead of a = 1), the student is the same network bit for bit
     off = dataclasses.replace(defense, k=0)
@@ -81,18 +82,18 @@ def test_pair_differs_only_by_the_defense(teacher):
 
 def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
     attack = Attack(**SMALL)
-    defense = ASVPConfig(k=2, a=3.0, layers=("dec1",), placement="exposed")
-    assert torch.equal(weights(final_student(teacher, clean_twin(defense), attack, 0)),
+    defense = Setting(k=2, a=3.0, layers=("dec1",), placement="exposed")
+    assert torch.equal(weights(final_student(teacher, defense.clean, attack, 0)),
                        weights(final_student(teacher, defense, attack, 0)))
     feature = dataclasses.replace(attack, kind="feature")
-    assert not torch.equal(weights(final_student(teacher, clean_twin(defense), feature, 0)),
+    assert not torch.equal(weights(final_student(teacher, defense.clean, feature, 0)),
                            weights(final_student(teacher, defense, feature, 0)))
 
 
 def test_fitnet_trains_the_hint_alone_then_the_outputs(teacher):
     """Stage one moves the body and adapter only: the tail (zero at the start) stays zero, so the
     student still returns its input; stage two moves the tail."""
-    defense = ASVPConfig(layers=("dec1",), a=1.0)
+    defense = Setting(layers=("dec1",), a=1.0)
     attack = Attack(kind="fitnet", **dict(SMALL, steps=8), hint_share=0.5)
     events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=1))
     first, halfway, last = events[0].students[0], events[4].students[0], events[-1].students[0]
@@ -114,7 +115,7 @@ def test_a_normalising_attacker_ignores_the_scale_of_each_feature_channel():
 
 def test_a_feature_attacker_matches_every_hooked_layer(teacher):
     """Two hooked layers: the teacher hands over both maps, the student gets one adapter per map."""
-    defense = ASVPConfig(a=1.0, layers=("enc2", "dec1"))
+    defense = Setting(a=1.0, layers=("enc2", "dec1"))
     _, maps = ask_teacher(teacher, torch.rand(2, 3, 32, 32), defense)
     assert [m.shape[1] for m in maps] == [48, 24] and maps[0].shape[-1] == 16 and maps[1].shape[-1] == 32
     sizes = hint_sizes(32, maps)
@@ -122,7 +123,7 @@ def test_a_feature_attacker_matches_every_hooked_layer(teacher):
     _, adapted = pupil(torch.rand(2, 3, 32, 32), adapt=True)
     assert [h.shape[1:] for h in adapted] == [(48, 16, 16), (24, 32, 32)]
     attack = Attack(kind="feature", **dict(SMALL, steps=2))
-    last = lambda layers: list(distill(teacher, TASKS["dehaze"], [(ASVPConfig(a=1.0, layers=layers), 0)], attack,
+    last = lambda layers: list(distill(teacher, TASKS["dehaze"], [(Setting(a=1.0, layers=layers), 0)], attack,
                                        every=1))[1].feature_losses[0]
     assert last(("enc2", "dec1")) > max(last(("enc2",)), last(("dec1",)))
 
@@ -195,7 +196,7 @@ def test_default_attacker_learns_past_the_input(name):
     the sweep scores on."""
     task, attack = TASKS[name], attack_for(name)
     teacher, pairs = load_teacher(name).model, eval_pairs(task, n=4, crop=192)
-    defense, baseline = clean_twin(ASVPConfig(layers=("dec1",))), input_scores(pairs, task)["psnr"]
+    defense, baseline = Setting(layers=("dec1",)).clean, input_scores(pairs, task)["psnr"]
     gains = []
     for seed in (0, 1, 2):
         *_, last = distill(teacher, task, [(defense, seed)], attack, every=attack.steps)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from app.experiments import main
-from app.search import grid
-from app.summary import defaults
+from app.study.cli import main
+from app.study.findings import defaults
+from app.study.grid import grid
 
 
 def git_status() -> str:

@@ -9,9 +9,10 @@ from conftest import ROOT
 from playwright.sync_api import expect, sync_playwright
 from test_browser import ARTIFACTS, open_app
 
-from app.tasks import TASKS
-from app.summary import scenarios
-from app.ui import COLUMNS, measured
+from app.data.tasks import TASKS
+from app.study.findings import scenarios
+from app.ui.blocks import COLUMNS, measured
+
 
 ALL = dict(tasks=list(TASKS), families=sorted(set(measured().teacher_family)),
            attackers=sorted(set(measured().attacker)), placements=["inline", "exposed"])

@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 
-from app.export import METRICS_HEADER, session_zip
+from app.lab.export import METRICS_HEADER, session_zip
 
 
 def test_the_zip_holds_settings_images_metrics_and_verdict_and_skips_a_missing_image(tmp_path):

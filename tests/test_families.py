@@ -3,8 +3,8 @@ from a local file and over the loopback Hub, is detected as itself, offers its f
 attention or gate tensors) and, with a = 1, serves bit for bit what it served without the hooks.
 Bad checkpoints get a user's message, and nothing is unpickled."""
 import json
-import re
 import pickle
+import re
 import struct
 
 import pytest
@@ -13,10 +13,13 @@ from hubserver import serving
 from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from app import lab
-from app.asvp import ASVPConfig, defend
-from app.families import FAMILIES, import_spandrel
-from app.hub import TeacherLoadError, load_teacher
+from app.defense.asvp import defend
+from app.defense.setting import Setting
+from app.teachers import sessions
+from app.teachers.layers import hookable_layers
+from app.teachers.families import FAMILIES, import_spandrel
+from app.teachers.loader import TeacherLoadError, load_teacher
+
 
 spandrel = import_spandrel()
 from spandrel.architectures.Compact import Compact  # noqa: E402
@@ -25,6 +28,7 @@ from spandrel.architectures.NAFNet import NAFNet  # noqa: E402
 from spandrel.architectures.RetinexFormer import RetinexFormer  # noqa: E402
 from spandrel.architectures.SCUNet import SCUNet  # noqa: E402
 from spandrel.architectures.SwinIR import SwinIR  # noqa: E402
+
 
 SMALL = {  # family -> (a small random instance, scale)
     "Compact": (lambda: Compact(num_feat=16, num_conv=4, upscale=2), 2),
@@ -62,27 +66,27 @@ def test_a_family_loads_from_a_file_and_the_hub_and_is_defended_bit_for_bit(monk
                                                  "README.md": b"# a card"}}):
         remote = load_teacher("someone/model")  # the only .safetensors file of a repo without config.json
     for loaded in (local, remote):
-        assert loaded.family == FAMILIES[family].title and loaded.licence == FAMILIES[family].licence
+        assert loaded.family == FAMILIES[family]
         assert loaded.scale == SMALL[family][1] and loaded.params == sum(p.numel() for p in net.parameters())
     assert remote.card == "# a card" and "someone/model" in remote.origin
     model = local.model
-    layers = lab.hookable_layers(model, lab.probe(local))
+    layers = hookable_layers(model, sessions.probe(local))
     names = [f.name for f in layers]
     gates = [n for n, m in model.named_modules()
              if isinstance(m, (torch.nn.Softmax, torch.nn.AdaptiveAvgPool2d)) or n.endswith(".sca")]
     assert names and not set(gates) & set(names)  # attention scores and channel gates are no feature maps
     if family in ("SwinIR", "NAFNet"):
         assert gates
-    hook, early = lab.hook_layer(layers, local.default_layer), lab.hook_layer(layers, local.early_layer)
+    hook, early = sessions.hook_layer(layers, local.default_layer), sessions.hook_layer(layers, local.early_layer)
     assert hook in names and hook != names[-1]  # the end of the body, not the output
     assert re.fullmatch(local.early_layer, early) and names.index(early) < names.index(hook)  # the sweep's two hooks
     x = torch.rand(1, 3, 21, 35, generator=torch.Generator().manual_seed(1))  # fits no size rule
     with torch.no_grad():
         clean = model(x)
         assert clean.shape == (1, 3, 21 * loaded.scale, 35 * loaded.scale)
-        with defend(model, ASVPConfig(k=2, a=1.0, layers=(hook,))):
+        with defend(model, Setting(k=2, a=1.0, layers=(hook,))):
             assert torch.equal(model(x), clean)
-        with defend(model, ASVPConfig(k=2, a=3.0, layers=(hook,))):
+        with defend(model, Setting(k=2, a=3.0, layers=(hook,))):
             assert not torch.equal(model(x), clean)
     assert torch.equal(remote.model(x), clean)
 
@@ -101,7 +105,7 @@ def raw_safetensors(path, header: dict, data: bytes = b""):
 
 @pytest.fixture
 def never_read(monkeypatch):
-    monkeypatch.setattr("app.checkpoint.load_file", lambda *a, **k: pytest.fail("weights were read"))
+    monkeypatch.setattr("app.teachers.checkpoint.load_file", lambda *a, **k: pytest.fail("weights were read"))
 
 
 def test_a_header_that_claims_a_huge_tensor_is_refused_unread(tmp_path, never_read):
@@ -180,7 +184,7 @@ def test_repos_with_pickles_or_several_checkpoints_say_what_is_there(monkeypatch
         with pytest.raises(TeacherLoadError, match="RealESRGAN_x2.pth of Hub repo someone/pickles is a pickle "
                                                    "checkpoint; ASVP Lab never unpickles"):
             load_teacher("someone/pickles/RealESRGAN_x2.pth")
-        assert load_teacher("someone/several/x4.safetensors").family == FAMILIES["Compact"].title
+        assert load_teacher("someone/several/x4.safetensors").family == FAMILIES["Compact"]
         assert load_teacher("someone/several@main/x2.safetensors").scale == 2
     assert not any(path.endswith(".pth") for method, path in hub.requests if method == "GET")
 

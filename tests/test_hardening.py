@@ -4,16 +4,16 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 from conftest import COFFEE
 from gradio_client import Client, handle_file
 from PIL import Image
 
-import gradio as gr
+from app.lab.presets import preset
+from app.ui.blocks import defense_from
 
-from app.presets import preset
-from app.ui import defense_from
 
 GOOD = dict(k=1, a=1.5, layer="dec1", layout="channel", adaptive=False, tau=0.9, placement="inline")
 
@@ -119,7 +119,7 @@ def test_the_strongest_pick_loads_the_search_s_strongest_setting_and_its_attacke
     _facts, layer, k, a, _layout, _adaptive, _tau, placement, attacker, _budget = client.predict(
         task="dehaze", source="dehaze", pick="strongest", api_name="/load_teacher")
     start = preset("dehaze", pick="strongest")
-    assert (layer["value"], k, a, placement, attacker) == (start.defense.layer, start.defense.k, start.defense.a,
+    assert (layer["value"], k, a, placement, attacker) == (start.defense.layers[0], start.defense.k, start.defense.a,
                                                            start.defense.placement, start.attacker)
 
 

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants
 from hubserver import COMMIT, serving, use_endpoint
+from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from app import hub
-from app.hub import MAX_BYTES, MAX_PARAMS, MAX_SETTING, TeacherLoadError, bundled_teachers, load_teacher, save_teacher
-from app.nets import QuickStudent, UNetTeacher, count_params
+from app.teachers import loader as hub
+from app.teachers import registry
+from app.teachers.loader import MAX_BYTES, MAX_PARAMS, MAX_SETTING, TeacherLoadError, load_teacher, save_teacher
+from app.teachers.networks import QuickStudent, UNetTeacher, count_params
+from app.teachers.registry import bundled
+
 
 CARD = "# tiny teacher\n<!-- quality:start -->\n+1 dB\n<!-- quality:end -->\n"
 X = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
@@ -51,7 +54,7 @@ def lab(monkeypatch, tmp_path):
     """Offline, an empty HF cache, and a models/ folder with a tiny dehaze teacher (lowlight untrained)."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(hub, "MODELS", tmp_path / "models")
+    monkeypatch.setattr(registry, "MODELS", tmp_path / "models")
     dehaze = tiny_teacher(seed=1)
     teacher_files(dehaze, tmp_path / "models" / "dehaze")
     write_folder(tmp_path / "models" / "lowlight", {"train.log": b"still training\n"})
@@ -94,7 +97,7 @@ def loopback_hub(monkeypatch, source):
 
 
 def test_bundled_teachers_are_the_folders_with_weights(tmp_path):
-    assert bundled_teachers() == {"dehaze": tmp_path / "models" / "dehaze"}
+    assert {name: t.folder for name, t in bundled().items()} == {"dehaze": tmp_path / "models" / "dehaze"}
 
 
 def test_bundled_and_local_folders_round_trip(lab, tmp_path):

@@ -1,4 +1,6 @@
-"""Imports point one way: data -> networks -> defense -> attacker -> lab -> ui; nothing imports the ui.
+"""Imports point one way: data -> teachers -> defense -> attack -> study -> lab -> the command lines ->
+ui; nothing imports the ui. The layers are the sub-packages of app/ (read from the folder), plus a few
+top-level modules placed here.
 
 Checked twice: statically (every `app.X` a module imports sits on its own layer or below) and in a
 fresh interpreter per module (what importing it really pulls into sys.modules).
@@ -11,44 +13,62 @@ import sys
 import pytest
 from conftest import ROOT
 
-LAYERS = {
-    "data": ["thresholds", "devices", "images", "degrade", "tasks", "metrics", "testsets", "data"],
-    "networks": ["modelcard", "nets", "families", "arches", "checkpoint", "hub"],
-    "defense": ["asvp", "baselines", "bound"],
-    "attacker": ["distill", "cores"],
-    "lab": ["presets", "lab", "export", "measure", "search", "summary", "figures", "report", "recipe", "sweep", "experiments",
-            "evaluate", "train", "bench"],
-    "ui": ["plots", "ui"],
-}
-LEVEL = {module: level for level, names in enumerate(LAYERS.values()) for module in names}
-CLIS = {"experiments", "evaluate", "train", "bench"}
-BELOW_THE_LAB = [m for m, level in LEVEL.items() if level < LEVEL["presets"]] + ["presets"]
+PACKAGES = ["data", "teachers", "defense", "attack", "study", "lab", "ui"]  # lowest first
+TOP_LEVEL = {"devices": "data", "experiments": "lab", "train": "lab", "evaluate": "lab", "bench": "lab"}
+CLIS = {"experiments", "train", "evaluate", "bench"}  # entry points: nothing in the package imports them
+LEVEL = {p: n for n, p in enumerate(PACKAGES)}
+BELOW_THE_STUDY = [p for p in PACKAGES if LEVEL[p] < LEVEL["study"]]
 HEAVY = ("gradio", "plotly", "pandas")
 
 
-def test_every_module_is_on_a_layer():
-    modules = {p.stem for p in (ROOT / "app").glob("*.py")} - {"__init__"}
-    assert modules == set(LEVEL)
-
-
-def app_imports(module: str) -> set[str]:
-    tree = ast.parse((ROOT / "app" / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "app":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("app."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("app.")}
+def modules() -> dict[str, str]:
+    """Every module of the package (dotted, without `app.`) -> its layer."""
+    found = {}
+    for path in (ROOT / "app").rglob("*.py"):
+        parts = path.relative_to(ROOT / "app").with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) == 1:
+            continue
+        name = ".".join(p for p in parts if p != "__init__")
+        found[name] = parts[0] if len(parts) > 1 else TOP_LEVEL.get(name, "?")
     return found
 
 
-@pytest.mark.parametrize("module", sorted(LEVEL))
+MODULES = modules()
+
+
+def test_every_module_is_on_a_layer_and_every_package_is_one():
+    assert {p.name for p in (ROOT / "app").iterdir() if (p / "__init__.py").exists()} == set(PACKAGES)
+    assert not [m for m, layer in MODULES.items() if layer == "?"], "a top-level module outside TOP_LEVEL"
+    assert len([m for m in MODULES if "." not in m and m not in PACKAGES]) <= 5  # a handful at the top
+
+
+def app_imports(module: str) -> set[str]:
+    """The app modules `module` imports, as dotted names without `app.`."""
+    path = ROOT / "app" / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT / "app" / module.replace(".", "/") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module == "app" or node.module.startswith("app.")):
+            base = node.module.removeprefix("app").removeprefix(".")
+            found |= {f"{base}.{a.name}".strip(".") if f"{base}.{a.name}".strip(".") in MODULES else base
+                      for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("app.") for a in node.names if a.name.startswith("app.")}
+    return found
+
+
+def layer_of(module: str) -> str:
+    return MODULES.get(module) or module.split(".")[0]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_point_down_the_layers(module):
-    upward = {m for m in app_imports(module) if LEVEL[m] > LEVEL[module]}
-    assert not upward, f"app.{module} ({list(LAYERS)[LEVEL[module]]}) imports a higher layer: {sorted(upward)}"
-    assert "ui" not in app_imports(module) or module == "ui"
+    rank = lambda m: LEVEL[layer_of(m)] + (0.5 if m in CLIS else 0)  # a command line sits above its layer
+    upward = {m for m in app_imports(module) if rank(m) > rank(module)}
+    assert not upward, f"app.{module} ({layer_of(module)}) imports a higher layer: {sorted(upward)}"
+    assert not {m for m in app_imports(module) if layer_of(m) == "ui"} or layer_of(module) == "ui"
+    assert not {m for m in app_imports(module) if m in CLIS}, f"app.{module} imports a command line"
 
 
 def imported_by(module: str) -> set[str]:
@@ -57,9 +77,21 @@ def imported_by(module: str) -> set[str]:
     return set(json.loads(run.stdout.splitlines()[-1]))
 
 
-def test_modules_below_the_lab_pull_in_no_ui_or_table_library():
-    for module in BELOW_THE_LAB:
+def test_modules_below_the_study_pull_in_no_ui_or_table_library():
+    for module in sorted(m for m, layer in MODULES.items() if layer in BELOW_THE_STUDY and "." in m):
         loaded = imported_by(module)
         assert not [h for h in HEAVY if h in loaded], f"app.{module} imports {[h for h in HEAVY if h in loaded]}"
-        if module in ("tasks", "hub"):
-            assert "app.distill" not in loaded and "app.asvp" not in loaded, f"app.{module} imports the defense"
+        if module in ("data.tasks", "teachers.loader"):
+            assert "app.attack.distill" not in loaded and "app.defense.asvp" not in loaded, \
+                f"app.{module} imports the defense"
+
+
+def test_importing_the_app_makes_no_thread_pool():
+    """Pools are made on first use: the offline search imports the lab's neighbours without one."""
+    code = ("import concurrent.futures as cf, sys; made = []; init = cf.ThreadPoolExecutor.__init__\n"
+            "def counted(self, *a, **k):\n"
+            "    made.append(sys._getframe(1).f_globals['__name__']); init(self, *a, **k)\n"
+            "cf.ThreadPoolExecutor.__init__ = counted\n"
+            "import app.ui.blocks, app.study.cli; print([m for m in made if m.startswith('app.')])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "[]"

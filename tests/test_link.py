@@ -8,8 +8,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from test_browser import open_app
 
-from app.tasks import TASKS
-from app.ui import setting_from_link, setting_link
+from app.data.tasks import TASKS
+from app.ui.blocks import setting_from_link, setting_link
+
 
 # k=64 with tau: the search's adaptive setting, whose k is only a cap
 SETTINGS = dict(task="sr_x4", teacher="sr_x4-compact", seed=3, attacker="FitNet MSE", budget=120,

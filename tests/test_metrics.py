@@ -1,8 +1,8 @@
 """The metric conventions: inf for identical images, SR on Y with a border crop."""
 import numpy as np
 
-from app.metrics import calculate_psnr, calculate_ssim, rgb_to_y, score
-from app.tasks import TASKS
+from app.data.metrics import calculate_psnr, calculate_ssim, rgb_to_y, score
+from app.data.tasks import TASKS
 
 
 def test_identical_images_have_infinite_psnr_and_unit_ssim():

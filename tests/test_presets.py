@@ -3,11 +3,12 @@ import json
 
 import pytest
 
-from app.distill import Attack
-from app.families import FAMILIES
-from app.presets import (ATTACKERS, ATTACKS, DefenseDefaults, attack_for, attacker, noise_floor, own_attacker,
-                         preset)
-from app.tasks import TASKS
+from app.attack.attackers import ATTACKERS, ATTACKS, attack_for, attacker, own_attacker
+from app.attack.distill import Attack
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.lab.presets import BUILT_IN, noise_floor, preset
+from app.teachers.families import FAMILIES
 
 
 def pick(layer, a, attacker="output L1", placement="inline", **more):
@@ -22,21 +23,21 @@ def test_swept_defaults_are_read_from_the_file_named_with_the_attacker_they_were
                                                strongest=pick("dec1", 100.0, "FitNet MSE", "exposed")),
                                 "dehaze-nafnet": dict(negligible=pick("net.encoders.1", 2.0))}))
     start = preset("dehaze", path=path)
-    assert start.defense == DefenseDefaults(layer="enc2", k=2, a=3.0) and start.attacker == "output L1"
+    assert start.defense == Setting(layers=("enc2",), k=2, a=3.0) and start.attacker == "output L1"
     assert start.source == ("swept (defaults.json, dehaze, the strongest at a negligible teacher cost: student "
                             "-1.23 ± 0.50 dB (noise floor 0.80) under output L1, teacher -0.05 dB / SSIM -0.0010, 5 seeds)")
     strongest = preset("dehaze", pick="strongest", path=path)
-    assert strongest.defense == DefenseDefaults(layer="dec1", k=2, a=100.0, placement="exposed")
+    assert strongest.defense == Setting(layers=("dec1",), k=2, a=100.0, placement="exposed")
     assert strongest.attack == attacker(attack_for("dehaze"), "FitNet MSE") and strongest.attack.kind == "fitnet"
-    nafnet = preset("dehaze", FAMILIES["NAFNet"].title, path=path)  # any NAFNet starts from the bundled one's search
-    assert nafnet.defense.layer == "net.encoders.1" and "dehaze-nafnet" in nafnet.source
-    assert preset("dehaze", FAMILIES["NAFNet"].title, "strongest", path).source.startswith(
+    nafnet = preset("dehaze", FAMILIES["NAFNet"], path=path)  # any NAFNet starts from the bundled one's search
+    assert nafnet.defense.layers[0] == "net.encoders.1" and "dehaze-nafnet" in nafnet.source
+    assert preset("dehaze", FAMILIES["NAFNet"], "strongest", path).source.startswith(
         "built-in: defaults.json has no usable 'strongest' entry for dehaze-nafnet (KeyError")
     for family in ("SwinIR", "ESRGAN"):  # a family not searched for this task (ESRGAN has no bundled teacher)
         other = preset("dehaze", FAMILIES[family].title, path=path)
-        assert other.defense == DefenseDefaults() and other.source.startswith("built-in: defaults.json has no entry")
-    assert start.defense.config.layers == ("enc2",)
-    assert noise_floor("dehaze", path=path) == 0.6 and noise_floor("dehaze", FAMILIES["NAFNet"].title, path) is None
+        assert other.defense == BUILT_IN and other.source.startswith("built-in: defaults.json has no entry")
+    assert start.defense.layers == ("enc2",)
+    assert noise_floor("dehaze", path=path) == 0.6 and noise_floor("dehaze", FAMILIES["NAFNet"], path) is None
     assert noise_floor("dehaze", path=tmp_path / "absent.json") is None
 
 
@@ -54,7 +55,7 @@ def test_without_a_usable_file_the_built_in_setting_stands_and_says_why(tmp_path
     if content is not None:
         path.write_text(content)
     start = preset("dehaze", path=path)
-    assert start.defense == DefenseDefaults() and start.source.startswith("built-in") and reason in start.source
+    assert start.defense == BUILT_IN and start.source.startswith("built-in") and reason in start.source
     assert start.attacker == "output L1" and start.attack == attack_for("dehaze")
 
 

@@ -8,9 +8,10 @@ import pytest
 from conftest import COFFEE, ROOT
 from gradio_client import handle_file
 
-from app import lab
-from app.presets import attack_for, preset
-from app.tasks import TASKS
+from app.attack.attackers import attack_for
+from app.data.tasks import TASKS
+from app.lab import duels
+from app.lab.presets import preset
 
 
 @pytest.fixture
@@ -23,9 +24,9 @@ def recorded_builds(monkeypatch):
         release.wait(10)
         return "queries"
 
-    monkeypatch.setattr(lab, "attacker_queries", build)
-    monkeypatch.setattr(lab, "prepare_students", lambda: None)  # its first import would outlast the heartbeats
-    monkeypatch.setattr(lab, "HEARTBEAT_S", 0.01)
+    monkeypatch.setattr(duels, "attacker_queries", build)
+    monkeypatch.setattr(duels, "prepare_students", lambda: None)  # its first import would outlast the heartbeats
+    monkeypatch.setattr(duels, "HEARTBEAT_S", 0.01)
     yield calls, release
     release.set()
 
@@ -33,10 +34,10 @@ def recorded_builds(monkeypatch):
 def test_the_click_waits_for_the_build_a_look_started(recorded_builds):
     calls, release = recorded_builds
     task, attack = TASKS["dehaze"], attack_for("dehaze")
-    started = lab.start_queries(task, attack, 101)
-    waiting = lab.queries_ready(task, attack, 101)
+    started = duels.start_queries(task, attack, 101)
+    waiting = duels.queries_ready(task, attack, 101)
     assert next(waiting) is None  # a heartbeat while the look's build runs
-    assert lab.start_queries(task, attack, 101) is started
+    assert duels.start_queries(task, attack, 101) is started
     release.set()
     assert list(waiting) == [] and started.result() == "queries"
     assert calls == [("dehaze", 101)]
@@ -47,7 +48,7 @@ def test_another_seed_is_another_build(recorded_builds):
     release.set()
     task, attack = TASKS["derain"], attack_for("derain")
     for seed in (102, 103):
-        list(lab.queries_ready(task, attack, seed))
+        list(duels.queries_ready(task, attack, seed))
     assert calls == [("derain", 102), ("derain", 103)]
 
 
@@ -55,19 +56,17 @@ def test_a_failed_build_surfaces_at_the_click(monkeypatch):
     def broken(task, attack, seed):
         raise ValueError("no attacker images for this task")
 
-    monkeypatch.setattr(lab, "attacker_queries", broken)
+    monkeypatch.setattr(duels, "attacker_queries", broken)
     task, attack = TASKS["lowlight"], attack_for("lowlight")
-    lab.start_queries(task, attack, 104)  # the look goes on
+    duels.start_queries(task, attack, 104)  # the look goes on
     with pytest.raises(ValueError, match="no attacker images"):
-        list(lab.queries_ready(task, attack, 104))
+        list(duels.queries_ready(task, attack, 104))
 
 
 def test_a_look_in_the_app_starts_the_queries_of_its_seed(client, recorded_builds):
     calls, _ = recorded_builds
-    d = preset("underwater").defense
-    client.predict(task="underwater", image=handle_file(str(COFFEE)), already_degraded=False, seed=105, k=d.k,
-                   a=d.a, layer=d.layer, layout=d.layout, adaptive=d.tau is not None, tau=d.tau or 0.9,
-                   placement=d.placement, api_name="/look")
+    client.predict(task="underwater", image=handle_file(str(COFFEE)), already_degraded=False, seed=105,
+                   **preset("underwater").defense.controls(), api_name="/look")
     assert ("underwater", 105) in calls
 
 
@@ -83,11 +82,11 @@ def loads_dynamo(setup: str, statement: str) -> tuple[bool, bool]:
 def test_the_build_also_makes_the_imports_a_students_first_optimiser_would():
     """torch.optim's first Adam imports torch._dynamo (about a second on 2 cores): the look's build
     pays for it, not a silent pause in the first Distill click of a fresh server."""
-    assert loads_dynamo("from app import lab; from app.presets import attack_for; from app.tasks import TASKS",
-                        "lab.start_queries(TASKS['dehaze'], attack_for('dehaze'), 106).result()") == (False, True)
+    assert loads_dynamo("from app.lab import duels; from app.attack.attackers import attack_for; from app.data.tasks import TASKS",
+                        "duels.start_queries(TASKS['dehaze'], attack_for('dehaze'), 106).result()") == (False, True)
 
 
 def test_a_first_optimiser_does_import_torch_dynamo():
     """The premise of the build's extra import: when a torch release stops importing it lazily here,
-    this fails and app.cores.prepare_students can go."""
+    this fails and app.attack.cores.prepare_students can go."""
     assert loads_dynamo("import torch", "torch.optim.Adam([torch.zeros(1, requires_grad=True)])") == (False, True)

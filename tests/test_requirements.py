@@ -7,6 +7,7 @@ from importlib.metadata import packages_distributions
 
 from conftest import ROOT
 
+
 OPTIONAL = {"torchvision"}  # used when it works, never required (app/families.py)
 
 

@@ -1,5 +1,5 @@
 """The committed results are the search's rows, and `python -m app.experiments` resumes from them: it
-drops every row whose recipe fingerprint (app.recipe: what the student recipe computes) or teacher
+drops every row whose recipe fingerprint (app.study.recipe: what the student recipe computes) or teacher
 weights differ from the checkout's. A change of numbers anywhere on the recipe's path fails here first;
 a refactor that changes none keeps every row."""
 import numpy as np
@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-import app.data
-import app.distill
-from app.experiments import main
-from app.recipe import fingerprint
-from app.sweep import stamp
+import app.attack.distill
+import app.data.sources
+from app.study.cli import main
+from app.study.engine import stamp
+from app.study.recipe import fingerprint
+
 
 RESULTS = ROOT / "results"
 pytestmark = pytest.mark.benchmarks  # the plan walks the stored rows, scored on the benchmark pairs
@@ -35,29 +36,29 @@ def test_the_committed_rows_are_current_and_the_plan_trains_none_of_them(capsys)
 
 
 def shifted_resize(img, max_side=512, multiple=1):
-    """app.images.cap_size with its output one pixel narrower: a change of numbers."""
+    """app.data.images.cap_size with its output one pixel narrower: a change of numbers."""
     out = ORIGINAL(img, max_side, multiple)
     return out[:, :-1] if max(img.shape[:2]) > max_side else out
 
 
 def renamed_resize(img, max_side=512, multiple=1):
-    """app.images.cap_size under another name: a change of text alone."""
+    """app.data.images.cap_size under another name: a change of text alone."""
     return ORIGINAL(img, max_side, multiple)
 
 
-ORIGINAL = app.data.cap_size
+ORIGINAL = app.data.sources.cap_size
 
 
 @pytest.mark.parametrize("replacement,changes", [(shifted_resize, True), (renamed_resize, False)])
 def test_the_fingerprint_follows_numbers_not_names(monkeypatch, replacement, changes):
     before = fingerprint("dehaze", "dehaze")
-    caches = (app.data.clean_image, app.data.held_out_image, app.distill.query_images)
+    caches = (app.data.sources.clean_image, app.data.sources.held_out_image, app.attack.distill.query_images)
     for cache in caches:
         cache.cache_clear()
-    monkeypatch.setattr(app.data, "cap_size", replacement)
+    monkeypatch.setattr(app.data.sources, "cap_size", replacement)
     try:
         assert (fingerprint("dehaze", "dehaze") != before) == changes
     finally:
         for cache in caches:
             cache.cache_clear()
-    assert np.isfinite(app.data.clean_image("monarch")).all()
+    assert np.isfinite(app.data.sources.clean_image("monarch")).all()

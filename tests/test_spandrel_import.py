@@ -1,4 +1,4 @@
-"""spandrel imports whether or not a working torchvision is there (app.families explains the route).
+"""spandrel imports whether or not a working torchvision is there (app.teachers.families explains the route).
 
 Each case runs in a fresh interpreter: with none installed (this project's own install), with a
 working one (stood in for by a tiny package on PYTHONPATH: spandrel must get it untouched), and with
@@ -11,9 +11,10 @@ import sys
 import pytest
 from conftest import ROOT
 
+
 PROBE = """
 import importlib.util, json, sys
-from app.families import import_spandrel
+from app.teachers.families import import_spandrel
 spandrel = import_spandrel()
 lama = sys.modules["spandrel.architectures.LaMa.__arch.LaMa"]
 try:

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from app.bound import DERIVATION
-from app.report import answer_table, answer_words, measured_verdicts, table
-from app.summary import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
-from app.ui import build_demo
+from app.defense.bound import DERIVATION
+from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
+from app.study.report import answer_table, answer_words, measured_verdicts, table
+from app.ui.blocks import build_demo
+
 
 CLEAN = {0: 20.0, 1: 21.0, 2: 22.0}  # clean-taught students' PSNR per seed: std 1.0 dB
 

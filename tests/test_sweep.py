@@ -3,15 +3,16 @@ sweep stopped after its first row trains only the missing row when run again."""
 import pandas as pd
 import pytest
 
-from app.asvp import ASVPConfig
-from app.distill import Attack
-from app.measure import Pairs, Row
-from app.recipe import recipe_of
-from app.sweep import Store, clean_key, ray_session, row_key, run_rows
+from app.attack.distill import Attack
+from app.defense.setting import Setting
+from app.study.engine import Store, clean_key, ray_session, row_key, run_rows
+from app.study.protocol import Pairs, Row
+from app.study.recipe import recipe_of
+
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
 TINY = Attack(steps=3, queries=8, batch=2, patch=32)
-ROWS = [Row("dehaze", "dehaze", "screen", "asvp", ASVPConfig(layers=("dec1",), k=1, a=a), TINY, Pairs(n=1, crop=64))
+ROWS = [Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("dec1",), k=1, a=a), TINY, Pairs(n=1, crop=64))
         for a in (2.0, 3.0)]
 
 

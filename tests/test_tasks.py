@@ -1,12 +1,12 @@
 """Each task's degradation is seeded, keeps range and shape, and actually degrades."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from pathlib import Path
-
-from app.images import load_rgb
-from app.metrics import calculate_psnr
-from app.tasks import TASKS, get_task
+from app.data.images import load_rgb
+from app.data.metrics import calculate_psnr
+from app.data.tasks import TASKS, get_task
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,21 @@ and restores better than its input."""
 import pytest
 from conftest import COFFEE
 
-from app.evaluate import versus_unet
-from app.hub import bundled_for, bundled_teachers, load_teacher
-from app.images import load_rgb
-from app.metrics import score
-from app.nets import restore
-from app.tasks import TASKS
+from app.data.images import load_rgb
+from app.data.metrics import score
+from app.data.tasks import TASKS
+from app.teachers.evaluate import versus_unet
+from app.teachers.loader import load_teacher
+from app.teachers.networks import restore
+from app.teachers.registry import bundled, bundled_for
+
 
 CLEAN = load_rgb(COFFEE)[64:192, 64:192]
 TEACHERS = {name: task for task in TASKS for name in bundled_for(task)}
 
 
 def test_every_task_has_a_bundled_unet_and_every_teacher_a_task_and_a_card():
-    folders = bundled_teachers()
+    folders = {name: t.folder for name, t in bundled().items()}
     assert set(TASKS) <= set(folders) and set(folders) == set(TEACHERS)
     for folder in folders.values():
         assert (folder / "model.safetensors").stat().st_size < 8_000_000

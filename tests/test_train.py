@@ -4,8 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app import train as train_module
-from app.train import RESUME, Recipe, train
+from app.teachers import train as train_module
+from app.teachers.train import RESUME, Recipe, train
+
 
 RECIPE = Recipe(task="sr_x2", arch="compact", steps=4, batch=2, patch=16, variants=1)
 

@@ -3,65 +3,65 @@ SSIM hold."""
 import numpy as np
 import pytest
 
-from app import lab
-from app.asvp import ASVPConfig
-from app.distill import Attack
-from app.tasks import TASKS
-from app.ui import verdict_markdown, verdict_text, why_text
+from app.attack.distill import Attack
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.lab import scenes, verdicts
+from app.ui.blocks import verdict_markdown, verdict_text, why_text
 
 
 def scores(teacher_ssim_drop, student_psnr=25.0):
-    q = lab.Quality
-    return lab.DuelScores(q(20, 0.6), q(28, 0.90), q(28.2, 0.90 - teacher_ssim_drop), q(student_psnr, 0.8), q(23, 0.7))
+    q = scenes.Quality
+    return scenes.DuelScores(q(20, 0.6), q(28, 0.90), q(28.2, 0.90 - teacher_ssim_drop), q(student_psnr, 0.8), q(23, 0.7))
 
 
 def test_lab_verdict_names_the_price_in_ssim():
-    costly = lab.verdict(scores(0.05))
+    costly = verdicts.verdict(scores(0.05))
     assert costly.outcome == "costly" and costly.student_drop == 2.0
     assert verdict_text(costly).startswith("The defended-taught student lost 2.00 dB, but at a price")
-    assert lab.verdict(scores(0.0)).outcome == "protects"
-    assert verdict_text(lab.verdict(scores(0.0))).startswith("ASVP protects here")
+    assert verdicts.verdict(scores(0.0)).outcome == "protects"
+    assert verdict_text(verdicts.verdict(scores(0.0))).startswith("ASVP protects here")
 
 
 def test_lab_verdict_refuses_to_judge_a_student_that_did_not_learn():
-    assert lab.verdict(scores(0.0, student_psnr=19.0)).outcome == "not learned"
-    assert "did not learn" in verdict_text(lab.verdict(scores(0.0, student_psnr=19.0)))
+    assert verdicts.verdict(scores(0.0, student_psnr=19.0)).outcome == "not learned"
+    assert "did not learn" in verdict_text(verdicts.verdict(scores(0.0, student_psnr=19.0)))
 
 
-INLINE, EXPOSED = ASVPConfig(), ASVPConfig(placement="exposed")
+INLINE, EXPOSED = Setting(), Setting(placement="exposed")
 FEATURE = Attack(kind="feature", feature_weight=1.0)
 
 
 def test_the_why_names_the_exposed_placement_to_an_attacker_who_never_reads_it():
-    why = why_text(lab.Verdict("none", 0.0, 0.0, 0.0, 0.0), EXPOSED, Attack(), 0.6)
+    why = why_text(verdicts.Verdict("none", 0.0, 0.0, 0.0, 0.0), EXPOSED, Attack(), 0.6)
     assert why.startswith("Exposed features reach only a feature-distilling attacker: output L1 distils")
-    assert "which this attacker (feature L1 x1) reads, were perturbed" in why_text(lab.Verdict("weak", 0.3, 0.0, 0.0, 0.0), EXPOSED,
+    assert "which this attacker (feature L1 x1) reads, were perturbed" in why_text(verdicts.Verdict("weak", 0.3, 0.0, 0.0, 0.0), EXPOSED,
                                                                  FEATURE, None)
 
 
 def test_the_why_sets_the_drop_against_the_bound_and_the_noise_floor():
-    none = lab.Verdict("none", 0.05, 0.01, 0.0, -0.12)
+    none = verdicts.Verdict("none", 0.05, 0.01, 0.0, -0.12)
     why = why_text(none, INLINE, Attack(), 0.6)
     assert "could lose at most 0.12 dB from how far the teacher's answers moved on this image; this one lost 0.05" in why
     assert "within the noise floor of 0.60 dB" in why and "another seed" in why
-    assert "beyond the noise floor of 0.60 dB" in why_text(lab.Verdict("protects", 1.5, 0.0, 0.0, -0.2), INLINE,
+    assert "beyond the noise floor of 0.60 dB" in why_text(verdicts.Verdict("protects", 1.5, 0.0, 0.0, -0.2), INLINE,
                                                           Attack(), 0.6)
     assert "noise floor" not in why_text(none, INLINE, Attack(), None)  # no search for this teacher: no floor
 
 
 def test_the_why_calls_a_costly_drop_the_teacher_s_damage_and_stays_silent_without_a_verdict():
     assert "lost 3.00 dB: a student copies what it is served" in why_text(
-        lab.Verdict("costly", 2.5, 3.0, -0.1, -2.8), INLINE, Attack(), None)
-    assert why_text(lab.verdict(scores(0.0, student_psnr=19.0)), INLINE, Attack(), 0.6) == ""
-    assert verdict_markdown(lab.Verdict("no reference"), INLINE, Attack(), 0.6).count("**") == 2  # no Why
+        verdicts.Verdict("costly", 2.5, 3.0, -0.1, -2.8), INLINE, Attack(), None)
+    assert why_text(verdicts.verdict(scores(0.0, student_psnr=19.0)), INLINE, Attack(), 0.6) == ""
+    assert verdict_markdown(verdicts.Verdict("no reference"), INLINE, Attack(), 0.6).count("**") == 2  # no Why
 
 
 def test_the_image_bound_is_zero_for_unchanged_answers_and_grows_with_the_change():
     rng = np.random.default_rng(0)
     target = rng.random((8, 8, 3)).astype(np.float32)
-    scene = lab.Scene(TASKS["dehaze"], target, target)
+    scene = scenes.Scene(TASKS["dehaze"], target, target)
     student, answers = target + 0.1, target
-    assert lab.image_bound(scene, answers, answers, student) == 0.0
-    small, large = (lab.image_bound(scene, answers, answers + d, student) for d in (0.01, 0.1))
+    assert verdicts.image_bound(scene, answers, answers, student) == 0.0
+    small, large = (verdicts.image_bound(scene, answers, answers + d, student) for d in (0.01, 0.1))
     assert large < small < 0 and large == pytest.approx(20 * np.log10(0.1 / 0.2), abs=1e-4)
-    assert np.isnan(lab.image_bound(lab.Scene(TASKS["dehaze"], target, None), answers, answers, student))
+    assert np.isnan(verdicts.image_bound(scenes.Scene(TASKS["dehaze"], target, None), answers, answers, student))

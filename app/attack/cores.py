@@ -1,0 +1,73 @@
+"""Students spread over the CPU's cores.
+
+A quick student's convolutions are too thin for two cores to share one well: on 2 cores, students
+each on one core train 1.5-1.7x faster at their budget than the same students one after another on
+both (`python -m app.bench`). So on a CPU every run gets a pass of its own (`app.attack.distill` with one run),
+and a pool of single-threaded workers, one per core, advances the passes an event at a time: the
+students of one Distill click, and those of concurrent visitors, share the cores evenly, and none
+waits for another to finish. The teacher answers in the caller's thread, on all its cores, one run
+after another (a teacher's hooks belong to one forward at a time).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import torch
+
+from app.attack.distill import Progress, distill
+from app.devices import device_of
+
+
+_pool: ThreadPoolExecutor | None = None
+_making = threading.Lock()
+
+
+def core_pool() -> ThreadPoolExecutor:
+    """One single-threaded worker per intra-op thread of this process, made on first use.
+
+    torch.set_num_threads acts per thread on the work (OpenMP's thread count is per thread), but
+    also stores a process-wide count that a thread takes at its first parallel op: every worker
+    takes it, then sets its own, then the count is put back for the rest of the process."""
+    global _pool
+    with _making:
+        if _pool is None:
+            cores = torch.get_num_threads()
+            ready = threading.Barrier(cores + 1)
+
+            def single_threaded():
+                torch.get_num_threads()  # the first parallel op's set-up, here, not after the count is back
+                torch.set_num_threads(1)
+                ready.wait()
+
+            pool = ThreadPoolExecutor(cores, thread_name_prefix="student", initializer=single_threaded)
+            for _ in range(cores):  # a busy worker makes the next submit start another: all of them start
+                pool.submit(int)
+            ready.wait()
+            torch.set_num_threads(cores)
+            _pool = pool
+    return _pool
+
+
+def prepare_students() -> None:
+    """Import what a student's first optimiser imports lazily (torch._dynamo, through torch.optim's
+    compile guards: about a second on 2 cores), so that a caller can pay it while the attacker's
+    queries are made rather than as a silent pause in the first Distill click of a process."""
+    importlib.import_module("torch._dynamo")
+
+
+def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[Progress]:
+    """`app.attack.distill.distill`'s progress for the same runs, each student on one core of a CPU (one
+    pass of all runs where that gains nothing: on an accelerator, for one run, or on one core)."""
+    if device_of(teacher).type != "cpu" or len(runs) < 2 or torch.get_num_threads() < 2:
+        yield from distill(teacher, task, runs, attack, every)
+        return
+    passes = [distill(teacher, task, [run], attack, every) for run in runs]
+    events = [next(one) for one in passes]  # the teacher answers, here, on every core
+    pool = core_pool()
+    while events[0] is not None:  # every pass yields at the same steps
+        yield Progress(events[0].step, events[0].total, [x for e in events for x in e.losses],
+                       [x for e in events for x in e.feature_losses], [x for e in events for x in e.students])
+        events = [job.result() for job in [pool.submit(next, one, None) for one in passes]]

@@ -1,0 +1,102 @@
+"""A Distill click: the attacker's queries prepared in the background after a look, then a
+clean-taught and a defended-taught student trained side by side and judged."""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as NotYet
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from app.attack.cores import distill_on_cores, prepare_students
+from app.attack.distill import Attack, attacker_queries
+from app.defense.setting import Setting
+from app.lab.looks import answers, teacher_turn
+from app.lab.scenes import DuelScores, Scene, reference_quality, teacher_scores
+from app.lab.verdicts import Verdict, image_bound, verdict
+from app.teachers.networks import restore
+
+
+HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
+_queries_under_way: dict[tuple, Future] = {}
+_queries_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def query_maker() -> ThreadPoolExecutor:
+    """The threads that build attacker queries, made on first use: importing the lab starts none."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="queries")
+
+
+@dataclass
+class DuelUpdate:
+    """One step of a Distill click; `teachers`, `students`, `scores` and `verdict` are set on the last one."""
+
+    step: int
+    total: int
+    history: dict[str, list[tuple[int, float]]]
+    teachers: tuple[np.ndarray, np.ndarray] | None = None  # the clean and the defended teacher's answers
+    students: tuple[np.ndarray, np.ndarray] | None = None
+    scores: DuelScores | None = None
+    verdict: Verdict | None = None
+
+
+def start_queries(task, attack: Attack, seed: int) -> Future:
+    """Start building (and caching) the attacker's queries for this seed, or find them under way: a
+    look starts them, so the Distill click that follows does not spend seconds degrading images
+    or importing what its students need (a click that starts them itself reports while it waits)."""
+    key = (task.name, attack.queries, attack.patch, attack.variants, seed)  # all the queries depend on
+    with _queries_lock:
+        for done in [k for k, job in _queries_under_way.items() if job.done()]:  # made: the cache has them
+            del _queries_under_way[done]
+        if key not in _queries_under_way:
+            _queries_under_way[key] = query_maker().submit(_prepare_attacker, task, attack, seed)
+        return _queries_under_way[key]
+
+
+def _prepare_attacker(task, attack: Attack, seed: int) -> torch.Tensor:
+    """The students' lazy imports (made once), and the attacker's queries for this seed (cached)."""
+    prepare_students()
+    return attacker_queries(task, attack, seed)
+
+
+def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
+    """Wait for the attacker's queries (started here unless a look started them), yielding every
+    HEARTBEAT_S until they are ready."""
+    job = start_queries(task, attack, seed)
+    while True:
+        try:
+            job.result(timeout=HEARTBEAT_S)
+            return
+        except NotYet:
+            yield
+
+
+def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
+         every: int = 5) -> Iterator[DuelUpdate]:
+    """Distil a clean-taught and a defended-taught student side by side (same seed, queries, batch
+    order and budget; each on a core of its own on a CPU) and score both on the scene."""
+    history = {"clean-taught": [], "defended-taught": []}
+    for _ in queries_ready(scene.task, attack, seed):
+        yield DuelUpdate(0, attack.steps, history)
+    with teacher_turn(teacher):  # the teacher answers every run's queries before the first event
+        progress = distill_on_cores(teacher, scene.task, [(defense.clean, seed), (defense, seed)], attack, every)
+        answered = next(progress)
+    for now in itertools.chain([answered], progress):
+        if now.step:
+            history["clean-taught"].append((now.step, now.losses[0]))
+            history["defended-taught"].append((now.step, now.losses[1]))
+        yield DuelUpdate(now.step, now.total, history)
+    students = tuple(restore(student, scene.degraded) for student in now.students)
+    clean, defended = answers(teacher, scene, defense)
+    teachers = teacher_scores(scene, clean, defended)
+    scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
+                        reference_quality(students[0], scene), reference_quality(students[1], scene))
+    yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
+                     verdict(scores, image_bound(scene, clean, defended, students[0])))

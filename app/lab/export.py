@@ -1,0 +1,35 @@
+"""A Distill click to take away: one zip with the settings, every image, the metrics table and the
+verdict, so a result can be shown, checked or rerun elsewhere."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.data.images import to_uint8
+
+
+METRICS_HEADER = ["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]
+
+
+def session_zip(path: Path, settings: dict, images: dict[str, np.ndarray | None], metrics: list[list[str]],
+                verdict: str) -> Path:
+    """Write settings.json, <name>.png per image (None: left out, e.g. no ground truth), metrics.csv
+    and verdict.md into the zip at `path`."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("settings.json", json.dumps(settings, indent=2))
+        for name, image in images.items():
+            if image is not None:
+                png = io.BytesIO()
+                Image.fromarray(to_uint8(image)).save(png, format="PNG")
+                bundle.writestr(f"{name}.png", png.getvalue())
+        table = io.StringIO()
+        csv.writer(table).writerows([METRICS_HEADER, *metrics])
+        bundle.writestr("metrics.csv", table.getvalue())
+        bundle.writestr("verdict.md", verdict + "\n")
+    return path

@@ -1,0 +1,75 @@
+"""The instant part of the lab: the teacher with and without the defense on a scene, the spectra
+and the perturbation."""
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from app.data.metrics import high_frequency_share, radial_spectrum
+from app.defense.asvp import FeatureRecord, defend
+from app.defense.setting import Setting
+from app.lab.scenes import Scene, TeacherScores, baseline, reference_quality, teacher_scores
+from app.teachers.networks import restore
+
+
+_turns: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_turns_lock = threading.Lock()
+
+
+@dataclass
+class Look:
+    """The instant view of one defense setting on one scene."""
+
+    baseline: np.ndarray  # what the user has (bicubic-upsampled for SR)
+    clean: np.ndarray
+    defended: np.ndarray
+    perturbation: np.ndarray  # defended - clean, scaled by 1 / span around mid-grey (all grey: no change)
+    span: float  # the largest served change; 0 where the defense leaves the output untouched
+    spectra: tuple[np.ndarray, np.ndarray]
+    freqs: np.ndarray
+    power: np.ndarray
+    scores: TeacherScores
+
+
+def teacher_turn(teacher: nn.Module) -> threading.Lock:
+    """The lock a teacher's forwards take turns on. One session's look, a-sweep and Distill click can
+    overlap, and the defense hooks the module itself: without turns, one event's in-line hook would
+    reach another's forward (a "clean" answer computed under someone else's defense)."""
+    with _turns_lock:
+        return _turns.setdefault(teacher, threading.Lock())
+
+
+def answers(teacher, scene: Scene, defense: Setting, record: FeatureRecord | None = None):
+    """The teacher's output on the scene without and with the defense (a record needs the forward
+    run again; without one, the scene's latest answers serve when teacher and defense match)."""
+    if record is None and scene.answered and scene.answered[0] is teacher and scene.answered[1] == defense:
+        return scene.answered[2:]
+    with teacher_turn(teacher):
+        clean = restore(teacher, scene.degraded)
+        with defend(teacher, defense, record):
+            defended = restore(teacher, scene.degraded)
+    scene.answered = (teacher, defense, clean, defended)
+    return clean, defended
+
+
+def look(teacher, scene: Scene, defense: Setting) -> Look:
+    record = FeatureRecord()
+    clean, defended = answers(teacher, scene, defense, record)
+    diff = defended - clean
+    span = float(np.abs(diff).max())  # 0: the served output did not move (exposed placement, or a = 1)
+    shown = 0.5 + 0.5 * diff / span if span else np.full_like(diff, 0.5)
+    freqs, power = radial_spectrum(diff)
+    return Look(baseline(scene), clean, defended, shown, span, record.spectra[defense.layers[0]],
+                freqs, power, teacher_scores(scene, clean, defended))
+
+
+def teacher_cost(teacher, scene: Scene, defense: Setting) -> tuple[float, float]:
+    """(teacher dPSNR against the ground truth, high-frequency share of the perturbation)."""
+    clean, defended = answers(teacher, scene, defense)
+    d = (reference_quality(defended, scene).psnr - reference_quality(clean, scene).psnr
+         if scene.target is not None else float("nan"))
+    return d, high_frequency_share(defended - clean)

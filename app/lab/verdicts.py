@@ -1,0 +1,52 @@
+"""The lab's judgement of one Distill click, by the numbers in app.study.thresholds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.defense.bound import bound_db, rms
+from app.lab.scenes import DuelScores, Scene
+from app.study import thresholds
+
+
+OUTCOMES = ("no reference", "not learned", "costly", "protects", "weak", "none")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The lab's judgement of one Distill click, with the numbers it rests on (dB; drops and
+    costs are positive when the defended side is worse)."""
+
+    outcome: str  # one of OUTCOMES
+    student_drop: float = float("nan")
+    teacher_cost: float = float("nan")
+    teacher_ssim_change: float = float("nan")  # defended - clean
+    bound: float = float("nan")  # the output-KD bound on this image (dB, <= 0; app.defense.bound)
+
+
+def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
+    """Judge a pair of students, refusing to when the clean-taught student learned nothing: a drop
+    counts as protection only when the teacher did not pay for it (app.study.thresholds)."""
+    if s.clean_student is None:
+        return Verdict("no reference")
+    if s.clean_student.psnr <= s.input.psnr:
+        return Verdict("not learned")
+    drop, cost = s.clean_student.psnr - s.defended_student.psnr, s.teacher.psnr - s.defended_teacher.psnr
+    ssim_change = s.defended_teacher.ssim - s.teacher.ssim
+    if drop >= thresholds.PROTECTS_DB:
+        costly = cost >= thresholds.DAMAGES_PSNR_DB or -ssim_change >= thresholds.DAMAGES_SSIM
+        outcome = "costly" if costly else "protects"
+    else:
+        outcome = "weak" if drop >= thresholds.WEAK_DB else "none"
+    return Verdict(outcome, drop, cost, ssim_change, bound)
+
+
+def image_bound(scene: Scene, clean: np.ndarray, defended: np.ndarray, clean_student: np.ndarray) -> float:
+    """The output-KD bound on this image: how much PSNR a least-squares student with the clean-taught
+    student's error could lose when the teacher's answers move as they did here (nan: no reference)."""
+    if scene.target is None:
+        return float("nan")
+    error = rms(torch.from_numpy(clean_student - scene.target))
+    return bound_db(error, rms(torch.from_numpy(defended - clean))) if error > 0 else float("nan")

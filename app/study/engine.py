@@ -1,0 +1,189 @@
+"""The sweep engine: rows as Ray tasks, streamed into per-teacher CSV files, resumable.
+
+Ray runs embedded on the cores it finds (nothing to set up beyond pip), or joins a cluster given
+its address. A row (teacher, setting, attacker, seeds) is one task; the clean-taught students are
+tasks of their own, shared by every row with the same attacker, hooked layer and seed. Each CSV
+row carries a key (the hash of its full setting, its seed and the teacher's checksum) and the
+recipe's fingerprint (app.study.recipe: what the student recipe computes, not the text of its files). A
+rerun skips every row whose key is already on file, and drops rows of another fingerprint or other
+teacher weights, so an interrupted sweep trains only what is missing.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from app.study.protocol import Row, clean_student_scores, measure
+from app.study.recipe import recipe_of
+from app.teachers.registry import bundled
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=None)
+def teacher_checksum(name: str) -> str:
+    """A bundled teacher's weights, hashed: a retrained teacher invalidates its rows."""
+    return hashlib.sha256(bundled()[name].weights.read_bytes()).hexdigest()[:12]
+
+
+def _key(what: dict) -> str:
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stamp(task: str, teacher: str) -> dict[str, str]:
+    """What makes a teacher's rows current: the recipe's fingerprint and the teacher's weights."""
+    return dict(recipe=recipe_of(task, teacher), teacher_sha=teacher_checksum(teacher))
+
+
+def row_key(row: Row, seed: int) -> str:
+    return _key(dict(row=dataclasses.asdict(row), seed=seed, teacher=teacher_checksum(row.teacher)))
+
+
+def clean_key(row: Row, seed: int) -> str:
+    """What a clean-taught student depends on: rows that agree on it share the student."""
+    return _key(dict(task=row.task, teacher=teacher_checksum(row.teacher), defense=dataclasses.asdict(row.defense.clean),
+                     attack=dataclasses.asdict(row.attack), pairs=dataclasses.asdict(row.pairs), seed=seed))
+
+
+class Store:
+    """The per-teacher CSV files of one output folder: rows on file, by key, appended as they come."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.rows: dict[str, list[dict]] = {}  # teacher -> rows on file
+
+    def path(self, teacher: str) -> Path:
+        return self.out / f"sweep_{teacher}.csv"
+
+    def load(self, task: str, teacher: str, keep_stale: bool = False) -> int:
+        """Read a teacher's rows, keeping those of its current weights and student recipe; the
+        stale ones leave the file too unless `keep_stale` (a plan only looks). Returns how many were stale."""
+        path = self.path(teacher)
+        frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")  # empty cells: None
+        fresh = stamp(task, teacher)
+        self.rows[teacher] = [r for r in rows if all(r.get(k) == v for k, v in fresh.items())]
+        stale = len(rows) - len(self.rows[teacher])
+        if stale and not keep_stale:  # stale rows go: their teacher or recipe changed
+            self.write(teacher, self.rows[teacher])
+        return stale
+
+    def done(self, teacher: str) -> set[str]:
+        return {r["key"] for r in self.rows.get(teacher, [])}
+
+    def clean(self, teacher: str) -> dict[str, dict[str, float]]:
+        """Clean-taught students' scores on file, by clean key."""
+        return {r["clean_key"]: {"psnr": float(r["student_clean_psnr"]), "ssim": float(r["student_clean_ssim"]),
+                                 "rms": float(r["student_clean_rms"])} for r in self.rows.get(teacher, [])}
+
+    def add(self, teacher: str, rows: list[dict]) -> None:
+        """Append rows to the teacher's file as they arrive (an interrupted sweep keeps them)."""
+        self.rows.setdefault(teacher, []).extend(rows)
+        self._append(teacher, rows)
+
+    def write(self, teacher: str, rows: list[dict]) -> None:
+        """Replace the teacher's file with `rows`, in their order (no rows: no file)."""
+        self.rows[teacher] = list(rows)
+        self.path(teacher).unlink(missing_ok=True)
+        self._append(teacher, rows)
+
+    def _append(self, teacher: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+        path = self.path(teacher)
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+@contextmanager
+def ray_session(address: str | None, threads: int):
+    """Ray embedded on this machine (address None) or joined to a cluster; each task gets one core
+    and `threads` torch threads."""
+    import ray
+
+    env, local = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}, {}
+    if address is None:  # local workers import the app from this checkout, at the driver's priority
+        env["env_vars"]["PYTHONPATH"] = str(ROOT)
+        local["_system_config"] = {"worker_niceness": 0}  # Ray's default 15 starves them on a busy machine
+    else:  # a cluster's workers get the code shipped, without results or artefacts
+        env["working_dir"] = str(ROOT)
+        env["excludes"] = [".git", "results", "test-artifacts", ".gradio"]
+    ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, **local)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Workers:
+    """What each Ray task gets: one core with `threads` torch threads, and on CUDA a 1/`per_gpu` share
+    of a GPU (a quick student keeps a GPU far from busy, so several tasks share one)."""
+
+    threads: int = 1
+    device: torch.device = torch.device("cpu")
+    per_gpu: int = 8
+
+    def __post_init__(self):
+        if self.threads < 1 or self.per_gpu < 1:
+            raise ValueError(f"threads and per_gpu must be >= 1, got {self.threads} and {self.per_gpu}")
+
+    def resources(self) -> dict[str, float]:
+        return dict(num_cpus=1, num_gpus=1 / self.per_gpu if self.device.type == "cuda" else 0)
+
+    def remote(self, ray, fn):
+        """`fn(*args, device=...)` as a Ray task with these resources."""
+        threads, device = self.threads, self.device
+
+        def task(*args):
+            torch.set_num_threads(threads)
+            return fn(*args, device=device)
+
+        return ray.remote(**self.resources())(task)
+
+
+def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),
+             desc: str = "rows") -> list[dict]:
+    """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as
+    they finish; returns the rows of `rows` on file afterwards (old and new)."""
+    clean_task, row_task = (workers.remote(ray, fn) for fn in (clean_student_scores, measure))
+    wanted = {(row, seed): row_key(row, seed) for row in rows for seed in seeds}
+    pending, cleans, todo = {}, {}, 0
+    for row in rows:
+        missing = [seed for seed in seeds if wanted[row, seed] not in store.done(row.teacher)]
+        if not missing:
+            continue
+        on_file, refs = store.clean(row.teacher), []
+        for seed in missing:
+            key = clean_key(row, seed)
+            if key not in on_file and key not in cleans:
+                cleans[key] = clean_task.remote(row, seed)
+            refs.append(on_file.get(key) or cleans[key])
+        pending[row_task.remote(row, missing, *refs)] = (row, missing)
+        todo += len(missing)
+    with tqdm(total=todo, desc=desc, unit="student pair") as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            row, missing = pending.pop(ready)
+            measured = ray.get(ready)
+            store.add(row.teacher, [dict(r, key=wanted[row, seed], clean_key=clean_key(row, seed),
+                                         **stamp(row.task, row.teacher)) for r, seed in zip(measured, missing)])
+            bar.update(len(missing))
+    on_file = {r["key"]: r for teacher in {row.teacher for row in rows} for r in store.rows[teacher]}
+    return [on_file[wanted[row, seed]] for row in rows for seed in seeds]  # in the order asked

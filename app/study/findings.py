@@ -1,0 +1,200 @@
+"""From sweep rows to findings: one line per setting (mean and spread over seeds), the noise floor of
+each teacher, threat models, the best setting per threat model, and the defaults the app starts from.
+
+The report writes these down and draws them; the app reads defaults.json. A delta is called an
+effect only beyond its teacher's noise floor (the spread between clean-taught students of different
+seeds with the same attacker, hooked layer and budget, pooled over every such group) and beyond its
+own spread over seeds.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+
+from app.attack.attackers import ATTACKERS, attack_for
+from app.attack.distill import Attack
+from app.data.tasks import get_task
+from app.defense.bound import bound_db
+from app.defense.setting import Setting
+from app.study.thresholds import negligible, reaches_headline
+
+
+SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
+           "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
+THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
+EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
+                "outputs alone gets a student bit-identical to the clean-taught one")
+MIN_SEEDS = 3  # a finding needs its spread: settings measured with fewer seeds only screen
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per setting: deltas as mean and std over seeds, validity, the output-KD bound and
+    the threat model."""
+    df = df.copy()
+    if "attacker" not in df:  # a sweep from before the search named only the kind (its feature KD: L1 x0.1)
+        named = {"feature": "feature L1 x0.1", "adaptive": "adaptive"}
+        df["attacker"] = [named.get(kind) or attack_for(task).label for kind, task in zip(df.attack, df.task)]
+    for column in ("served_rms", "student_clean_rms", "student_rms"):
+        if column not in df:
+            df[column] = np.nan
+    df["tau"] = df["tau"].astype(object).fillna("-")
+    df["t_dpsnr"] = df.teacher_psnr - df.teacher_clean_psnr
+    df["t_dssim"] = df.teacher_ssim - df.teacher_clean_ssim
+    df["s_dpsnr"] = df.student_psnr - df.student_clean_psnr
+    df["s_dssim"] = df.student_ssim - df.student_clean_ssim
+    df["ssim_drop_pct"] = -100 * df.s_dssim / df.student_clean_ssim
+    df["learned"] = df.student_clean_psnr > df.input_psnr
+    g = df.groupby(SETTING, sort=False, dropna=False)
+    out = g.agg(seeds=("seed", "count"), t_dpsnr=("t_dpsnr", "mean"), t_dssim=("t_dssim", "mean"),
+                s_dpsnr=("s_dpsnr", "mean"), s_dpsnr_std=("s_dpsnr", "std"), s_dssim=("s_dssim", "mean"),
+                s_dssim_std=("s_dssim", "std"), ssim_drop_pct=("ssim_drop_pct", "mean"),
+                clean_student_gain=("student_clean_psnr", "mean"), input_psnr=("input_psnr", "mean"),
+                learned=("learned", "all"), served_rms=("served_rms", "mean"),
+                student_clean_rms=("student_clean_rms", "mean"),
+                s_drms=("student_rms", "mean")).reset_index()
+    out["s_drms"] -= out.student_clean_rms
+    out["bound_db"] = [bound_db(e, d) if e > 0 else np.nan for e, d in zip(out.student_clean_rms, out.served_rms)]
+    out["clean_student_gain"] -= out.pop("input_psnr")
+    out["protection"] = -out.s_dpsnr / (-out.t_dpsnr).clip(lower=0.1)
+    out["threat"] = threat(out)
+    floors = noise_floors(df)
+    out["noise_floor"] = out.teacher.map(floors)
+    out["beyond_floor"] = out.s_dpsnr.abs() > out.noise_floor
+    out["effect"] = out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
+    return out
+
+
+def threat(s: pd.DataFrame) -> pd.Series:
+    """Where the perturbation lives and what the attacker reads: in-line (the served output changes)
+    or exposed (only the features handed out change), under output or feature KD."""
+    reads = s.attack.map(lambda kind: Attack(kind=kind).reads_features)
+    return pd.Series(np.where(s.placement == "exposed", np.where(reads, THREATS[2], "exposed, output KD"),
+                              np.where(reads, THREATS[1], THREATS[0])), index=s.index)
+
+
+def noise_floors(rows: pd.DataFrame) -> dict[str, float]:
+    """Per teacher, the pooled std over seeds of its clean-taught students' PSNR (groups of one
+    attacker, hooked layer and budget, measured with at least MIN_SEEDS seeds)."""
+    clean = rows.drop_duplicates(["teacher", "clean_key"]) if "clean_key" in rows else rows
+    floors = {}
+    for teacher, tr in clean.groupby("teacher", sort=False):
+        groups = tr.groupby(["attacker", "layer", "budget"], dropna=False).student_clean_psnr
+        variances = [v.var() for _, v in groups if v.count() >= MIN_SEEDS]
+        floors[teacher] = float(np.sqrt(np.mean(variances))) if variances else np.nan
+    return floors
+
+
+def confirmed(s: pd.DataFrame) -> pd.DataFrame:
+    """ASVP settings measured with enough seeds to carry a spread, whose clean students learned
+    (the budget curve's other budgets excluded: they answer their own question)."""
+    return s[(s.defense == "asvp") & (s.seeds >= MIN_SEEDS) & s.learned & (s.stage != "budget")]
+
+
+def best(s: pd.DataFrame, cheap: bool) -> pd.DataFrame:
+    """Per task, teacher and threat model, the confirmed setting with the largest student drop (at
+    a negligible teacher cost when `cheap`)."""
+    pool = confirmed(s)
+    if cheap:
+        pool = pool[negligible(pool.t_dpsnr, pool.t_dssim)]
+    return pool.loc[pool.groupby(["task", "teacher", "threat"], sort=False).s_dpsnr.idxmin()]
+
+
+def headline(r) -> bool:
+    """The paper's headline, reached by a drop that is also beyond the noise floor."""
+    return bool(reaches_headline(r.s_dpsnr, r.ssim_drop_pct) and r.effect)
+
+
+def defaults(s: pd.DataFrame) -> dict[str, dict]:
+    """Per bundled teacher, its noise floor and two settings the app can start from: the strongest at
+    a negligible teacher cost and the strongest overall (largest confirmed student drop, any
+    attacker), each with the attacker and the numbers it was measured with. Settings at one hooked
+    layer only: the app hooks one."""
+    sure = confirmed(s)
+    one_layer = sure[~sure.layer.str.contains("+", regex=False)]
+    out = {}
+    for teacher, floor in s.groupby("teacher", sort=False).noise_floor.first().items():
+        ts = one_layer[one_layer.teacher == teacher]
+        picks = {"negligible": ts[negligible(ts.t_dpsnr, ts.t_dssim)], "strongest": ts}
+        out[teacher] = ({} if pd.isna(floor) else {"noise_floor": round(float(floor), 3)}) | {
+            name: entry(pool.loc[pool.s_dpsnr.idxmin()]) for name, pool in picks.items() if not pool.empty}
+    return out
+
+
+def delta_text(r) -> str:
+    """A student change with its spread over seeds (none with one seed)."""
+    spread = "" if pd.isna(r.s_dpsnr_std) else f" ± {r.s_dpsnr_std:.2f}"
+    return f"{r.s_dpsnr:+.2f}{spread}"
+
+
+def floor_text(value: float, unit: str = "") -> str:
+    """A noise floor, or why there is none yet (no group of clean students with enough seeds)."""
+    return f"{value:.2f}{unit}" if np.isfinite(value) else f"n/a (< {MIN_SEEDS} seeds)"
+
+
+def describe(r) -> str:
+    """A summary line's setting in words."""
+    if r.defense == "output-noise":
+        return f"output noise sigma={r.noise_sigma:g}"
+    tau = "" if Setting.from_row(r).tau is None else f", tau={Setting.from_row(r).tau:g}"
+    dirs = "" if r.directions == "top" else f", {r.directions} directions"
+    return f"{r.layout} @ {r.layer}, k={r.k}, a={r.a:g}{tau}, {r.placement}{dirs}"
+
+
+def entry(r) -> dict:
+    """A summary line as a setting to start from: the defense, its attacker and what it measured."""
+    return dict(defense=Setting.from_row(r).entry(),
+                attacker=r.attacker, student_dpsnr=round(float(r.s_dpsnr), 3),
+                student_dpsnr_std=round(float(r.s_dpsnr_std), 3), noise_floor=round(float(r.noise_floor), 3),
+                teacher_dpsnr=round(float(r.t_dpsnr), 3),
+                teacher_dssim=round(float(r.t_dssim), 4), seeds=int(r.seeds))
+
+
+def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """Three settings a class can load in one click, each as (title, summary line, what it shows):
+    a defense whose student drop is the teacher's own damage, a drop inside the noise, and the
+    largest drop at a negligible teacher cost the search confirmed (beyond the noise where any is)."""
+    sure = confirmed(s)
+    inline, cheap = sure[sure.placement == "inline"], sure[negligible(sure.t_dpsnr, sure.t_dssim)]
+    paid = inline[(inline.s_dpsnr <= -1) & ~negligible(inline.t_dpsnr, inline.t_dssim)]
+    noisy, strongest = cheap[~cheap.effect], cheap[cheap.effect] if cheap.effect.any() else cheap
+    picks = [("It costs the teacher as much", paid, (paid.t_dpsnr - paid.s_dpsnr).abs(), _paid_words),
+             ("A drop inside the noise", noisy, noisy.s_dpsnr, _noise_words),
+             ("The strongest setting found", strongest, strongest.s_dpsnr, lambda r: _strongest_words(r, s))]
+    return [(title, int(rank.idxmin()), words(pool.loc[rank.idxmin()])) for title, pool, rank, words in picks
+            if not pool.empty]
+
+
+def teacher_on_task(r) -> str:
+    """A measured line's teacher and task in words ("SwinIR on super-resolution x2"), for the app."""
+    return f"{r.teacher_family} on {get_task(r.task).title.lower()}"
+
+
+def _paid_words(r) -> str:
+    return (f"{teacher_on_task(r)}, {r.attacker}: the student loses {-r.s_dpsnr:.2f} dB, but the served "
+            f"teacher loses {-r.t_dpsnr:.2f} dB. The student copies the damaged answers it is served.")
+
+
+def _noise_words(r) -> str:
+    return (f"{teacher_on_task(r)}, {r.attacker}: the student moves {r.s_dpsnr:+.2f} dB at a negligible "
+            f"teacher cost, but its seeds spread {r.s_dpsnr_std:.2f} dB and clean-taught students alone spread "
+            f"{r.noise_floor:.2f} dB: another seed can reverse it.")
+
+
+def _strongest_words(r, s: pd.DataFrame) -> str:
+    return (f"{teacher_on_task(r)}, {r.threat}, {r.attacker}: the largest confirmed student drop "
+            f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
+            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB)."
+            + (f" The served output is untouched: this works {EXPOSED_NOTE}{against_normalised(s, r)}."
+               if r.placement == "exposed" else ""))
+
+
+def against_normalised(s: pd.DataFrame, r) -> str:
+    """What the same setting did to the attackers who standardise the features before matching them
+    (a scale blown up by the defense then has no say), where the search measured that."""
+    normalising = [name for name, change in ATTACKERS.items() if change.get("normalise")]
+    same = confirmed(s[(s.teacher == r.teacher) & s.attacker.isin(normalising)])
+    found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if describe(x) == describe(r)]
+    if not found:
+        return ""
+    return f" (the same setting against an attacker who standardises the features first: {' and '.join(found)})"

@@ -1,0 +1,177 @@
+"""The measurements behind one sweep row: a defense under one attacker, for each seed.
+
+Protocol (docs/protocol.md section 1): teacher delta = metric(defended teacher) - metric(clean teacher);
+student delta = metric(student taught by the defended teacher) - metric(student taught by the
+clean one), same seed, queries, data order and budget. A drop only counts when the clean-taught
+student beats the degraded input. Every student here trains alone (a batch of one runs plain
+kernels), so a row rerun on the same kind of CPU matches bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from app.attack.distill import Attack, ask_teacher, attacker_queries, distill
+from app.data.benchmarks import benchmark_pairs
+from app.data.metrics import score
+from app.data.tasks import TASKS
+from app.defense.asvp import defend
+from app.defense.baselines import calibrate, output_noise
+from app.defense.bound import rms
+from app.defense.setting import Setting
+from app.teachers.networks import restore
+from app.teachers.sessions import SessionTeacher, session_teacher
+
+
+KINDS = ("asvp", "asvp-random", "asvp-bottom", "output-noise")  # the defense of a row; baselines match a cost
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Which benchmark pairs the students are scored on: the first `n`, centre-cropped to `crop` px."""
+
+    n: int = 4
+    crop: int = 192
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sweep row: a defense (or a baseline matched to `defense`'s served cost) under one attacker."""
+
+    task: str
+    teacher: str  # a bundled teacher's name
+    stage: str  # screen, attackers, baselines
+    kind: str  # one of KINDS
+    defense: Setting  # for a baseline: the setting whose served-output distortion it matches
+    attack: Attack
+    pairs: Pairs = Pairs()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown row kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `n` benchmark pairs, centre-cropped to `crop` px (target side) to keep sweeps fast."""
+    out = []
+    for _, degraded, target in benchmark_pairs(task, n):
+        s, c = task.scale, min(crop, *target.shape[:2]) // task.scale
+        i, j = (degraded.shape[0] - c) // 2, (degraded.shape[1] - c) // 2
+        out.append((degraded[i:i + c, j:j + c], target[i * s:(i + c) * s, j * s:(j + c) * s]))
+    return out
+
+
+def _average(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim")}
+
+
+def mean_score(model, pairs, task) -> dict[str, float]:
+    """PSNR/SSIM by the task's conventions, and the plain RGB RMS error the output-KD bound speaks of."""
+    outs = [restore(model, x) for x, _ in pairs]
+    return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]),
+            "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)]))}
+
+
+def input_scores(pairs, task) -> dict[str, float]:
+    """What the user already has: the degraded input (bicubic-upsampled for SR), scored alike."""
+    return _average([score(task.input_baseline(x, y.shape), y, task) for x, y in pairs])
+
+
+def teacher_score(teacher, defense: Setting, pairs, task) -> dict[str, float]:
+    with defend(teacher, defense):
+        return mean_score(teacher, pairs, task)
+
+
+def train_student(teacher, task, defense, attack, seed):
+    *_, last = distill(teacher, task, [(defense, seed)], attack, every=attack.steps)
+    return last.students[0]
+
+
+def served_rms(teacher, defense: Setting, sigma: float, queries: torch.Tensor) -> float:
+    """RMS change of the served answers on the attacker's queries: the output-KD bound's delta."""
+    clean, _ = ask_teacher(teacher, queries, defense.clean)
+    with output_noise(teacher, sigma):
+        served, _ = ask_teacher(teacher, queries, defense)
+    return rms(served - clean)
+
+
+def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
+    """Mean squared change of the served output (ASVP `defense`, or output noise `sigma`).
+
+    The cost the baselines are matched on: unlike the PSNR against ground truth, which a
+    perturbation can even raise, it grows with the strength of any defense.
+    """
+    clean = [restore(teacher, x) for x, _ in pairs]
+    with output_noise(teacher, sigma), defend(teacher, defense):
+        return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
+
+
+def hook_roles(session: SessionTeacher) -> dict[str, str]:
+    """Role -> the teacher's layer: the same two places in every family's body."""
+    return {"early": session.early_layer, "late": session.default_layer}
+
+
+@lru_cache(maxsize=4)
+def teacher_on(task: str, teacher: str, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
+    """A teacher and its scoring pairs, once per worker process (hooks come and go with `defend`)."""
+    session = session_teacher(task, teacher)
+    session.model.to(device)
+    return session, eval_pairs(TASKS[task], pairs.n, pairs.crop)
+
+
+def clean_student_scores(row: Row, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """PSNR/SSIM of the student the undefended teacher of `row` teaches with `seed`."""
+    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
+    student = train_student(session.model, session.task, row.defense.clean, row.attack, seed)
+    return mean_score(student, pairs, session.task)
+
+
+def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
+    """The defense a row serves and its output-noise sigma: a baseline is calibrated to the served
+    distortion of the row's ASVP setting (bisection: deterministic)."""
+    if row.kind == "asvp":
+        return row.defense, 0.0
+    cost = served_distortion(teacher, row.defense, pairs)
+    if row.kind == "output-noise":
+        identity = dataclasses.replace(row.defense, a=1.0)  # recorded as the setting whose cost the noise matches
+        return identity, calibrate(lambda s: served_distortion(teacher, identity, pairs, s), cost, 1e-4, 0.5)
+    directions = row.kind.removeprefix("asvp-")
+    probe = lambda a: served_distortion(teacher, dataclasses.replace(row.defense, directions=directions, a=a), pairs)
+    return dataclasses.replace(row.defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
+
+
+def measure(row: Row, seeds: list[int], *clean: dict[str, float],
+            device: torch.device = torch.device("cpu")) -> list[dict]:
+    """Rows of the CSV (one per seed) for one defense under one attacker; `clean` holds the
+    clean-taught students' scores of the same seeds."""
+    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
+    teacher, task = session.model, session.task
+    defense, sigma = resolved(row, teacher, pairs)
+    role = {layer: name for name, layer in hook_roles(session).items()}
+    inputs = input_scores(pairs, task)
+    t_clean = teacher_score(teacher, defense.clean, pairs, task)
+    with output_noise(teacher, sigma):
+        t_def = teacher_score(teacher, defense, pairs, task)
+    out = []
+    for seed, s_clean in zip(seeds, clean):
+        with output_noise(teacher, sigma):
+            student = train_student(teacher, task, defense, row.attack, seed)
+        s_def = mean_score(student, pairs, task)
+        queries = attacker_queries(task, row.attack, seed).to(device)
+        out.append(dict(
+            task=row.task, teacher=row.teacher, teacher_family=session.loaded.family.title, budget=row.attack.steps,
+            student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind,
+            attacker=row.attack.label, seed=seed,
+            layer_role="+".join(role.get(n, "-") for n in defense.layers), **defense.row(),
+            noise_sigma=round(sigma, 5), input_psnr=inputs["psnr"], input_ssim=inputs["ssim"],
+            teacher_clean_psnr=t_clean["psnr"], teacher_clean_ssim=t_clean["ssim"],
+            teacher_psnr=t_def["psnr"], teacher_ssim=t_def["ssim"],
+            student_clean_psnr=s_clean["psnr"], student_clean_ssim=s_clean["ssim"],
+            student_psnr=s_def["psnr"], student_ssim=s_def["ssim"],
+            served_rms=served_rms(teacher, defense, sigma, queries), student_clean_rms=s_clean["rms"],
+            student_rms=s_def["rms"]))
+    return out

@@ -1,0 +1,110 @@
+"""The student recipe, known by what it computes: a short seeded run per bundled teacher, hashed.
+
+A row of the search is current while its `recipe` equals the fingerprint of its teacher here. The
+run touches every number a row depends on: the attacker's query images (loading, resizing,
+degradation), the teacher's answers and exposed features under the defense op in each layout,
+placement and direction, the output-noise baseline, a few steps of every named attacker's student
+and the metrics on a held-out pair. So a refactor that changes no number keeps every committed row,
+and a change of numbers anywhere on that path (a one-pixel change of a resize included) marks them
+stale. Numbers are rounded before hashing, so only a change beyond float rounding counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from contextlib import contextmanager
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from app.attack.attackers import ATTACKERS, attack_for, attacker
+from app.attack.distill import ask_teacher, attacker_queries, distill
+from app.data.sources import held_out_image
+from app.defense.baselines import output_noise
+from app.defense.setting import Setting
+from app.study.protocol import input_scores, mean_score
+from app.teachers.sessions import session_teacher
+
+
+DECIMALS = 4  # a one-pixel resize change moves images by ~1/255; float rounding stays near 1e-7
+PROBE = dict(steps=3, queries=4, patch=16, variants=1, batch=2)  # an attacker at a size that runs in ms
+NOISE_SIGMA = 0.01
+HELD_OUT_SIDE = 64  # the scored pair's clean side
+
+
+@contextmanager
+def one_thread():
+    """The rows ran with one torch thread (other counts round differently)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _settings(layer: str) -> list[Setting]:
+    """The defense readings a row can serve, each at a strength that moves the answers."""
+    return [Setting(layers=(layer,), k=1, a=2.0),
+            Setting(layers=(layer,), layout="spatial", k=2, a=3.0),
+            Setting(layers=(layer,), k=64, tau=0.9, a=5.0),
+            Setting(layers=(layer,), k=1, a=100.0, placement="exposed"),
+            Setting(layers=(layer,), k=4, a=2.0, directions="random"),
+            Setting(layers=(layer,), k=4, a=2.0, directions="bottom")]
+
+
+def _numbers(session) -> dict[str, object]:
+    """Every measured part of the run, by name (tensors, arrays and floats)."""
+    teacher, task = session.model, session.task
+    probe = dataclasses.replace(attack_for(task.name), **PROBE)
+    queries = attacker_queries(task, probe, 0)
+    out: dict[str, object] = {"queries": queries}
+    for layer in dict.fromkeys((session.early_layer, session.default_layer)):
+        for n, defense in enumerate([_settings(layer)[0].clean] + _settings(layer)):
+            answers, feats = ask_teacher(teacher, queries, defense)
+            out[f"{layer}/{n}/answers"], out[f"{layer}/{n}/features"] = answers, feats
+    inline, exposed = _settings(session.default_layer)[0], _settings(session.default_layer)[3]
+    with output_noise(teacher, NOISE_SIGMA):
+        out["output noise"], _ = ask_teacher(teacher, queries, inline.clean)
+    degraded, clean = task.make_pair(held_out_image("chelsea")[:HELD_OUT_SIDE, :HELD_OUT_SIDE], 0)
+    pairs = [(degraded, clean)]
+    out["input scores"] = input_scores(pairs, task)
+    out["teacher scores"] = mean_score(teacher, pairs, task)
+    for name in ATTACKERS:
+        attack = attacker(probe, name)
+        runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
+        *_, last = distill(teacher, task, runs, attack, every=attack.steps)
+        for n, student in enumerate(last.students):
+            out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
+            out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
+    return out
+
+
+def _update(digest, value) -> None:
+    """Feed a value into the hash: floats rounded to DECIMALS, -0 made 0, containers in order."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            digest.update(str(key).encode())
+            _update(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _update(digest, item)
+    else:
+        array = value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, float)
+        digest.update(str(array.shape).encode())
+        digest.update((np.round(array, DECIMALS) + 0.0).tobytes())
+
+
+def fingerprint(task_name: str, teacher: str) -> str:
+    """The recipe's fingerprint on one bundled teacher: its short seeded run, rounded and hashed."""
+    with one_thread():
+        digest = hashlib.sha256()
+        _update(digest, _numbers(session_teacher(task_name, teacher)))
+    return digest.hexdigest()[:12]
+
+
+@lru_cache(maxsize=None)
+def recipe_of(task_name: str, teacher: str) -> str:
+    """`fingerprint`, once per process (the search and the store ask it for every row)."""
+    return fingerprint(task_name, teacher)

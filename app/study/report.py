@@ -1,0 +1,165 @@
+"""Write results/RESULTS.md, summary.csv, defaults.json and the figures from the sweep files.
+
+RESULTS.md opens with the answer (per task, teacher and threat model: the best student drop at a
+negligible teacher cost, its spread, the noise floor, the output-KD bound, and yes/no on the
+paper's headline), derives the bound, then per teacher shows the frontier, every attacker, the
+baselines and the budget curve. app.study.findings computes every number; this module only writes them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from app.defense.bound import DERIVATION
+from app.study.figures import budget_curve, tradeoff
+from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
+                                delta_text, describe, floor_text, headline, summarise)
+from app.study.grid import frontier
+from app.study.thresholds import HEADLINE, negligible
+from app.teachers.registry import teacher_order
+
+
+def _bound(r) -> str:
+    if r.placement == "exposed":
+        return "0 (outputs unchanged)"
+    return "-" if pd.isna(r.bound_db) else f"{r.bound_db:+.2f}"
+
+
+def _effect(r) -> str:
+    """Which test a drop fails: the teacher's noise floor, or its own spread over seeds."""
+    if r.effect:
+        return "yes"
+    return "no (within its own spread)" if r.beyond_floor else "no (within the floor)"
+
+
+def answer_table(s: pd.DataFrame) -> str:
+    """Per task, teacher and threat model: the best confirmed drop at a negligible teacher cost."""
+    found = best(s, cheap=True).set_index(["teacher", "threat"])
+    lines = ["| task | teacher | threat model | best setting at a negligible teacher cost | attacker | "
+             "student dPSNR (dB) | student SSIM drop | clean student vs input (dB) | noise floor (dB) | effect | "
+             "output-KD bound (dB) | paper's headline |", "|---" * 12 + "|"]
+    for (task, teacher), ts in s.groupby(["task", "teacher"], sort=False):
+        family = ts.teacher_family.iloc[0]
+        for threat in THREATS:
+            if (teacher, threat) not in found.index:
+                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | | "
+                             f"{floor_text(ts.noise_floor.iloc[0])} | | | no |")
+                continue
+            r = found.loc[(teacher, threat)]
+            lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {delta_text(r)} | "
+                         f"{r.ssim_drop_pct:.1f} % | {r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | "
+                         f"{_effect(r)} | {_bound(r)} | "
+                         f"{'YES' if headline(r) else 'no'} |")
+    return "\n".join(lines)
+
+
+def _why_none(tt: pd.DataFrame) -> str:
+    asvp = tt[(tt.defense == "asvp") & (tt.stage != "budget")]
+    if asvp.empty:
+        return "not measured"
+    if not asvp.learned.any():
+        return "its clean-taught students never beat the input"
+    if confirmed(asvp).empty:
+        return f"no setting confirmed with {MIN_SEEDS}+ seeds"
+    return "every confirmed setting costs the teacher more"
+
+
+def answer_words(s: pd.DataFrame) -> str:
+    """The table's yes/no in one sentence: where the headline holds, under which attacker."""
+    hits = [r for r in best(s, cheap=True).itertuples() if headline(r)]
+    if not hits:
+        return (f"**The paper's headline ({HEADLINE}) holds nowhere**: no confirmed setting at a negligible teacher "
+                f"cost reaches it, under any threat model or attacker measured.")
+    where = "; ".join(f"{r.task} ({r.teacher_family}), {describe(r)}, under {r.attacker}"
+                      + (f", {EXPOSED_NOTE}{against_normalised(s, r)}" if r.placement == "exposed" else "")
+                      for r in hits)
+    return f"**The paper's headline ({HEADLINE}) holds at**: {where}."
+
+
+def table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
+    """Settings as rows: teacher cost, student change beside the noise floor, the bound (and with
+    `steps` the student budget, for the budget curve's rows)."""
+    head = (["setting", "attacker"] + (["student steps"] if steps else []) +
+            ["seeds", "teacher dPSNR / dSSIM", "student dPSNR (dB)", "student SSIM drop", "noise floor", "effect",
+             "clean student vs input"] + (["output-KD bound (dB)"] if bound else []))
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in s.itertuples():
+        cells = [describe(r), r.attacker] + ([str(r.budget)] if steps else []) + [
+                 str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
+                 f"{r.ssim_drop_pct:.1f} %", floor_text(r.noise_floor), _effect(r),
+                 f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
+        lines.append("| " + " | ".join(cells + ([_bound(r)] if bound else [])) + " |")
+    return "\n".join(lines)
+
+
+def budget_rows(tt: pd.DataFrame) -> pd.DataFrame:
+    """The budget curve's settings at every budget (each setting's 'curve' names it and its attacker)."""
+    curve = tt[tt.stage == "budget"]
+    return curve.assign(curve=[f"{describe(r)} / {r.attacker}" for r in curve.itertuples()])
+
+
+def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | None, out: Path) -> str:
+    teacher, family = tt.teacher.iloc[0], tt.teacher_family.iloc[0]
+    tradeoff(tt, f"{teacher} ({family})", out / f"tradeoff_{teacher}.png")
+    stages = ", ".join(f"`{layer}`" for layer in dict.fromkeys(raw[~raw.layer.str.contains("+", regex=False)].layer))
+    grid = ("" if costs is None else f" The in-line grid: {len(costs)} settings costed by teacher passes alone, "
+            f"{int(negligible(costs.t_dpsnr, costs.t_dssim).sum())} of them at a negligible cost.")
+    floor = floor_text(tt.noise_floor.iloc[0], " dB")
+    parts = [f"### {teacher}: {family}\n\nSeeds {sorted(raw.seed.unique().tolist())}, {len(raw)} students taught by "
+             f"a defended teacher (each beside its clean twin), noise floor {floor}; hooked "
+             f"stages {stages}.{grid}\n\n![trade-off](tradeoff_{teacher}.png)\n"]
+    sure = confirmed(tt[tt.stage == "screen"])
+    if not sure.empty:
+        edges = pd.concat([frontier(grp) for _, grp in sure.groupby("attacker", sort=False)])
+        parts.append(f"#### Frontier per attacker (confirmed with every seed)\n\n{table(edges)}\n")
+    for stage, title, bound in (("attackers", "The best in-line and exposed settings under every attacker", True),
+                                ("baselines", "Baselines at the in-line setting's served-output distortion", False)):
+        part = tt[tt.stage == stage]
+        if not part.empty:
+            parts.append(f"#### {title}\n\n{table(part, bound)}\n")
+    curve = budget_rows(tt)
+    if not curve.empty:
+        budget_curve(curve, f"{teacher} ({family})", out / f"budget_{teacher}.png")
+        parts.append(f"#### Budget curve\n\n![budget curve](budget_{teacher}.png)\n\n"
+                     f"{table(curve.sort_values(['curve', 'budget']), bound=False, steps=True)}\n")
+    return "\n".join(parts)
+
+
+def measured_verdicts(out: Path) -> str:
+    """The answer table and its sentence from the last search, as markdown (the About tab shows them)."""
+    path = out / "summary.csv"
+    if not path.exists():
+        return "No search has been run yet: `python -m app.experiments`."
+    s = pd.read_csv(path)
+    return f"{answer_words(s)}\n\n{answer_table(s)}"
+
+
+def write_report(out: Path) -> None:
+    """Rebuild RESULTS.md, summary.csv, defaults.json and the figures from every sweep_<teacher>.csv."""
+    files = sorted(out.glob("sweep_*.csv"), key=lambda p: teacher_order(p.stem.removeprefix("sweep_")))
+    rows = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)  # per task, our U-Net first
+    s = summarise(rows)
+    s.to_csv(out / "summary.csv", index=False)
+    (out / "defaults.json").write_text(json.dumps(defaults(s), indent=2))
+    parts = ["# ASVP Lab: does the defense stop distillation?\n\nGenerated by `python -m app.experiments` from "
+             "every results/sweep_*.csv (`--tasks NAME` or `--teachers NAME` re-runs part of it). Deltas are "
+             "defended minus clean, each student beside its clean-taught twin (same seed, queries, batch order and "
+             "budget); the spread is the std over seeds. A setting counts only when its clean-taught students "
+             "beat the degraded input, and a drop is an effect only beyond the teacher's noise floor (the spread "
+             "of its clean-taught students across seeds) and beyond its own spread. Students run single-threaded "
+             "(`--threads 1`): a rerun on the same kind of CPU matches bit for bit.\n",
+             f"## The answer\n\n{answer_words(s)}\n\nPer task, teacher and threat model, the confirmed setting "
+             f"with the largest student drop among those costing the teacher at most a negligible amount. "
+             f"In-line: the served output carries the perturbation; exposed: only the features handed out do "
+             f"({EXPOSED_NOTE}).\n\n{answer_table(s)}\n",
+             f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
+             f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
+    for task, ts in s.groupby("task", sort=False):
+        parts.append(f"## {task}\n")
+        for teacher, tt in ts.groupby("teacher", sort=False):
+            costs = out / f"costs_{teacher}.csv"
+            parts.append(teacher_section(tt, rows[rows.teacher == teacher],
+                                         pd.read_csv(costs) if costs.exists() else None, out))
+    (out / "RESULTS.md").write_text("\n".join(parts))

@@ -1,0 +1,91 @@
+"""The bundled teachers as records, built once from models/. The folder convention is decoded here
+and nowhere else: `<task>` holds our U-Net, `<task>-<arch>` a field family of
+app.teachers.architectures (`dehaze-nafnet`). Families travel by their `Family`; titles are for people.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from app.data.tasks import TASKS
+from app.teachers.architectures import ARCHES
+from app.teachers.families import Family
+
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+WEIGHTS, CARD = "model.safetensors", "README.md"
+OWN_ARCH = "unet"
+
+
+@dataclass(frozen=True)
+class BundledTeacher:
+    """One folder of models/ with weights: which task it serves and which architecture it is."""
+
+    name: str
+    task: str
+    arch: str  # a key of ARCHES
+    folder: Path
+
+    @property
+    def family(self) -> Family:
+        return ARCHES[self.arch].family
+
+    @property
+    def weights(self) -> Path:
+        return self.folder / WEIGHTS
+
+    @property
+    def card(self) -> Path:
+        return self.folder / CARD
+
+
+def folder_name(task: str, arch: str) -> str:
+    """Where a bundled teacher of `task` and `arch` lives under models/."""
+    return task if arch == OWN_ARCH else f"{task}-{arch}"
+
+
+def decode(name: str) -> tuple[str, str] | None:
+    """(task, arch) of a folder name; None when it names no task and known architecture."""
+    for task in sorted(TASKS, key=len, reverse=True):  # `sr_x2` before a shorter task it starts with
+        if name == task:
+            return task, OWN_ARCH
+        if name.startswith(f"{task}-"):
+            arch = name.removeprefix(f"{task}-")
+            return (task, arch) if arch in ARCHES and arch != OWN_ARCH else None
+    return None
+
+
+def teacher_order(name: str) -> tuple:
+    """Sort key of teacher names: by task, our U-Net first, then the field families by name."""
+    task, arch = decode(name) or (name, "")
+    return task, arch != OWN_ARCH, name
+
+
+@lru_cache(maxsize=4)
+def _scan(models: Path) -> dict[str, BundledTeacher]:
+    found = {}
+    for weights in sorted(models.glob(f"*/{WEIGHTS}")):
+        if (decoded := decode(weights.parent.name)) is not None:
+            found[weights.parent.name] = BundledTeacher(weights.parent.name, *decoded, weights.parent)
+    return found
+
+
+def bundled() -> dict[str, BundledTeacher]:
+    """Every bundled teacher with weights, by folder name (scanned once per models/ folder)."""
+    return _scan(MODELS)
+
+
+def bundled_for(task: str) -> list[str]:
+    """The bundled teachers of one task: our U-Net first, then the field families by name."""
+    return sorted((t.name for t in bundled().values() if t.task == task), key=lambda n: (n != task, n))
+
+
+def bundled_of(task: str, family: Family) -> str | None:
+    """The bundled teacher of `task` in `family`, if there is one."""
+    return next((t.name for t in bundled().values() if t.task == task and t.family == family), None)
+
+
+def bundled_choices(task: str) -> list[tuple[str, str]]:
+    """(family title, name) for a task's bundled teachers, as the Teacher box lists them."""
+    return [(bundled()[name].family.title, name) for name in bundled_for(task)]
