@@ -1,5 +1,5 @@
 """Hugging Face Space entry point: build the ASVP Lab UI and launch it."""
-from app.ui.blocks import CSS, build_demo
+from app.ui.demo import CSS, build_demo
 
 
 demo = build_demo()

@@ -7,7 +7,6 @@ benchmark pairs and skips, with the reason, where they are absent (CI has them, 
 """
 import os
 import socket
-from pathlib import Path
 
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,10 +21,6 @@ from app.data.benchmarks import BENCHMARKS  # noqa: E402
 
 torch.set_num_threads(2)
 
-ROOT = Path(__file__).resolve().parent.parent
-COFFEE = ROOT / "assets" / "coffee.png"
-
-
 def pytest_collection_modifyitems(config, items):
     if BENCHMARKS.is_dir():
         return
@@ -38,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def app_url():
     """The app, launched once on a free loopback port for every UI test."""
-    from app.ui.blocks import CSS, build_demo
+    from app.ui.demo import CSS, build_demo
 
     demo = build_demo()
     with socket.socket() as s:

@@ -3,7 +3,7 @@ import re
 import zipfile
 
 import pytest
-from conftest import ROOT
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, open_app
 from playwright.sync_api import expect, sync_playwright
 
 from app.data.tasks import TASKS
@@ -13,21 +13,6 @@ from app.teachers.families import FAMILIES
 
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def open_app(p, app_url: str, width: int = 1440, height: int = 900):
-    """Chromium on the app, once its first look has landed: (browser, page)."""
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(app_url)
-    expect(page.get_by_text("teacher + ASVP: ")).to_be_visible(timeout=60_000)
-    return browser, page
-
-
 def test_pick_a_field_teacher_move_k_distill(app_url):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:

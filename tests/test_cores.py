@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import SMALL_RUN, weights
 
 from app.attack.attackers import attack_for
 from app.attack.cores import core_pool, distill_on_cores
@@ -11,9 +12,6 @@ from app.attack.distill import distill
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
 from app.teachers.loader import load_teacher
-
-
-SMALL = dict(steps=6, queries=12, batch=4, patch=32)
 
 
 @pytest.fixture
@@ -24,17 +22,13 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def weights(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
 @pytest.mark.parametrize("task,kind", [("dehaze", "feature"), ("sr_x2", "output")])
 def test_students_on_cores_are_the_students_of_one_pass(task, kind, two_threads):
     """Both student families, within float rounding (one thread per student sums in another order
     than two); a strong perturbation, so a clean-taught student that saw a defended answer (hooks
     shared across threads) would stand out by far more."""
     teacher = load_teacher(task).model
-    attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL)
+    attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL_RUN)
     defense = Setting(k=2, a=30.0, layers=("dec1",))
     runs = [(defense.clean, 1), (defense, 1), (defense, 2)]
     events = list(distill_on_cores(teacher, TASKS[task], runs, attack, every=3))

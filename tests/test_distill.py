@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import SMALL_RUN, weights
 
 from app.attack.attackers import attack_for
 from app.attack.distill import (Attack, Pupil, ask_teacher, distill, feature_loss, gaussian_lowpass, hint_sizes,
@@ -12,9 +13,6 @@ from app.defense.setting import Setting
 from app.study.protocol import eval_pairs, input_scores, mean_score
 from app.teachers.loader import load_teacher
 from app.teachers.networks import QuickStudent
-
-
-SMALL = dict(steps=6, queries=12, batch=4, patch=32)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +25,6 @@ def final_student(teacher, defense, attack, seed):
     return last.students[0]
 
 
-def weights(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
 @pytest.mark.parametrize("stacked", [False, True])
 @pytest.mark.parametrize("task,kind", [("dehaze", "output"), ("dehaze", "feature"), ("dehaze", "adaptive"),
                                        ("sr_x2", "output"), ("sr_x2", "feature")])
@@ -39,7 +33,7 @@ def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task
     both ways of stepping a batch: one after another (a CPU's default) and stacked under vmap (an
     accelerator's)."""
     teacher = load_teacher(task).model
-    attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL)
+    attack = dataclasses.replace(attack_for(task), kind=kind, **SMALL_RUN)
     defense = Setting(k=2, a=3.0, layers=("dec1",))
     runs = [(defense.clean, 1), (defense, 1), (defense, 2)]
     *_, together = distill(teacher, TASKS[task], runs, attack, every=attack.steps, stacked=stacked)
@@ -61,7 +55,7 @@ def test_a_student_trained_in_a_batch_equals_the_same_student_trained_alone(task
 
 @pytest.mark.parametrize("kind", ["output", "feature", "adaptive"])
 def test_distillation_is_deterministic_under_a_seed(teacher, kind):
-    attack = Attack(kind=kind, **SMALL)
+    attack = Attack(kind=kind, **SMALL_RUN)
     defense = Setting(k=2, a=3.0, layers=("dec1",))
     first = weights(final_student(teacher, defense, attack, seed=3))
     assert torch.equal(first, weights(final_student(teacher, defense, attack, seed=3)))
@@ -69,7 +63,7 @@ def test_distillation_is_deterministic_under_a_seed(teacher, kind):
 
 
 def test_pair_differs_only_by_the_defense(teacher):
-    attack = Attack(**SMALL)
+    attack = Attack(**SMALL_RUN)
     defense = Setting(k=2, a=3.0, layers=("dec1",))
     events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=2))
     assert [e.step for e in events] == [0, 2, 4, 6]
@@ -81,7 +75,7 @@ def test_pair_differs_only_by_the_defense(teacher):
 
 
 def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
-    attack = Attack(**SMALL)
+    attack = Attack(**SMALL_RUN)
     defense = Setting(k=2, a=3.0, layers=("dec1",), placement="exposed")
     assert torch.equal(weights(final_student(teacher, defense.clean, attack, 0)),
                        weights(final_student(teacher, defense, attack, 0)))
@@ -94,7 +88,7 @@ def test_fitnet_trains_the_hint_alone_then_the_outputs(teacher):
     """Stage one moves the body and adapter only: the tail (zero at the start) stays zero, so the
     student still returns its input; stage two moves the tail."""
     defense = Setting(layers=("dec1",), a=1.0)
-    attack = Attack(kind="fitnet", **dict(SMALL, steps=8), hint_share=0.5)
+    attack = Attack(kind="fitnet", **dict(SMALL_RUN, steps=8), hint_share=0.5)
     events = list(distill(teacher, TASKS["dehaze"], [(defense, 0)], attack, every=1))
     first, halfway, last = events[0].students[0], events[4].students[0], events[-1].students[0]
     assert halfway.tail[0].weight.abs().max() == 0 and not torch.equal(weights(first), weights(halfway))
@@ -122,7 +116,7 @@ def test_a_feature_attacker_matches_every_hooked_layer(teacher):
     pupil = Pupil(Attack(kind="feature"), 1, [(m.shape[1], size) for m, size in zip(maps, sizes)])
     _, adapted = pupil(torch.rand(2, 3, 32, 32), adapt=True)
     assert [h.shape[1:] for h in adapted] == [(48, 16, 16), (24, 32, 32)]
-    attack = Attack(kind="feature", **dict(SMALL, steps=2))
+    attack = Attack(kind="feature", **dict(SMALL_RUN, steps=2))
     last = lambda layers: list(distill(teacher, TASKS["dehaze"], [(Setting(a=1.0, layers=layers), 0)], attack,
                                        every=1))[1].feature_losses[0]
     assert last(("enc2", "dec1")) > max(last(("enc2",)), last(("dec1",)))

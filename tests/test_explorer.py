@@ -5,13 +5,12 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ARTIFACTS, ROOT, open_app
 from playwright.sync_api import expect, sync_playwright
-from test_browser import ARTIFACTS, open_app
 
 from app.data.tasks import TASKS
 from app.study.findings import scenarios
-from app.ui.blocks import COLUMNS, measured
+from app.ui.settings import COLUMNS, measured
 
 
 ALL = dict(tasks=list(TASKS), families=sorted(set(measured().teacher_family)),

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from app.defense.asvp import defend
 from app.defense.setting import Setting
 from app.teachers import sessions
-from app.teachers.layers import hookable_layers
 from app.teachers.families import FAMILIES, import_spandrel
+from app.teachers.layers import hookable_layers
 from app.teachers.loader import TeacherLoadError, load_teacher
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-from conftest import COFFEE
 from gradio_client import Client, handle_file
+from helpers import COFFEE
 from PIL import Image
 
 from app.lab.presets import preset
-from app.ui.blocks import defense_from
+from app.ui.inputs import defense_from
 
 
 GOOD = dict(k=1, a=1.5, layer="dec1", layout="channel", adaptive=False, tau=0.9, placement="inline")

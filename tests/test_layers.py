@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
+
 
 PACKAGES = ["data", "teachers", "defense", "attack", "study", "lab", "ui"]  # lowest first
 TOP_LEVEL = {"devices": "data", "experiments": "lab", "train": "lab", "evaluate": "lab", "bench": "lab"}
@@ -92,6 +93,6 @@ def test_importing_the_app_makes_no_thread_pool():
             "def counted(self, *a, **k):\n"
             "    made.append(sys._getframe(1).f_globals['__name__']); init(self, *a, **k)\n"
             "cf.ThreadPoolExecutor.__init__ = counted\n"
-            "import app.ui.blocks, app.study.cli; print([m for m in made if m.startswith('app.')])")
+            "import app.ui.demo, app.study.cli; print([m for m in made if m.startswith('app.')])")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "[]"

@@ -5,11 +5,11 @@ from urllib.parse import parse_qsl
 
 import gradio as gr
 import pytest
+from helpers import open_app
 from playwright.sync_api import expect, sync_playwright
-from test_browser import open_app
 
 from app.data.tasks import TASKS
-from app.ui.blocks import setting_from_link, setting_link
+from app.ui.settings import setting_from_link, setting_link
 
 
 # k=64 with tau: the search's adaptive setting, whose k is only a cap

@@ -5,8 +5,8 @@ import sys
 import threading
 
 import pytest
-from conftest import COFFEE, ROOT
 from gradio_client import handle_file
+from helpers import COFFEE, ROOT
 
 from app.attack.attackers import attack_for
 from app.data.tasks import TASKS

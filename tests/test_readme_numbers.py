@@ -3,7 +3,7 @@ one the report printed, so a rerun of the search that moves a number fails here 
 follows."""
 import re
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def short_verdict() -> str:

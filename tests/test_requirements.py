@@ -5,7 +5,7 @@ import re
 import sys
 from importlib.metadata import packages_distributions
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 OPTIONAL = {"torchvision"}  # used when it works, never required (app/families.py)

@@ -5,7 +5,7 @@ a refactor that changes none keeps every row."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import app.attack.distill
 import app.data.sources

@@ -3,12 +3,12 @@ headline call and the app's two defaults, on rows whose answers are known."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from app.defense.bound import DERIVATION
 from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
 from app.study.report import answer_table, answer_words, measured_verdicts, table
-from app.ui.blocks import build_demo
+from app.ui.demo import build_demo
 
 
 CLEAN = {0: 20.0, 1: 21.0, 2: 22.0}  # clean-taught students' PSNR per seed: std 1.0 dB

@@ -1,7 +1,7 @@
 """Every bundled teacher loads from its folder (our config.json layout or a bare field checkpoint)
 and restores better than its input."""
 import pytest
-from conftest import COFFEE
+from helpers import COFFEE
 
 from app.data.images import load_rgb
 from app.data.metrics import score

@@ -7,7 +7,7 @@ from app.attack.distill import Attack
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
 from app.lab import scenes, verdicts
-from app.ui.blocks import verdict_markdown, verdict_text, why_text
+from app.ui.texts import verdict_markdown, verdict_text, why_text
 
 
 def scores(teacher_ssim_drop, student_psnr=25.0):

@@ -203,7 +203,7 @@ def feature_loss(hidden: torch.Tensor, target: torch.Tensor, attack: Attack) -> 
 def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur: strips the high-frequency part of a perturbation (and of detail)."""
     radius = max(1, int(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=img.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k, c = k / k.sum(), img.shape[1]
     img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)

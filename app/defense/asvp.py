@@ -70,7 +70,7 @@ def _gram(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # The subspace iteration forms G^2 products, so its entries must stay normal numbers too.
     lo, hi = info.tiny ** 0.5 / info.eps, info.max ** 0.5 / m.shape[1]
     suspect = ~((peak >= lo) & (peak <= hi))  # NaN included
-    scale = torch.ones(m.shape[0], dtype=m.dtype)
+    scale = torch.ones(m.shape[0], dtype=m.dtype, device=m.device)
     if suspect.any():
         idx = suspect.nonzero().flatten()
         peak = m[idx].abs().amax((1, 2))
@@ -98,7 +98,7 @@ def _counts(s: torch.Tensor, energy: torch.Tensor, config: Setting, tol: float):
 
 def _weights(cols: int, rank: torch.Tensor, k: torch.Tensor, config: Setting) -> torch.Tensor:
     """a - 1 on the chosen columns (first k, or the last k below the rank for `bottom`), else 0."""
-    idx = torch.arange(cols)
+    idx = torch.arange(cols, device=k.device)
     if config.directions == "bottom":
         chosen = (idx >= (rank - k)[:, None]) & (idx < rank[:, None])
     else:
@@ -120,7 +120,7 @@ def _ritz(bt: torch.Tensor, gbt: torch.Tensor, trace: torch.Tensor, config: Sett
     lam, vt = lam.flip(-1).clamp(min=0), v.flip(-1).mT
     ut, s = vt @ bt, lam.sqrt()
     _, k = _counts(s, trace, config, tol)
-    used = torch.arange(s.shape[-1]) < k[:, None]
+    used = torch.arange(s.shape[-1], device=s.device) < k[:, None]
     resid = (vt @ gbt - ut * lam[..., None]).norm(dim=-1)
     gap = (lam - lam[:, -1:]).clamp(min=torch.finfo(lam.dtype).tiny)
     err = torch.where(used, resid * s / gap, 0).norm(dim=-1) / trace.sqrt()

@@ -1,0 +1,70 @@
+"""What a visitor sends, read once: images, the defense controls, and errors turned into messages."""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+from PIL import Image
+
+from app.data.images import MAX_SIDE, load_rgb
+from app.defense.setting import Setting
+from app.study.grid import K_GRID
+
+
+MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a worker for minutes
+MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it measured fits the k slider
+
+
+class UploadPath(gr.Image):
+    """An image input that hands the raw upload path on when Gradio cannot decode it, so the
+    lab's own loader answers with its clear message instead of a generic server error."""
+
+    def get_block_name(self) -> str:
+        return "image"  # rendered by Gradio's own image frontend
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - any decoding failure is reported by read_image
+            return payload.path if payload is not None else None
+
+
+def defense_from(k, a, layer, layout, adaptive, tau, placement) -> Setting:
+    """The controls' setting, or a message saying what is wrong with it."""
+    try:
+        return Setting.from_controls(k, a, layer, layout, adaptive, tau, placement)
+    except ValueError as e:
+        raise gr.Error(f"Invalid defense setting: {e}") from None
+
+
+def user_errors(fn):
+    """Bad input becomes a short message in the UI and the API; the server keeps serving."""
+    def message(e: Exception) -> gr.Error:
+        return e if isinstance(e, gr.Error) else gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, OSError) as e:  # TeacherLoadError is a ValueError
+                raise message(e) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as e:
+            raise message(e) from None
+    return call
+
+
+def read_image(path):
+    if not path:
+        raise gr.Error("Pick an example or upload an image first.")
+    try:
+        return load_rgb(path, MAX_SIDE)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, corrupt, empty, too big
+        raise gr.Error(f"Could not read the image ({type(e).__name__}): upload a PNG, JPEG or WebP photo.") from None

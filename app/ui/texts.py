@@ -1,0 +1,101 @@
+"""The Lab's words: teacher facts, captions, the Distill table and the verdict with its why."""
+from __future__ import annotations
+
+import math
+
+from app.attack.distill import Attack
+from app.defense.setting import Setting
+from app.devices import device_of
+from app.lab import presets, scenes, verdicts
+from app.study import thresholds
+from app.teachers import sessions
+
+
+def layer_choices(layers) -> list[tuple[str, str]]:
+    """Dropdown entries: each hookable layer with its map's shape relative to the input (H x W)."""
+    def side(scale, n):
+        return n if scale == 1 else f"{scale.numerator}{n}" if scale > 1 else f"{n}/{scale.denominator}"
+
+    return [(f"{f.name} · {f.channels} x {side(f.scale, 'H')} x {side(f.scale, 'W')}", f.name) for f in layers]
+
+
+def teacher_facts(teacher: sessions.SessionTeacher, preset: presets.Preset, device_note: str = "") -> str:
+    loaded = teacher.loaded
+    lines = [f"**{loaded.architecture}** ({loaded.family.title}, licence {loaded.family.licence}), {loaded.params:,} parameters, "
+             f"x{loaded.scale} — {loaded.origin}; it and its Distill students run on "
+             f"{device_of(teacher.model).type.upper()}"]
+    lines += [f"⚠️ {warning}" for warning in (loaded.warning, device_note) if warning]
+    lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
+    return "\n\n".join(lines + [loaded.quality])
+
+
+def caption(name: str, q: scenes.Quality | None) -> str:
+    return f"{name}: no reference" if q is None else f"{name}: {q.psnr:.2f} dB / SSIM {q.ssim:.4f}"
+
+
+def perturbation_caption(span: float) -> str:
+    """The perturbation panel's scale, or that there is nothing to scale."""
+    return f"shown x{1 / span:.0f}, grey = 0" if span else "no served change (grey = 0 everywhere)"
+
+
+def score_rows(s: scenes.DuelScores) -> list[list[str]]:
+    """The Distill table: PSNR, SSIM and the change against each row's undefended twin."""
+    rows = []
+    for name, q, twin in (("input", s.input, None), ("teacher", s.teacher, None),
+                          ("teacher + ASVP", s.defended_teacher, s.teacher),
+                          ("student (clean teacher)", s.clean_student, None),
+                          ("student (defended teacher)", s.defended_student, s.clean_student)):
+        delta = f"{q.psnr - twin.psnr:+.2f} dB / {q.ssim - twin.ssim:+.4f}" if q and twin else ""
+        rows.append([name, "no reference" if q is None else f"{q.psnr:.2f}",
+                     "no reference" if q is None else f"{q.ssim:.4f}", delta])
+    return rows
+
+
+def verdict_text(v: verdicts.Verdict) -> str:
+    """The lab's verdict in words."""
+    if v.outcome == "no reference":
+        return "No ground truth for this image, so no verdict: compare the students by eye."
+    if v.outcome == "not learned":
+        return ("The undefended student did not learn (it does not beat the degraded input): no verdict. "
+                "Raise the student budget.")
+    if abs(v.teacher_cost) <= thresholds.UNCHANGED_DB:
+        cost = "The teacher's PSNR did not change."
+    else:
+        cost = (f"The teacher's PSNR {'fell' if v.teacher_cost > 0 else 'rose'} by {abs(v.teacher_cost):.2f} dB "
+                f"and its SSIM changed by {v.teacher_ssim_change:+.4f}.")
+    return {"costly": f"The defended-taught student lost {v.student_drop:.2f} dB, but at a price: {cost} "
+                      "The defense damages the output it is meant to protect.",
+            "protects": f"ASVP protects here: the defended-taught student lost {v.student_drop:.2f} dB. {cost}",
+            "weak": f"Weak protection: the defended-taught student lost only {v.student_drop:.2f} dB. {cost}",
+            "none": f"No protection: the defended-taught student is as good ({-v.student_drop:+.2f} dB). {cost}",
+            }[v.outcome]
+
+
+def why_text(v: verdicts.Verdict, defense: Setting, attack: Attack, floor: float | None) -> str:
+    """Why the verdict came out as it did, from the lab's own measurements (empty without one)."""
+    if v.outcome in ("no reference", "not learned"):
+        return ""
+    if defense.placement == "exposed" and not attack.reads_features:
+        return (f"Exposed features reach only a feature-distilling attacker: {attack.label} distils the served "
+                "outputs, which exposed placement leaves untouched, so both students learned from the same answers.")
+    if defense.placement == "exposed":
+        parts = [f"The served output is untouched; only the hooked features, which this attacker ({attack.label}) "
+                 "reads, were perturbed."]
+    elif v.outcome == "costly":
+        parts = [f"The served answers themselves lost {v.teacher_cost:.2f} dB: a student copies what it is served, "
+                 "so its drop is the teacher's damage passed on."]
+    else:
+        parts = [] if math.isnan(v.bound) else [
+            f"By the output-KD bound, a least-squares student could lose at most {-v.bound:.2f} dB from how far the "
+            f"teacher's answers moved on this image; this one lost {v.student_drop:.2f} dB."]
+    if floor is not None:
+        within = abs(v.student_drop) <= floor
+        parts.append(f"That is {'within' if within else 'beyond'} the noise floor of {floor:.2f} dB the search "
+                     f"measured for this task and teacher (the spread of clean-taught students across seeds)"
+                     + (": another seed may well reverse it." if within else "."))
+    return " ".join(parts)
+
+
+def verdict_markdown(v: verdicts.Verdict, defense: Setting, attack: Attack, floor: float | None) -> str:
+    why = why_text(v, defense, attack, floor)
+    return f"**Verdict.** {verdict_text(v)}" + (f"\n\n**Why.** {why}" if why else "")
