@@ -7,7 +7,7 @@ from helpers import ROOT
 
 from app.defense.bound import DERIVATION
 from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
-from app.study.report import answer_table, answer_words, measured_verdicts, table
+from app.study.report import answer_table, answer_words, measured_verdicts, settings_table
 from app.ui.demo import build_demo
 
 
@@ -106,7 +106,7 @@ def test_an_exposed_headline_and_the_tour_say_what_the_same_setting_did_to_the_a
 def test_the_answer_shows_how_much_the_clean_taught_student_learned_and_the_budget_table_its_steps():
     s = summarise(frame(rows({}, 0.0, -1.5), rows({"stage": "budget", "budget": 600}, 0.0, -0.5)))
     assert "| -1.50 ± 0.00 | 1.3 % | +6.00 | 1.00 |" in answer_table(s)  # clean students 21 dB mean, input 15 dB
-    curve = table(s[s.stage == "budget"], bound=False, steps=True)
+    curve = settings_table(s[s.stage == "budget"], bound=False, steps=True)
     assert curve.splitlines()[0].startswith("| setting | attacker | student steps |")
     assert "| output L1 | 600 | 3 |" in curve
 

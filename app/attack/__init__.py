@@ -1,0 +1,1 @@
+"""The attacker: distillation of quick students and the named attackers."""

@@ -46,7 +46,7 @@ class Attack:
     px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is high-frequency too)
     with the pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated`
     and `leak` shape the student (see QuickStudent); each task names the attacker it expects
-    (app.lab.presets).
+    (app.attack.attackers).
     """
 
     kind: str = "output"

@@ -12,7 +12,8 @@ from app.data import degrade
 @dataclass(frozen=True)
 class Task:
     """A restoration task: how clean images degrade, how results are scored, where it is tested.
-    Pure data: the defense and the attacker a task starts with live in app.lab.presets."""
+    Pure data: the attacker a task expects lives in app.attack.attackers, its defense defaults in
+    app.lab.presets."""
 
     name: str
     title: str

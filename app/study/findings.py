@@ -132,7 +132,7 @@ def floor_text(value: float, unit: str = "") -> str:
     return f"{value:.2f}{unit}" if np.isfinite(value) else f"n/a (< {MIN_SEEDS} seeds)"
 
 
-def describe(r) -> str:
+def setting_words(r) -> str:
     """A summary line's setting in words."""
     if r.defense == "output-noise":
         return f"output noise sigma={r.noise_sigma:g}"
@@ -194,7 +194,7 @@ def against_normalised(s: pd.DataFrame, r) -> str:
     (a scale blown up by the defense then has no say), where the search measured that."""
     normalising = [name for name, change in ATTACKERS.items() if change.get("normalise")]
     same = confirmed(s[(s.teacher == r.teacher) & s.attacker.isin(normalising)])
-    found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if describe(x) == describe(r)]
+    found = [f"{x.attacker}, {delta_text(x)} dB" for x in same.itertuples() if setting_words(x) == setting_words(r)]
     if not found:
         return ""
     return f" (the same setting against an attacker who standardises the features first: {' and '.join(found)})"

@@ -1,6 +1,6 @@
 """What the definitive search measures, per teacher: its grid, the settings that get students, and
 the Pareto frontier that decides which points are confirmed with more seeds (the attackers are
-named in app.lab.presets).
+named in app.attack.attackers).
 
 The grid's teacher costs need no student, so every in-line setting is costed first (one teacher pass
 over the scoring pairs each); students go only where they can tell something: per hooked stage,

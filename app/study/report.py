@@ -15,7 +15,7 @@ import pandas as pd
 from app.defense.bound import DERIVATION
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, describe, floor_text, headline, summarise)
+                                delta_text, setting_words, floor_text, headline, summarise)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import teacher_order
@@ -48,7 +48,7 @@ def answer_table(s: pd.DataFrame) -> str:
                              f"{floor_text(ts.noise_floor.iloc[0])} | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
-            lines.append(f"| {task} | {family} | {threat} | {describe(r)} | {r.attacker} | {delta_text(r)} | "
+            lines.append(f"| {task} | {family} | {threat} | {setting_words(r)} | {r.attacker} | {delta_text(r)} | "
                          f"{r.ssim_drop_pct:.1f} % | {r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | "
                          f"{_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
@@ -72,13 +72,13 @@ def answer_words(s: pd.DataFrame) -> str:
     if not hits:
         return (f"**The paper's headline ({HEADLINE}) holds nowhere**: no confirmed setting at a negligible teacher "
                 f"cost reaches it, under any threat model or attacker measured.")
-    where = "; ".join(f"{r.task} ({r.teacher_family}), {describe(r)}, under {r.attacker}"
+    where = "; ".join(f"{r.task} ({r.teacher_family}), {setting_words(r)}, under {r.attacker}"
                       + (f", {EXPOSED_NOTE}{against_normalised(s, r)}" if r.placement == "exposed" else "")
                       for r in hits)
     return f"**The paper's headline ({HEADLINE}) holds at**: {where}."
 
 
-def table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
+def settings_table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
     """Settings as rows: teacher cost, student change beside the noise floor, the bound (and with
     `steps` the student budget, for the budget curve's rows)."""
     head = (["setting", "attacker"] + (["student steps"] if steps else []) +
@@ -86,7 +86,7 @@ def table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
              "clean student vs input"] + (["output-KD bound (dB)"] if bound else []))
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
-        cells = [describe(r), r.attacker] + ([str(r.budget)] if steps else []) + [
+        cells = [setting_words(r), r.attacker] + ([str(r.budget)] if steps else []) + [
                  str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
                  f"{r.ssim_drop_pct:.1f} %", floor_text(r.noise_floor), _effect(r),
                  f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
@@ -97,7 +97,7 @@ def table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
 def budget_rows(tt: pd.DataFrame) -> pd.DataFrame:
     """The budget curve's settings at every budget (each setting's 'curve' names it and its attacker)."""
     curve = tt[tt.stage == "budget"]
-    return curve.assign(curve=[f"{describe(r)} / {r.attacker}" for r in curve.itertuples()])
+    return curve.assign(curve=[f"{setting_words(r)} / {r.attacker}" for r in curve.itertuples()])
 
 
 def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | None, out: Path) -> str:
@@ -113,17 +113,17 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
     sure = confirmed(tt[tt.stage == "screen"])
     if not sure.empty:
         edges = pd.concat([frontier(grp) for _, grp in sure.groupby("attacker", sort=False)])
-        parts.append(f"#### Frontier per attacker (confirmed with every seed)\n\n{table(edges)}\n")
+        parts.append(f"#### Frontier per attacker (confirmed with every seed)\n\n{settings_table(edges)}\n")
     for stage, title, bound in (("attackers", "The best in-line and exposed settings under every attacker", True),
                                 ("baselines", "Baselines at the in-line setting's served-output distortion", False)):
         part = tt[tt.stage == stage]
         if not part.empty:
-            parts.append(f"#### {title}\n\n{table(part, bound)}\n")
+            parts.append(f"#### {title}\n\n{settings_table(part, bound)}\n")
     curve = budget_rows(tt)
     if not curve.empty:
         budget_curve(curve, f"{teacher} ({family})", out / f"budget_{teacher}.png")
         parts.append(f"#### Budget curve\n\n![budget curve](budget_{teacher}.png)\n\n"
-                     f"{table(curve.sort_values(['curve', 'budget']), bound=False, steps=True)}\n")
+                     f"{settings_table(curve.sort_values(['curve', 'budget']), bound=False, steps=True)}\n")
     return "\n".join(parts)
 
 

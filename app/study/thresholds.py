@@ -12,10 +12,6 @@ PAPER_SSIM_DROP_PCT = (60.0, 75.0)
 NEGLIGIBLE_PSNR_DB = 0.1
 NEGLIGIBLE_SSIM = 0.01
 
-# The most a default setting may cost the served output (report.defaults)
-DEFAULT_MAX_PSNR_LOSS_DB = 1.0
-DEFAULT_MAX_SSIM_LOSS = 0.02
-
 # The app's verdict on one Distill click
 PROTECTS_DB = 1.0  # a student drop from here on is protection...
 DAMAGES_PSNR_DB, DAMAGES_SSIM = 0.5, 0.02  # ...unless the teacher pays this much (either one)

@@ -1,0 +1,1 @@
+"""Networks, field families, checkpoint reading, the loader, the registry of bundled teachers, hookable layers and session teachers."""

@@ -61,19 +61,19 @@ def synthetic_psnr(task, model) -> float:
     return float(np.mean([score(restore(model, x), y, task)["psnr"] for x, y in pairs]))
 
 
-def describe(task) -> str:
+def benchmark_words(task) -> str:
     data = f"synthetic pairs from {task.synthetic_eval_from} targets" if task.synthetic_eval_from else task.benchmark
     conv = f"Y channel, {task.crop_border}px border crop" if task.y_channel else "RGB"
     return f"{data} ({conv})"
 
 
-def table(results: dict) -> str:
+def quality_table(results: dict) -> str:
     lines = ["| teacher | family | benchmark | pairs | input PSNR / SSIM | teacher PSNR / SSIM | gain (dB) ± std "
              "over pairs | target | 512 px (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         task = TASKS[r["task"]]
         verdict = "met" if r["gain"] >= task.target_gain else f"missed by {task.target_gain - r['gain']:.2f} dB"
-        lines.append(f"| {name} | {r['family']} | {describe(task)} | {r['pairs']} | {r['input_psnr']:.2f} / "
+        lines.append(f"| {name} | {r['family']} | {benchmark_words(task)} | {r['pairs']} | {r['input_psnr']:.2f} / "
                      f"{r['input_ssim']:.4f} | {r['teacher_psnr']:.2f} / {r['teacher_ssim']:.4f} | {r['gain']:+.2f} ± "
                      f"{r['gain_std']:.2f} | >= {task.target_gain:+.1f} dB: {verdict} | {r['seconds']:.2f} |")
     return "\n".join(lines)
@@ -113,8 +113,8 @@ def main(argv=None):
             results[name] = {**evaluate_task(TASKS[task_name], loaded.model, args.limit), "task": task_name,
                              "family": loaded.family.title, "seconds": seconds_at_512(loaded.model, loaded.scale),
                              "synthetic_psnr": synthetic_psnr(TASKS[task_name], loaded.model)}
-            print(table({name: results[name]}).splitlines()[-1], flush=True)
-    text = table(results)
+            print(quality_table({name: results[name]}).splitlines()[-1], flush=True)
+    text = quality_table(results)
     print("\n" + text)
     if args.write_cards and args.limit is None:
         RESULTS.mkdir(exist_ok=True)
@@ -123,6 +123,6 @@ def main(argv=None):
                                              "three 512 x 512 forwards on 2 threads, and varies with the machine)."
                                              "\n\n" + text + "\n")
         for name, r in results.items():
-            write_quality(bundled()[name].folder, f"Measured by `{COMMAND}` on {describe(TASKS[r['task']])}, {r['pairs']} "
-                          "pairs:\n\n" + table({name: r}) + versus_unet(name, r, results))
+            write_quality(bundled()[name].folder, f"Measured by `{COMMAND}` on {benchmark_words(TASKS[r['task']])}, {r['pairs']} "
+                          "pairs:\n\n" + quality_table({name: r}) + versus_unet(name, r, results))
 

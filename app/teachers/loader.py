@@ -31,7 +31,7 @@ from app.teachers.checkpoint import MAX_PARAMS as MAX_CHECKPOINT_PARAMS
 from app.teachers.checkpoint import TeacherLoadError, read_checkpoint
 from app.teachers.families import OWN, Family
 from app.teachers.modelcard import read_quality
-from app.teachers.networks import ARCHITECTURES, count_params
+from app.teachers.networks import CONFIG_CLASSES, count_params
 from app.teachers.registry import CARD, WEIGHTS, bundled
 
 
@@ -302,9 +302,9 @@ def _build(config) -> tuple[torch.nn.Module, str, int]:
         raise TeacherLoadError(f"{CONFIG} must hold a JSON object")
     kwargs = dict(config)
     arch = kwargs.pop("architecture", None)
-    if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        raise TeacherLoadError(f"architecture {arch!r} is not allowed; known: {', '.join(ARCHITECTURES)}")
-    cls = ARCHITECTURES[arch]
+    if not isinstance(arch, str) or arch not in CONFIG_CLASSES:
+        raise TeacherLoadError(f"architecture {arch!r} is not allowed; known: {', '.join(CONFIG_CLASSES)}")
+    cls = CONFIG_CLASSES[arch]
     hints = typing.get_type_hints(cls.__init__)
     if unknown := sorted(set(kwargs) - (set(inspect.signature(cls.__init__).parameters) - {"self"})):
         raise TeacherLoadError(f"{CONFIG} has unknown keys for {arch}: {', '.join(unknown)}")

@@ -122,7 +122,8 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
         return upsample_input(x, self.scale) + self.tail(self.features(x))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}
+# the classes a config.json may name (our own layout): nothing else is ever built from a config
+CONFIG_CLASSES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (UNetTeacher, QuickStudent)}
 
 
 def count_params(model: nn.Module) -> int:

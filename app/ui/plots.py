@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from app.study.findings import delta_text, describe, floor_text, teacher_on_task
+from app.study.findings import delta_text, setting_words, floor_text, teacher_on_task
 
 
 LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_white", title_font_size=13,
@@ -64,7 +64,7 @@ def sweep_figure(a_values, teacher_d: list[float], high_share: list[float]) -> g
 
 
 def _hover(r) -> str:
-    return (f"<b>{teacher_on_task(r)}</b>, {r.attacker}<br>{describe(r)}"
+    return (f"<b>{teacher_on_task(r)}</b>, {r.attacker}<br>{setting_words(r)}"
             f"<br>teacher {r.t_dpsnr:+.2f} dB, student {delta_text(r)} dB "
             f"({r.seeds} seeds)<br>noise floor {floor_text(r.noise_floor, ' dB')}")
 

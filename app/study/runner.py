@@ -1,0 +1,135 @@
+"""The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), then the
+stages (app.study.stages) with rows run as Ray tasks (embedded on this machine, or on a cluster)
+that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
+(app.study.engine); or, for a plan, the same walk over the rows on file, changing none.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from app.attack.distill import Attack, distill
+from app.defense.setting import Setting
+from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp
+from app.study.grid import grid, teacher_costs
+from app.study.protocol import Row, mean_score, teacher_on, train_student
+from app.study.stages import BASELINE_DIRECTIONS, Search, budgets_of, screen_rows, searches, stages
+from app.teachers.sessions import SessionTeacher
+
+
+def costs_on_file(search: Search, out: Path) -> pd.DataFrame | None:
+    """costs_<teacher>.csv, while its grid, teacher and recipe are the current ones."""
+    path = out / f"costs_{search.source}.csv"
+    if not path.exists():
+        return None
+    on_file = pd.read_csv(path)
+    fresh = len(on_file) == len(grid(search.stages, search.quick)) and all(
+        (on_file[k] == v).all() for k, v in stamp(search.task, search.source).items())
+    return on_file if fresh else None
+
+
+def cost_grid(search: Search, device: torch.device) -> pd.DataFrame:
+    """The teacher cost of every in-line grid setting (teacher passes only: one Ray task per teacher)."""
+    session, pairs = teacher_on(search.task, search.source, search.pairs, device)
+    return teacher_costs(session.model, session.task, grid(search.stages, search.quick), pairs)
+
+
+def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd.DataFrame]:
+    """Every teacher's cost grid: read back from its costs_<teacher>.csv, or computed in parallel
+    and stored there (a plan's costs serve the run that follows)."""
+    found = {s.source: costs_on_file(s, out) for s in plans}
+    task = workers.remote(ray, cost_grid)
+    pending = {task.remote(s): s for s in plans if found[s.source] is None}
+    with tqdm(total=len(pending), desc="teacher costs", unit="teacher") as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            search = pending.pop(ready)
+            found[search.source] = ray.get(ready).assign(**stamp(search.task, search.source))
+            found[search.source].to_csv(out / f"costs_{search.source}.csv", index=False)
+            bar.update()
+    return found
+
+
+def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
+        workers: Workers, address: str | None) -> None:
+    """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
+    store, plans = Store(out), searches(teachers, budget, quick)
+    for search in plans:
+        store.load(search.task, search.source)
+    with ray_session(address, workers.threads) as ray:
+        grids = costs(ray, plans, out, workers)
+        order = stages(plans, seeds, budgets_of(plans, quick), grids,
+                       lambda rows, seeds, stage: run_rows(ray, rows, seeds, store, workers, desc=stage))
+    for source, keys in order.items():
+        by_key = {r["key"]: r for r in store.rows[source]}
+        store.write(source, [by_key[k] for k in keys])
+
+
+def plan(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
+         out: Path, address: str | None) -> str:
+    """What a run will cost before it starts, changing no row: per teacher, its rows on file that are
+    current (and those the recipe or the teacher's weights made stale); then the first stage with
+    rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
+    run), an upper bound on the rest and the estimated time of the students here."""
+    store, plans = Store(out), searches(teachers, budget, quick)
+    lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
+             for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
+    grids = {s.source: costs_on_file(s, out) for s in plans}
+    if any(g is None for g in grids.values()):
+        with ray_session(address, workers.threads) as ray:
+            grids = costs(ray, plans, out, workers)
+    missing: list[str] = []
+
+    def on_file(rows: list[Row], seeds: list[int], stage: str) -> list[dict] | None:
+        found = {r["key"]: r for row in rows for r in store.rows[row.teacher]}
+        keys = [row_key(row, seed) for row in rows for seed in seeds]
+        if all(k in found for k in keys):
+            return [found[k] for k in keys]
+        missing.append(f"{sum(k not in found for k in keys)} student pairs of the {stage} stage")
+        return None
+
+    if stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None:
+        return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
+    lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
+    return "\n".join(lines + estimate(plans, grids, len(seeds), workers))
+
+
+def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, workers: Workers) -> list[str]:
+    """Per teacher, the screen's students (exact) and an upper bound on the rest, with their time here."""
+    lines, total_students, total_s = [], 0, 0.0
+    for search in plans:
+        screen = screen_rows(search, grids[search.source])
+        cleans = len({(row.defense.layers, row.attack) for row in screen})  # one clean twin per layer and attacker
+        attackers = len(search.attackers())
+        confirm = (seeds - 1) * (len(screen) + cleans)  # at most every screened point is on a frontier
+        rows = 2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1  # attackers in-line and exposed, every stage, baselines
+        later = (rows + 2 * attackers + 1) * seeds  # + their clean twins (the baselines share the in-line ones)
+        n = len(screen) + cleans + confirm + later
+        session, pairs = teacher_on(search.task, search.source, search.pairs, workers.device)
+        seconds = n * seconds_per_student(session, pairs, search.attack)
+        lines.append(f"{search.source}: {len(screen) + cleans} screen students of {search.attack.steps} steps, "
+                     f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
+        total_students, total_s = total_students + n, total_s + seconds
+    lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
+                 f"on {workers.device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
+    return lines
+
+
+def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
+    """One student's wall time here: the teacher's answers, a short run's steps scaled to the
+    budget, and scoring the student (distill reports once the teacher has answered, so one run
+    times both parts)."""
+    defense, steps = Setting(layers=(session.default_layer,)).clean, min(attack.steps, 20)
+    train_student(session.model, session.task, defense, dataclasses.replace(attack, steps=1), seed=0)  # queries made
+    marks = [time.perf_counter()]
+    for progress in distill(session.model, session.task, [(defense, 0)], dataclasses.replace(attack, steps=steps),
+                            every=steps):
+        marks.append(time.perf_counter())
+    mean_score(progress.students[0], pairs, session.task)
+    answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
+    return answers + run * attack.steps / steps + scoring
