@@ -265,9 +265,39 @@ def bench_sessions(sessions: int = 8, port: int = 7898) -> dict:
         with ThreadPoolExecutor(sessions) as pool:
             finished = sum(pool.map(lambda seed: visit_and_distill(f"http://127.0.0.1:{port}/", seed), range(sessions)))
         wall = time.perf_counter() - start
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-    return {"finished": finished, "wall_s": wall, "peak_gb": peak_kb / 2**20}
+        peak = peak_rss_gb(proc.pid)
+    return {"finished": finished, "wall_s": wall, "peak_gb": peak}
+
+
+def bench_shared_teacher(sessions: int = 8, source: str = "sr_x2-swinir", port: int = 7897) -> dict:
+    """`sessions` visitors at once loading the same field checkpoint and looking with it: how much the
+    server's peak resident memory grew past its start, against one copy of the weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    from app.teachers.registry import bundled
+
+    def visit(seed: int) -> bool:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        _, layer, *controls = client.predict(task="sr_x2", source=source, api_name="/load_teacher")
+        client.predict(task="sr_x2", image=handle_file(str(ROOT / "assets" / "coffee.png")), already_degraded=False,
+                       seed=seed, k=1, a=2.0, layer=layer["value"], layout="channel", adaptive=False, tau=0.9,
+                       placement="inline", api_name="/look")
+        return True
+
+    with served_app(port) as (proc, _):
+        started = peak_rss_gb(proc.pid)
+        with ThreadPoolExecutor(sessions) as pool:
+            loaded = sum(pool.map(visit, range(sessions)))
+        grown = peak_rss_gb(proc.pid) - started
+    return {"loaded": loaded, "grown_gb": grown, "weights_gb": bundled()[source].weights.stat().st_size / 2**30}
+
+
+def peak_rss_gb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM, Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 2**20
 
 
 def report(name: str, value: float, goal: str, ok: bool | None, extra: str = "") -> bool:
@@ -347,6 +377,12 @@ def main(argv=None) -> int:
         ok &= report("8 concurrent Distill sessions: finished", r["finished"], "8", r["finished"] == 8,
                      f"(in {r['wall_s']:.0f} s, dehaze at its default budget)")
         ok &= report("  server peak memory (GB)", r["peak_gb"], "< 4", r["peak_gb"] < 4)
+        r = bench_shared_teacher()
+        goal = r["weights_gb"] + 8 * 0.15
+        ok &= report("8 sessions loading one field checkpoint: growth (GB)", r["grown_gb"], f"< {goal:.2f}",
+                     r["loaded"] == 8 and r["grown_gb"] < goal,
+                     f"({r['loaded']} loaded and looked; one copy of the weights is {r['weights_gb'] * 1024:.0f} MB, "
+                     "plus 150 MB a session)")
     return 0 if ok else 1
 
 

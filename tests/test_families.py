@@ -1,9 +1,8 @@
 """Field architectures: each allowed family, as a small random instance saved as safetensors, loads
 from a local file and over the loopback Hub, is detected as itself, offers its feature maps (no
 attention or gate tensors) and, with a = 1, serves bit for bit what it served without the hooks.
-Bad checkpoints get a user's message, and nothing is unpickled."""
+Bad checkpoints get a user's message (pickles: tests/test_pickles.py)."""
 import json
-import pickle
 import re
 import struct
 
@@ -161,36 +160,18 @@ def test_a_family_without_a_permissive_licence_is_named_and_refused(tmp_path):
         load_teacher(tmp_path / "scunet.safetensors")
 
 
-class Bomb:
-    def __reduce__(self):
-        return pytest.fail, ("a checkpoint was unpickled",)
-
-
-def test_repos_with_pickles_or_several_checkpoints_say_what_is_there(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+def test_repos_with_several_checkpoints_or_none_say_what_is_there(monkeypatch, tmp_path):
     checkpoint("Compact", tmp_path / "a.safetensors")
     weights = (tmp_path / "a.safetensors").read_bytes()
-    repos = {"someone/pickles": {"RealESRGAN_x2.pth": pickle.dumps(Bomb()), "notes.txt": b"hi"},
-             "someone/several": {"x2.safetensors": weights, "x4.safetensors": weights},
+    repos = {"someone/several": {"x2.safetensors": weights, "x4.safetensors": weights},
              "someone/empty": {"notes.txt": b"hi"}}
-    with serving(monkeypatch, repos) as hub:
-        with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(RealESRGAN_x2.pth\); ASVP Lab "
-                                                   r"never unpickles. To convert a checkpoint you trust"):
-            load_teacher("someone/pickles")
+    with serving(monkeypatch, repos):
         with pytest.raises(TeacherLoadError, match=r"several checkpoints \(x2.safetensors, x4.safetensors\): name one"):
             load_teacher("someone/several")
-        with pytest.raises(TeacherLoadError, match=r"no .safetensors checkpoint and no config.json \(it holds notes.txt\)"):
+        with pytest.raises(TeacherLoadError, match=r"no checkpoint \(.safetensors, .pth, .pt, .ckpt\) and no "
+                                                   r"config.json \(it holds notes.txt\)"):
             load_teacher("someone/empty")
-        with pytest.raises(TeacherLoadError, match="RealESRGAN_x2.pth of Hub repo someone/pickles is a pickle "
-                                                   "checkpoint; ASVP Lab never unpickles"):
-            load_teacher("someone/pickles/RealESRGAN_x2.pth")
         assert load_teacher("someone/several/x4.safetensors").family == FAMILIES["Compact"]
         assert load_teacher("someone/several@main/x2.safetensors").scale == 2
-    assert not any(path.endswith(".pth") for method, path in hub.requests if method == "GET")
 
 
-def test_a_local_pickle_file_is_refused_unread(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
-    (tmp_path / "model.pth").write_bytes(pickle.dumps(Bomb()))
-    with pytest.raises(TeacherLoadError, match="model.pth of local file model.pth is a pickle checkpoint"):
-        load_teacher(tmp_path / "model.pth")

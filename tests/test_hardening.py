@@ -7,12 +7,16 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from helpers import COFFEE
 from PIL import Image
 
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.lab import looks, scenes
 from app.lab.presets import preset
-from app.ui.inputs import defense_from
+from app.ui.inputs import MESSAGE_CHARS, defense_from
 
 
 GOOD = dict(k=1, a=1.5, layer="dec1", layout="channel", adaptive=False, tau=0.9, placement="inline")
@@ -159,3 +163,26 @@ def test_four_sessions_distill_at_once_with_their_own_results(app_url):
     teachers = {t: results[t][3]["data"][1][1] for t in tasks}  # the clean teacher's PSNR on each task
     assert len(set(teachers.values())) == 4  # four different tasks, four different teachers and images
     assert any(ranks for ranks in positions.values())  # the queue told someone where they stood
+
+
+def test_an_unexpected_failure_inside_a_look_reaches_the_visitor_as_a_short_message(client, monkeypatch):
+    def broken(*args):
+        raise KeyError("x" * 5000)  # no type the lab expects, and a long detail
+
+    monkeypatch.setattr(looks, "look", broken)
+    with pytest.raises(Exception, match=r"something failed on the server \(KeyError: 'x+…x+'\); it keeps serving") \
+            as raised:
+        look(client, COFFEE)
+    assert len(str(raised.value)) < 2 * MESSAGE_CHARS
+    monkeypatch.undo()
+    still_serving(client)
+
+
+def test_a_teacher_whose_answer_is_not_finite_is_refused_with_a_message():
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1))
+    torch.nn.init.constant_(teacher[0].weight, 3e38)  # finite weights: the first layer overflows to infinity...
+    with torch.no_grad():
+        teacher[1].weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1).repeat(3, 1, 1, 1))  # ...and NaN
+    scene = scenes.Scene(TASKS["dehaze"], np.full((16, 16, 3), 0.5, np.float32), None)
+    with pytest.raises(ValueError, match="the teacher's answer holds values that are not finite"):
+        looks.answers(teacher, scene, Setting(layers=("0",), a=1.0))

@@ -196,15 +196,15 @@ def test_oversized_weights_are_refused_before_download(loopback_hub):
 
 
 def test_pickle_only_repo_is_refused_without_unpickling(loopback_hub, no_unpickling):
-    with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(pytorch_model.bin\); "
-                                               "ASVP Lab never unpickles"):
+    with pytest.raises(TeacherLoadError, match=r"only pickles of another kind \(pytorch_model.bin\); the lab reads "
+                                               r".safetensors, .pth, .pt, .ckpt files only"):
         load_teacher("lab/pickle-only")
     assert not any(path.endswith("pytorch_model.bin") for _, path in loopback_hub.requests)
 
 
-def test_pickle_only_folder_is_refused_without_unpickling(tmp_path, no_unpickling):
+def test_our_layout_with_a_pickle_for_weights_is_refused_without_unpickling(tmp_path, no_unpickling):
     folder = write_folder(tmp_path / "pickled", {"config.json": b"{}", "model.pt": pickle.dumps(Bomb())})
-    with pytest.raises(TeacherLoadError, match=r"only a pickle checkpoint found \(model.pt\)"):
+    with pytest.raises(TeacherLoadError, match=r"has no model.safetensors"):
         load_teacher(folder)
 
 

@@ -52,6 +52,10 @@ def answers(teacher, scene: Scene, defense: Setting, record: FeatureRecord | Non
         clean = restore(teacher, scene.degraded)
         with defend(teacher, defense, record):
             defended = restore(teacher, scene.degraded)
+    for name, answer in (("teacher", clean), ("defended teacher", defended)):
+        if not np.isfinite(answer).all():
+            raise ValueError(f"the {name}'s answer holds values that are not finite (NaN or infinity): this "
+                             "teacher cannot be scored" + (" at this setting" if name != "teacher" else ""))
     scene.answered = (teacher, defense, clean, defended)
     return clean, defended
 

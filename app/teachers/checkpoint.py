@@ -1,8 +1,11 @@
-"""Read a bare safetensors checkpoint of a field architecture (SwinIR, NAFNet, ...), untrusted.
+"""Read a bare checkpoint of a field architecture (SwinIR, NAFNet, ...), untrusted.
 
-The header is read and checked first (tensor types, shapes, parameter count), before a byte of
-weights: building SwinIR or HAT on the meta device fails, the header never does. Then spandrel
-names the architecture from the state dict's keys and shapes, and only an allowed family is built.
+A safetensors file's header is read and checked first (tensor types, shapes, parameter count),
+before a byte of weights: building SwinIR or HAT on the meta device fails, the header never does. A
+pickle (`.pth`, `.pt`, `.ckpt`) goes through torch's safe unpickler (`weights_only=True`: tensors and
+plain containers only, so no code in it runs), memory-mapped, and its tensors get the same checks.
+Then spandrel names the architecture from the state dict's keys and shapes, and only an allowed
+family with finite weights is built.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -25,6 +29,14 @@ MAX_HEADER_BYTES = 2**22
 WEIGHT_DTYPES = ("F32", "F16", "BF16")  # what a restoration checkpoint holds; ints are quantised models
 # ...except the window transformers' (SwinIR, HAT) integer lookup table of relative positions
 INDEX_BUFFERS, INDEX_DTYPES = ("relative_position_index",), {"I64", "I32"}
+PICKLE_CHECKPOINTS = (".pth", ".pt", ".ckpt")  # read through torch's safe unpickler
+WRAPPERS = ("params_ema", "params", "state_dict", "model")  # where training code nests the weights, first found wins
+DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+               torch.int64: "I64", torch.int32: "I32"}
+CONVERT = ("To convert a checkpoint you trust, on your own machine (loading a pickle runs its code): "
+           "python -c \"import torch; from safetensors.torch import save_file; "
+           "sd = torch.load('model.pth', map_location='cpu', weights_only=False); "
+           "save_file({k: v.contiguous() for k, v in sd.get('params_ema', sd).items()}, 'model.safetensors')\"")
 
 
 class TeacherLoadError(ValueError):
@@ -90,18 +102,55 @@ class Checkpoint:
     params: int  # trainable parameters of the built model
 
 
-def read_checkpoint(path: Path, origin: str) -> Checkpoint:
-    """Check, detect and build a checkpoint of an allowed family; never unpickles."""
+def unpickled_weights(path: Path, origin: str) -> dict[str, torch.Tensor]:
+    """The tensors of a pickled checkpoint, through torch's safe unpickler (memory-mapped), unwrapped
+    from the usual training wrappers; anything else it holds (step counters, optimiser names) is left."""
+    try:
+        try:
+            found = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            found = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+    except Exception as e:  # noqa: BLE001 - an untrusted file may fail the unpickler in any way: all refuse it
+        reason = " ".join(str(e).split())[:160]
+        raise TeacherLoadError(f"{path.name} of {origin} was refused by the safe unpickler, which reads tensors and "
+                               f"plain containers only ({type(e).__name__}: {reason}). {CONVERT}") from None
+    for key in WRAPPERS:
+        if isinstance(found, dict) and isinstance(found.get(key), dict):
+            found = found[key]
+            break
+    weights = {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, torch.Tensor)} \
+        if isinstance(found, dict) else {}
+    if not weights:
+        raise TeacherLoadError(f"{path.name} of {origin} holds no state dict of named tensors (looked under "
+                               f"{', '.join(WRAPPERS)} too)")
+    check_tensors({k: {"dtype": DTYPE_NAMES.get(v.dtype, str(v.dtype)), "shape": list(v.shape)}
+                   for k, v in weights.items()}, origin)
+    return weights
+
+
+def safetensors_weights(path: Path, origin: str) -> dict[str, torch.Tensor]:
     check_tensors(header(path, origin), origin)
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise TeacherLoadError(f"{path.name} of {origin} is not a valid safetensors file: {e}") from None
+
+
+def read_checkpoint(path: Path, origin: str) -> Checkpoint:
+    """Check, detect and build a checkpoint of an allowed family (safetensors, or a pickle through the
+    safe unpickler)."""
+    pickled = path.suffix.lower() in PICKLE_CHECKPOINTS
+    weights = unpickled_weights(path, origin) if pickled else safetensors_weights(path, origin)
     try:
         spandrel = import_spandrel()
     except ModuleNotFoundError:
         raise TeacherLoadError("field architectures need spandrel: pip install --no-deps -r requirements-nodeps.txt") \
             from None
-    try:
-        weights = load_file(path)
-    except SafetensorError as e:
-        raise TeacherLoadError(f"{path.name} of {origin} is not a valid safetensors file: {e}") from None
+    if bad := [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+        raise TeacherLoadError(f"the weights of {origin} hold values that are not finite (NaN or infinity), in "
+                               f"{len(bad)} tensor(s) such as {bad[0][:60]!r}")
     state = spandrel.canonicalize_state_dict({k: v if k.endswith(INDEX_BUFFERS) else v.float()
                                               for k, v in weights.items()})
     arch = detect(state)

@@ -1,11 +1,12 @@
-"""Load a teacher from a bundled folder, a Hub repo or a local file: safetensors only.
+"""Load a teacher from a bundled folder, a Hub repo or a local file.
 
-Two layouts: ours (config.json naming an allow-listed class of app.teachers.networks, plus model.safetensors),
-and a bare checkpoint of a field architecture (SwinIR, NAFNet, ...: one .safetensors file, no
-config), which app.teachers.checkpoint reads and spandrel detects. A source typed into the app is untrusted
-input: `owner/name`, optionally `owner/name@revision` and `/file.safetensors`. Files are
-size-checked before they are downloaded, configs and checkpoint headers are checked before a byte
-of weights is read, and nothing is ever unpickled.
+Two layouts: ours (config.json naming an allow-listed class of app.teachers.networks, plus
+model.safetensors), and a bare checkpoint of a field architecture (SwinIR, NAFNet, ...: one
+.safetensors file, or a .pth/.pt/.ckpt pickle, no config), which app.teachers.checkpoint reads and
+spandrel detects; a repo with both kinds serves its safetensors. A source typed into the app is
+untrusted input: `owner/name`, optionally `owner/name@revision` and `/file.safetensors` (or `.pth`).
+Files are size-checked before they are downloaded, configs and safetensors headers are checked before
+a byte of weights is read, and pickles only ever meet torch's safe unpickler.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from app.data.tasks import TASKS
-from app.teachers.checkpoint import MAX_HEADER_BYTES
+from app.teachers.budget import Cost
+from app.teachers.checkpoint import CONVERT, MAX_HEADER_BYTES
 from app.teachers.checkpoint import MAX_PARAMS as MAX_CHECKPOINT_PARAMS
-from app.teachers.checkpoint import TeacherLoadError, read_checkpoint
+from app.teachers.checkpoint import PICKLE_CHECKPOINTS, TeacherLoadError, read_checkpoint
 from app.teachers.families import OWN, Family
 from app.teachers.modelcard import read_quality
 from app.teachers.networks import CONFIG_CLASSES, count_params
@@ -36,15 +38,13 @@ from app.teachers.registry import CARD, WEIGHTS, bundled
 
 
 CONFIG = "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_CHECKPOINTS)
+OTHER_PICKLES = (".bin", ".pkl", ".pickle")  # a transformers model or an arbitrary pickle: never a teacher here
 MAX_PARAMS = 5_000_000  # 20 MB in float32; the bundled teachers have about 0.6M
 MAX_SETTING = 256  # cap on any number in a config: even on the meta device each layer costs time to build
 MAX_BYTES = {CONFIG: 2**16, CARD: 2**20, WEIGHTS: 4 * MAX_PARAMS + 2**20}
 MAX_CHECKPOINT_BYTES = 4 * MAX_CHECKPOINT_PARAMS + MAX_HEADER_BYTES + 8
-CONVERT = ("To convert a checkpoint you trust, on your own machine (loading a pickle runs its code): "
-           "python -c \"import torch; from safetensors.torch import save_file; "
-           "sd = torch.load('model.pth', map_location='cpu', weights_only=True); "
-           "save_file({k: v.contiguous() for k, v in sd.get('params_ema', sd).items()}, 'model.safetensors')\"")
+
 
 
 @dataclass
@@ -65,6 +65,7 @@ class LoadedTeacher:
     default_layer: str = OWN.default_layer  # regex: the last hookable layer that matches it is the default hook
     early_layer: str = OWN.early_layer  # regex, likewise: an early body stage
     stages: str = OWN.stages  # regex: every body stage, the hook points a search tries
+    cost: Cost | None = None  # what a look at the largest upload costs (measured before a loaded teacher serves)
 
     @property
     def quality(self) -> str:
@@ -80,10 +81,10 @@ def load_teacher(source: str | os.PathLike, revision: str | None = None, filenam
                  fallback_task: str | None = None) -> LoadedTeacher:
     """Load a teacher from a bundled folder (`dehaze`, `dehaze-nafnet`), a Hub repo or a local path.
 
-    A Hub source is `owner/name`, with an optional `@revision` and `/file.safetensors` (or the
+    A Hub source is `owner/name`, with an optional `@revision` and `/file.safetensors` or `/file.pth` (or the
     `revision` and `filename` arguments). Strings name only bundled teachers (or the path of their
     models/ folder) or Hub repos, so a text box cannot read other files; code may pass any folder or
-    .safetensors file as a `Path`. When the Hub cannot be reached, a repo falls back to the bundled
+    checkpoint file as a `Path`. When the Hub cannot be reached, a repo falls back to the bundled
     teacher of `fallback_task` or of the task its name ends with (`someone/asvp-dehaze`), with
     `warning` saying so.
     """
@@ -160,7 +161,7 @@ def parse_source(source: str, revision: str | None, filename: str | None,
 
 
 def _download(repo_id: str, revision: str | None, filename: str | None) -> Path:
-    """Fetch what a teacher needs into the HF cache: the named or the only .safetensors file of a
+    """Fetch what a teacher needs into the HF cache: the named or the only checkpoint of a
     bare checkpoint (returned as a file), or config, weights and card of our layout (their folder)."""
     origin = f"Hub repo {repo_id}"
     if filename is None:
@@ -171,8 +172,8 @@ def _download(repo_id: str, revision: str | None, filename: str | None) -> Path:
         else:
             return _download_own_layout(repo_id, revision, config)
     _refuse_pickles(origin, [filename], named=True)
-    if not filename.endswith(".safetensors"):
-        raise TeacherLoadError(f"{filename} of {origin} is not a .safetensors file")
+    if not filename.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise TeacherLoadError(f"{filename} of {origin} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
     try:
         weights = _fetch(repo_id, filename, revision, MAX_CHECKPOINT_BYTES)
     except RemoteEntryNotFoundError:
@@ -208,15 +209,17 @@ def _list_files(repo_id: str, revision: str | None) -> list[str]:
 
 
 def _choose_checkpoint(origin: str, files: list[str]) -> str:
-    """The one .safetensors file of a repo without config.json; otherwise say what is there."""
-    candidates = [f for f in files if f.endswith(".safetensors")]
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        raise TeacherLoadError(f"{origin} holds several checkpoints ({', '.join(sorted(candidates))}): "
-                               "name one, as owner/name/file.safetensors")
+    """The one checkpoint of a repo without config.json (safetensors before pickles); otherwise say
+    what is there."""
+    for suffixes in ((".safetensors",), PICKLE_CHECKPOINTS):
+        candidates = [f for f in files if f.lower().endswith(suffixes)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise TeacherLoadError(f"{origin} holds several checkpoints ({', '.join(sorted(candidates)[:8])}): "
+                                   f"name one, as owner/name/{sorted(candidates)[0]}")
     _refuse_pickles(origin, files)
-    raise TeacherLoadError(f"{origin} has no .safetensors checkpoint and no {CONFIG}"
+    raise TeacherLoadError(f"{origin} has no checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) and no {CONFIG}"
                            + (f" (it holds {', '.join(sorted(files)[:8])})" if files else ""))
 
 
@@ -235,16 +238,18 @@ def _check_size(origin: str, filename: str, size: int | None, limit: int | None 
 
 
 def _refuse_pickles(origin: str, files: list[str], named: bool = False) -> None:
-    """Refuse a pickle checkpoint (the one named, or a listing with nothing else) without reading it."""
-    if pickles := [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]:
-        found = (f"{pickles[0]} of {origin} is a pickle checkpoint" if named
-                 else f"{origin} has no {WEIGHTS}: only a pickle checkpoint found ({', '.join(pickles)})")
-        raise TeacherLoadError(f"{found}; ASVP Lab never unpickles. {CONVERT}")
+    """Refuse a pickle that is no restoration checkpoint (the one named, or a listing with nothing
+    else) without reading it."""
+    if pickles := [f for f in files if f.lower().endswith(OTHER_PICKLES)]:
+        found = (f"{pickles[0]} of {origin} is a pickle of another kind" if named
+                 else f"{origin} has no checkpoint: only pickles of another kind ({', '.join(pickles[:8])})")
+        raise TeacherLoadError(f"{found}; the lab reads {', '.join(CHECKPOINT_SUFFIXES)} files only. {CONVERT}")
 
 
 def _load_folder(folder: Path, origin: str) -> LoadedTeacher:
     """Our layout (config.json + model.safetensors + README.md), or one bare checkpoint (+ README.md)."""
-    checkpoints = sorted(folder.glob("*.safetensors"))
+    checkpoints = sorted(folder.glob("*.safetensors")) or sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in PICKLE_CHECKPOINTS)
     if not (folder / CONFIG).is_file() and len(checkpoints) == 1:
         return _with_card(_load_file(checkpoints[0], origin), folder)
     if not (folder / WEIGHTS).is_file():
@@ -283,9 +288,9 @@ def _with_card(loaded: LoadedTeacher, folder: Path) -> LoadedTeacher:
 
 def _load_file(path: Path, origin: str) -> LoadedTeacher:
     """A bare checkpoint of an allowed field family (app.teachers.checkpoint does the checking)."""
-    if path.suffix.lower() != ".safetensors":
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         _refuse_pickles(origin, [path.name], named=True)
-        raise TeacherLoadError(f"{origin} is not a .safetensors file")
+        raise TeacherLoadError(f"{origin} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
     _check_size(origin, path.name, path.stat().st_size, MAX_CHECKPOINT_BYTES)
     found = read_checkpoint(path, origin)
     model = found.model

@@ -1,8 +1,11 @@
-"""One visitor's teacher: a private copy of a loaded teacher, where it can be hooked, and the
-facts the UI shows about it (the search loads its teachers the same way)."""
+"""One visitor's teacher: a loaded teacher shared read-only by every session that asks for it, where
+it can be hooked, and the facts the UI shows about it (the search loads its teachers the same way).
+
+Sessions share the module, so a server holds one copy of each teacher's weights however many
+visitors load it; the defense's hooks are a session's own and come and go inside the teacher's turn
+(app.lab.looks.teacher_turn), so no session's hook reaches another's forward."""
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from app.data.tasks import Task, get_task
+from app.teachers.budget import APP_BUDGET, Budget, measure
 from app.teachers.layers import FeatureMap, hookable_layers
 from app.teachers.loader import LoadedTeacher, TeacherLoadError, load_teacher
 from app.teachers.registry import bundled
@@ -19,15 +23,29 @@ from app.teachers.registry import bundled
 PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 40 (never square)
 
 
-@lru_cache(maxsize=None)
-def _bundled(task_name: str) -> LoadedTeacher:
-    return load_teacher(task_name)
+SHARED = 16  # loaded teachers kept for the sessions that ask for them again (the bundled ones fit)
+
+
+@lru_cache(maxsize=SHARED)
+def shared_teacher(source: str, device: torch.device, budget: Budget) -> tuple[LoadedTeacher, list[FeatureMap]]:
+    """A teacher loaded once per source and device, with its hookable layers; one not bundled is
+    measured against the cost `budget` first (the bundled ones fit it: tested), and refused over it."""
+    loaded = load_teacher(source)
+    if source not in bundled():
+        loaded.cost = measure(loaded.model, loaded.scale, budget)
+        if why := loaded.cost.refusal(budget):
+            raise TeacherLoadError(f"{loaded.origin} is over the lab's cost budget: {why}")
+    loaded.model.to(device)
+    layers = hookable_layers(loaded.model, probe(loaded).to(device))
+    if not layers:
+        raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
+    return loaded, layers
 
 
 @dataclass
 class SessionTeacher:
-    """One visitor's teacher: a private copy (hooks on it never touch another session's) and the
-    facts the UI shows about it."""
+    """One visitor's teacher (its module shared with every session of the same source) and the facts
+    the UI shows about it."""
 
     task: Task
     source: str
@@ -56,19 +74,15 @@ def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
     return names[-1]
 
 
-def session_teacher(task_name: str, source: str = "", device: torch.device = torch.device("cpu")) -> SessionTeacher:
-    """Load (bundled teachers once per process) and copy a teacher for one session onto `device`
-    (its Distill students train there too); refuse one whose scale does not fit the task, or that
-    offers no feature map to hook."""
+def session_teacher(task_name: str, source: str = "", device: torch.device = torch.device("cpu"),
+                    budget: Budget = APP_BUDGET) -> SessionTeacher:
+    """A session's teacher on `device` (its Distill students train there too); refuse one whose scale
+    does not fit the task, one over the cost `budget`, or one that offers no feature map to hook."""
     task, source = get_task(task_name), (source or "").strip() or task_name
-    loaded = _bundled(source) if source in bundled() else load_teacher(source)
+    loaded, layers = shared_teacher(source, device, budget)
     if loaded.scale != task.scale:
         raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
                                f"x{task.scale}: pick the matching task")
-    model = copy.deepcopy(loaded.model).to(device)
-    layers = hookable_layers(model, probe(loaded).to(device))
-    if not layers:
-        raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
-    return SessionTeacher(task, source, loaded, model, layers, hook_layer(layers, loaded.default_layer),
+    return SessionTeacher(task, source, loaded, loaded.model, layers, hook_layer(layers, loaded.default_layer),
                           hook_layer(layers, loaded.early_layer),
                           [f.name for f in layers if re.fullmatch(loaded.stages, f.name)] or [f.name for f in layers])

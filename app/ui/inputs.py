@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 
 import gradio as gr
 from PIL import Image
@@ -14,6 +15,8 @@ from app.study.grid import K_GRID
 
 MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a worker for minutes
 MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it measured fits the k slider
+MESSAGE_CHARS = 300  # the longest message a visitor is shown
+LOG = logging.getLogger("asvp.ui")
 
 
 class UploadPath(gr.Image):
@@ -38,17 +41,33 @@ def defense_from(k, a, layer, layout, adaptive, tau, placement) -> Setting:
         raise gr.Error(f"Invalid defense setting: {e}") from None
 
 
+def short_message(e: Exception, limit: int = MESSAGE_CHARS) -> str:
+    """An exception as one line a visitor can read: its first line, the middle elided past `limit`
+    (long names, values and paths are what makes messages long). Errors the code expects (bad
+    input: ValueError, OSError) speak for themselves; others say that something failed."""
+    text = " ".join((str(e).splitlines() or [""])[0].split())
+    if not isinstance(e, (ValueError, OSError)):
+        text = f"something failed on the server ({type(e).__name__}: {text or 'no detail'}); it keeps serving"
+    text = text or type(e).__name__
+    return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit - limit // 2):]
+
+
 def user_errors(fn):
-    """Bad input becomes a short message in the UI and the API; the server keeps serving."""
+    """The boundary between a visitor and the lab: any failure becomes a short message in the UI and
+    the API, the unexpected ones are logged whole, and the server keeps serving."""
     def message(e: Exception) -> gr.Error:
-        return e if isinstance(e, gr.Error) else gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        if isinstance(e, gr.Error):
+            return e
+        if not isinstance(e, (ValueError, OSError)):  # TeacherLoadError is a ValueError
+            LOG.exception("unexpected failure in %s", fn.__name__)
+        return gr.Error(short_message(e))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (ValueError, OSError) as e:  # TeacherLoadError is a ValueError
+            except Exception as e:  # noqa: BLE001 - the boundary: nothing reaches a visitor unexplained
                 raise message(e) from None
         return stream
 
@@ -56,7 +75,7 @@ def user_errors(fn):
     def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - the boundary: nothing reaches a visitor unexplained
             raise message(e) from None
     return call
 

@@ -21,10 +21,13 @@ def layer_choices(layers) -> list[tuple[str, str]]:
 
 def teacher_facts(teacher: sessions.SessionTeacher, preset: presets.Preset, device_note: str = "") -> str:
     loaded = teacher.loaded
-    lines = [f"**{loaded.architecture}** ({loaded.family.title}, licence {loaded.family.licence}), {loaded.params:,} parameters, "
-             f"x{loaded.scale} — {loaded.origin}; it and its Distill students run on "
+    lines = [f"**{loaded.architecture}** ({loaded.family.title}, licence {loaded.family.licence}), "
+             f"{loaded.params:,} parameters, x{loaded.scale} — {loaded.origin}; it and its Distill students run on "
              f"{device_of(teacher.model).type.upper()}"]
     lines += [f"⚠️ {warning}" for warning in (loaded.warning, device_note) if warning]
+    if cost := loaded.cost:
+        lines.append(f"Measured before it served: a look at the largest upload ({cost.side} px in) takes about "
+                     f"{cost.look_s:.1f} s here and holds {cost.peak_gb:.2f} GB.")
     lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
     return "\n\n".join(lines + [loaded.quality])
 
