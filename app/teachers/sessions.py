@@ -21,8 +21,6 @@ from app.teachers.registry import bundled
 
 
 PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 40 (never square)
-
-
 SHARED = 16  # loaded teachers kept for the sessions that ask for them again (the bundled ones fit)
 
 
