@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
 
 import argparse  # noqa: E402
@@ -294,6 +293,17 @@ def bench_shared_teacher(sessions: int = 8, source: str = "sr_x2-swinir", port: 
     return {"loaded": loaded, "grown_gb": grown, "weights_gb": bundled()[source].weights.stat().st_size / 2**30}
 
 
+def bench_budget(source: str) -> dict:
+    """The cost budget's estimate of a bundled teacher's look (app.teachers.budget) against two real
+    forwards at the largest upload, timed here."""
+    from app.teachers.budget import measure, seconds
+    from app.teachers.loader import load_teacher
+
+    loaded = load_teacher(source)
+    cost = measure(loaded.model, loaded.scale)
+    return {"estimate_s": cost.look_s, "real_s": 2 * seconds(loaded.model, cost.side)}
+
+
 def peak_rss_gb(pid: int) -> float:
     """A process's peak resident memory (VmHWM, Linux)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -352,6 +362,10 @@ def main(argv=None) -> int:
                      f"({r['defended_ms']:.0f} vs {r['clean_ms']:.0f} ms; {origin} @ {args.layer} "
                      f"{r['feature']}, k=1{note})")
 
+    for source in ("dehaze", "lowlight-retinexformer", "sr_x2-swinir"):  # convolutions, and two kinds of attention
+        r = bench_budget(source)
+        report(f"cost budget: estimated / real look, {source} (x)", r["estimate_s"] / r["real_s"], "info", None,
+               f"({r['estimate_s']:.2f} vs {r['real_s']:.2f} s at the largest upload; >= 1: the budget errs safe)")
     for task in ("dehaze", "sr_x4"):  # the dilated student family, and SR's plain one
         r = bench_layout(task, repeats)
         report(f"student step channels-last / contiguous, {task} (x)", r["speedup"], "info", None,

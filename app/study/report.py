@@ -15,7 +15,7 @@ import pandas as pd
 from app.defense.bound import DERIVATION
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, setting_words, floor_text, headline, summarise)
+                                delta_text, floor_text, headline, setting_words, summarise)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import teacher_order

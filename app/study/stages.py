@@ -26,11 +26,7 @@ from app.teachers.sessions import session_teacher
 
 
 BUDGETS = (150, 600, 2400)  # the budget curve: does the damage persist, or do students learn through it?
-
-
 QUICK_ATTACKERS = ("output L1", "feature L1 x1", "FitNet MSE")
-
-
 BASELINE_DIRECTIONS = ("random", "bottom")  # ASVP along other directions, at the best setting's cost
 
 

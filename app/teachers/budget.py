@@ -4,8 +4,9 @@ A checkpoint's size says little about its cost: the hyper-parameters read from i
 size, heads, width) set what a forward holds and computes. So the cost is measured: one forward at the
 largest upload on the `meta` device (no memory, no arithmetic) gives the peak of the tensors alive and
 the floating-point operations; two real forwards at small sizes, timed, turn operations into seconds
-on this machine (their difference, so that a small forward's fixed overhead is not scaled up). A look runs the teacher twice at the upload's size; a model over the budget is
-refused at load, with what it would cost.
+on this machine (their difference, so that a small forward's fixed overhead is not scaled up). A look
+runs the teacher twice at the upload's size; a model over the budget is refused at load, with what it
+would cost.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from app.data.images import MAX_SIDE
 GB = 1e9
 CALIBRATION_SHARES = (4, 2)  # the timed real forwards run at 1/4 and 1/2 of the side: their difference is the
 # marginal cost, and half the side is large enough that memory traffic, not call overhead, sets it
-# the bundled teachers' real looks took 0.8x (convolutions) to 2.1x (window attention) the extrapolation
-# from the smaller forwards: the estimate takes the worse end
+# real looks of attention teachers took up to about 3x the extrapolation from the smaller forwards;
+# doubled, the estimate measured 0.65x to 1.9x the real look (`python -m app.bench` prints it for three
+# families): near the limit, a look may still run over it by a third
 SAFETY = 2.0
 FASTEST_FLOPS = 1e12  # no CPU serving this lab computes faster: past this bound a model is refused untried
 
@@ -49,7 +51,7 @@ class Cost:
     """A teacher's cost for a look at the largest upload (`side` px input)."""
 
     side: int
-    peak_gb: float  # the session's copy of the weights and the tensors alive at a forward's peak
+    peak_gb: float  # the weights and the tensors alive at a forward's peak
     gflop: float  # one forward
     look_s: float  # two forwards, on this machine
     timed: bool = True  # False: refused untried, and look_s is the least any CPU here would take

@@ -17,6 +17,7 @@ MAX_BUDGET = 600  # student steps: a public Space must not let one click hold a 
 MAX_K = max(k for k, _ in K_GRID)  # the search's adaptive cap: every setting it measured fits the k slider
 MESSAGE_CHARS = 300  # the longest message a visitor is shown
 LOG = logging.getLogger("asvp.ui")
+EXPECTED = (ValueError, OSError)  # bad input, which says what is wrong itself (TeacherLoadError is a ValueError)
 
 
 class UploadPath(gr.Image):
@@ -43,10 +44,10 @@ def defense_from(k, a, layer, layout, adaptive, tau, placement) -> Setting:
 
 def short_message(e: Exception, limit: int = MESSAGE_CHARS) -> str:
     """An exception as one line a visitor can read: its first line, the middle elided past `limit`
-    (long names, values and paths are what makes messages long). Errors the code expects (bad
-    input: ValueError, OSError) speak for themselves; others say that something failed."""
+    (long names, values and paths are what makes messages long). EXPECTED errors speak for
+    themselves; others say that something failed."""
     text = " ".join((str(e).splitlines() or [""])[0].split())
-    if not isinstance(e, (ValueError, OSError)):
+    if not isinstance(e, EXPECTED):
         text = f"something failed on the server ({type(e).__name__}: {text or 'no detail'}); it keeps serving"
     text = text or type(e).__name__
     return text if len(text) <= limit else text[: limit // 2 - 1] + "…" + text[-(limit - limit // 2):]
@@ -58,7 +59,7 @@ def user_errors(fn):
     def message(e: Exception) -> gr.Error:
         if isinstance(e, gr.Error):
             return e
-        if not isinstance(e, (ValueError, OSError)):  # TeacherLoadError is a ValueError
+        if not isinstance(e, EXPECTED):
             LOG.exception("unexpected failure in %s", fn.__name__)
         return gr.Error(short_message(e))
 
