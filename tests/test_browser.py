@@ -7,9 +7,11 @@ from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, open_app
 from playwright.sync_api import expect, sync_playwright
 
 from app.data.tasks import TASKS
+from app.lab import looks
 from app.lab.presets import preset
 from app.teachers import registry
 from app.teachers.families import FAMILIES
+from app.ui.inputs import MESSAGE_CHARS
 
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -100,4 +102,27 @@ def test_the_about_tabs_answer_table_breaks_lines_between_words_only(app_url):
                            return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size > 1; })
             .map(c => c.innerText)""")
         assert cells.count() > 20 and broken == []  # a one-word cell sits on one line
+        browser.close()
+
+
+def test_an_unexpected_failure_inside_a_look_shows_the_visitor_its_message(app_url, monkeypatch):
+    """Gradio shows an exception it was not handed as a bare "Error": the boundary's message must reach the page."""
+    def broken(*args):
+        raise KeyError("x" * 5000)  # no type the lab expects, and a long detail
+
+    with sync_playwright() as p:
+        browser, page = open_app(p, app_url)
+        monkeypatch.setattr(looks, "look", broken)
+        k_box = page.get_by_label("k: singular values amplified", exact=False).locator("xpath=..").locator(
+            "input[type=number]")
+        k_box.fill("5")
+        k_box.press("Enter")
+        toast = page.locator(".toast-body").first
+        expect(toast).to_contain_text("something failed on the server (KeyError: 'x", timeout=60_000)
+        expect(toast).to_contain_text("it keeps serving")
+        assert len(toast.inner_text()) < 2 * MESSAGE_CHARS
+        monkeypatch.undo()
+        k_box.fill("4")
+        k_box.press("Enter")
+        expect(page.get_by_text("top-4")).to_be_visible(timeout=60_000)  # the next look is served
         browser.close()

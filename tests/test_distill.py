@@ -10,7 +10,7 @@ from app.attack.distill import (Attack, Pupil, ask_teacher, distill, feature_los
                                 pixel_loss, pooled, subpixel_residual)
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
-from app.study.protocol import eval_pairs, input_scores, mean_score
+from app.study.protocol import Pairs, eval_pairs, input_scores, mean_score
 from app.teachers.loader import load_teacher
 from app.teachers.networks import QuickStudent
 
@@ -189,7 +189,7 @@ def test_default_attacker_learns_past_the_input(name):
     clean-taught student beats the input (bicubic for SR) by the bar on the real benchmark crops
     the sweep scores on."""
     task, attack = TASKS[name], attack_for(name)
-    teacher, pairs = load_teacher(name).model, eval_pairs(task, n=4, crop=192)
+    teacher, pairs = load_teacher(name).model, eval_pairs(task, Pairs(n=4, crop=192))
     defense, baseline = Setting(layers=("dec1",)).clean, input_scores(pairs, task)["psnr"]
     gains = []
     for seed in (0, 1, 2):

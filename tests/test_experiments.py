@@ -75,7 +75,7 @@ def test_quick_search_end_to_end_leaves_the_stored_results_alone(request):
 def test_a_quick_run_may_not_name_the_stored_results(capsys):
     with pytest.raises(SystemExit):
         main(["--quick", "--out", str(ROOT / "results")])
-    assert "--quick never writes results/" in capsys.readouterr().err
+    assert "--quick, --teacher and --pairs never write results/" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [(["--tasks", "sr_x3"], "unknown task sr_x3"),

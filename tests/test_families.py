@@ -16,7 +16,7 @@ from app.defense.asvp import defend
 from app.defense.setting import Setting
 from app.teachers import sessions
 from app.teachers.families import FAMILIES, import_spandrel
-from app.teachers.layers import hookable_layers
+from app.teachers.layers import hidden_multiple, hookable_layers
 from app.teachers.loader import TeacherLoadError, load_teacher
 
 
@@ -88,6 +88,42 @@ def test_a_family_loads_from_a_file_and_the_hub_and_is_defended_bit_for_bit(monk
         with defend(model, Setting(k=2, a=3.0, layers=(hook,))):
             assert not torch.equal(model(x), clean)
     assert torch.equal(remote.model(x), clean)
+
+
+@pytest.mark.parametrize("window", [7, 12, 16])
+def test_a_window_the_size_rule_does_not_state_still_shows_the_body(tmp_path, window):
+    """SwinIR pads inside its forward to its window: at the first probe's 24 x 40 every map of a window
+    other than 8 is the padded image's, so the body shows only at a probe of the window's multiple."""
+    torch.manual_seed(0)
+    net = SwinIR(upscale=2, img_size=6 * window, window_size=window, embed_dim=24, depths=[2, 2], num_heads=[2, 2],
+                 mlp_ratio=2, upsampler="pixelshuffledirect")
+    save_file(net.state_dict(), tmp_path / f"window{window}.safetensors")
+    first = sessions.probe(load_teacher(tmp_path / f"window{window}.safetensors"))
+    assert not hookable_layers(net, first)  # what a fixed probe found: nothing, not even the output
+    assert hidden_multiple(net, first) == window
+    teacher = sessions.session_teacher("sr_x2", tmp_path / f"window{window}.safetensors", budget=None)
+    assert teacher.stages == ["net.layers.0.conv", "net.layers.1.conv", "net.conv_after_body"]
+    assert teacher.default_layer == "net.conv_after_body" and teacher.early_layer == "net.layers.0.conv"
+
+
+class PadsByFive(torch.nn.Module):
+    """A network that pads by a fixed margin, which no multiple explains: its maps never follow the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        return self.body(torch.nn.functional.pad(x, (6, 6, 6, 6)))[..., 5:-5, 5:-5]
+
+
+def test_a_body_no_probe_shows_is_refused_not_reduced_to_the_output(tmp_path):
+    checkpoint("NAFNet", tmp_path / "weights.safetensors")
+    loaded = load_teacher(tmp_path / "weights.safetensors")
+    loaded.model = PadsByFive()
+    assert hidden_multiple(loaded.model, sessions.probe(loaded)) == 1
+    with pytest.raises(TeacherLoadError, match="shows none of its body stages"):
+        sessions.body_layers(loaded, torch.device("cpu"))
 
 
 def test_half_precision_checkpoints_load_as_float32(tmp_path):

@@ -1,9 +1,11 @@
-"""The definitive search: `python -m app.experiments [--tasks ...] [--teachers ...] [--seeds ...] [--quick]`.
+"""The definitive search: `python -m app.experiments [--tasks ...] [--teachers ...] [--seeds ...] [--quick]`,
+or the same search on a researcher's own model: `--teacher SOURCE --task T [--pairs DIR]`.
 
 The stages are in app.study.stages, run by app.study.runner; app.study.protocol holds the protocol of
 one row. RESULTS.md, figures and defaults.json are rebuilt from the CSV files. A `--quick` run (one
 stage, a corner of the grid, three attackers) writes to a fresh temporary folder (or its `--out`),
-never to results/: only a full run may replace the stored search.
+never to results/: only a full run may replace the stored search. A teacher of one's own writes to
+runs/<its name>/ and is held to the app's cost budget unless `--max-gb` / `--max-look-s` raise it.
 """
 from __future__ import annotations
 
@@ -14,16 +16,46 @@ from pathlib import Path
 
 import torch
 
+from app.data.benchmarks import PairsError, folder_pairs
 from app.data.tasks import TASKS
 from app.devices import CHOICES, pick_device
 from app.study.engine import Workers
 from app.study.grid import CONFIRM_SEEDS
 from app.study.report import write_report
 from app.study.runner import plan, run
-from app.teachers.registry import bundled_for
+from app.study.stages import sweep_pairs
+from app.teachers.budget import APP_BUDGET, Budget
+from app.teachers.registry import bundled, bundled_for, file_stem
+from app.teachers.sessions import Source, session_teacher
 
 
-RESULTS = Path(__file__).resolve().parents[2] / "results"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS, RUNS = ROOT / "results", ROOT / "runs"
+
+
+def teacher_source(text: str) -> Source:
+    """A bundled teacher's name as it is, an existing local file or folder as its path (the command line
+    may read the researcher's files, unlike the app's Teacher box), anything else as a Hub source."""
+    if text in bundled() or not Path(text).exists():
+        return text
+    return Path(text).resolve()
+
+
+def admitted(p: argparse.ArgumentParser, task: str, source: Source, budget: Budget) -> tuple[Source, str]:
+    """Load the teacher once, under the cost budget, or stop with why. Returns the source the search
+    loads (a Hub source pinned to the commit and file it resolved to, which Ray's workers find in the
+    cache offline, and which the rows record) and the teacher's facts, in words."""
+    try:
+        session = session_teacher(task, source, budget=budget)
+    except Exception as e:  # the command line's boundary: any failure to load becomes one line
+        p.error(f"cannot search {source}: {' '.join(str(e).split())[:500] or type(e).__name__}")
+    loaded = session.loaded
+    if loaded.warning:
+        p.error(f"{loaded.warning} A search measures only the teacher it was asked for.")
+    cost = "" if loaded.cost is None else (f"; a look at the largest upload holds {loaded.cost.peak_gb:.2f} GB and "
+                                           f"takes about {loaded.cost.look_s:.1f} s here")
+    return loaded.pinned or source, f"{loaded.origin}: {loaded.family.title}, {loaded.params:,} parameters, " \
+                                    f"x{loaded.scale}{cost}"
 
 
 def main(argv=None):
@@ -31,6 +63,16 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--teachers", nargs="*", default=None,
                    help="bundled teachers to sweep (default: every bundled teacher of the tasks)")
+    p.add_argument("--teacher", default=None, help="search one teacher of your own instead: a Hub id (owner/name, "
+                   "owner/name@revision/file.pth), a local .safetensors/.pth/.pt/.ckpt file or a model folder; "
+                   "needs --task")
+    p.add_argument("--task", choices=list(TASKS), default=None, help="the task of --teacher")
+    p.add_argument("--pairs", type=Path, default=None, help="score on your own pairs: a folder with input/ and "
+                   "target/ of matching file names (default: the task's benchmark pairs)")
+    p.add_argument("--max-gb", type=float, default=APP_BUDGET.extra_gb,
+                   help="the most memory a look at the largest upload may hold (the app's limit by default)")
+    p.add_argument("--max-look-s", type=float, default=APP_BUDGET.look_s,
+                   help="the most seconds a look at the largest upload may take here (the app's limit by default)")
     p.add_argument("--seeds", nargs="*", type=int, default=list(range(CONFIRM_SEEDS)),
                    help="the screen trains the first, the frontier and attackers all, the budget curve the first three")
     p.add_argument("--budget", type=int, default=None,
@@ -51,14 +93,11 @@ def main(argv=None):
     p.add_argument("--per-gpu", type=int, default=Workers.per_gpu,
                    help="Ray tasks that share one GPU with --device cuda (a quick student alone leaves a GPU idle)")
     args = p.parse_args(argv)
-    for name in args.tasks:
-        if name not in TASKS:
-            p.error(f"unknown task {name}; choose from {', '.join(TASKS)}")
-    unknown = set(args.teachers or ()) - {t for name in args.tasks for t in bundled_for(name)}
-    if unknown:
-        p.error(f"no bundled teacher {', '.join(sorted(unknown))} among the tasks {', '.join(args.tasks)}")
-    if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
-        p.error(f"--quick never writes {RESULTS.name}/: the stored sweep is replaced only by a full run")
+    teachers = chosen_teachers(p, args)
+    if args.out is not None and args.out.resolve() == RESULTS.resolve() and (args.quick or args.teacher or args.pairs):
+        p.error(f"--quick, --teacher and --pairs never write {RESULTS.name}/: the stored sweep is replaced only by a "
+                "full run of the bundled teachers")
+    pairs = None if args.pairs is None or args.report_only else checked_pairs(p, args)
     device, note = pick_device(args.device)
     try:
         workers = Workers(args.threads, device, args.per_gpu)
@@ -67,19 +106,51 @@ def main(argv=None):
     if note:
         print(note, flush=True)
     torch.set_num_threads(args.threads)
-    teachers = [(name, source) for name in ([] if args.report_only else args.tasks)
-                for source in bundled_for(name) if args.teachers is None or source in args.teachers]
+    if args.teacher is not None and not args.report_only:
+        source, facts = admitted(p, args.task, teachers[0][1], Budget(args.max_gb, args.max_look_s))
+        print(facts, flush=True)
+        teachers = [(args.task, source)]
     if args.out is None:
-        args.out = Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick else RESULTS
+        args.out = (Path(tempfile.mkdtemp(prefix="asvp-quick-")) if args.quick
+                    else RUNS / file_stem(teachers[0][1]) if args.teacher else RESULTS)
     print(f"writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.plan:
-        print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address))
+        print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address, pairs))
         return
-    if teachers:
+    if teachers and not args.report_only:
         start = time.perf_counter()
-        run(teachers, args.seeds, args.budget, args.quick, args.out, workers, args.address)
+        run(teachers, args.seeds, args.budget, args.quick, args.out, workers, args.address, pairs)
         print(f"swept {len(teachers)} teacher(s) in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     if not any(args.out.glob("sweep_*.csv")):
         p.error(f"no sweep_*.csv in {args.out}: nothing to report")
     write_report(args.out)
+
+
+def chosen_teachers(p: argparse.ArgumentParser, args) -> list[tuple[str, Source]]:
+    """(task, teacher) for every teacher the arguments name, or stop saying what does not fit."""
+    if args.teacher is not None:
+        if args.task is None or args.teachers is not None:
+            p.error("--teacher searches one teacher of your own: name its --task, and no --teachers")
+        args.tasks = [args.task]
+        return [(args.task, teacher_source(args.teacher))]
+    for name in args.tasks:
+        if name not in TASKS:
+            p.error(f"unknown task {name}; choose from {', '.join(TASKS)}")
+    unknown = set(args.teachers or ()) - {t for name in args.tasks for t in bundled_for(name)}
+    if unknown:
+        p.error(f"no bundled teacher {', '.join(sorted(unknown))} among the tasks {', '.join(args.tasks)}")
+    return [(name, source) for name in args.tasks for source in bundled_for(name)
+            if args.teachers is None or source in args.teachers]
+
+
+def checked_pairs(p: argparse.ArgumentParser, args):
+    """The search's pairs from --pairs, read once to check them (one task: its scale sets their sizes)."""
+    if len(args.tasks) != 1:
+        p.error("--pairs scores one task: name it with --task (or one --tasks)")
+    try:
+        found = folder_pairs(args.pairs, TASKS[args.tasks[0]].scale)
+    except PairsError as e:
+        p.error(f"--pairs: {e}")
+    print(f"scoring on {len(found)} pair(s) of {args.pairs}", flush=True)
+    return sweep_pairs(args.quick, str(args.pairs.resolve()), len(found))

@@ -25,35 +25,39 @@ from tqdm import tqdm
 
 from app.study.protocol import Row, clean_student_scores, measure
 from app.study.recipe import recipe_of
-from app.teachers.registry import bundled
+from app.teachers.registry import bundled, file_stem
+from app.teachers.sessions import Source, shared_teacher
 
 
 ROOT = Path(__file__).resolve().parents[2]
+CPU = torch.device("cpu")
 
 
 @lru_cache(maxsize=None)
-def teacher_checksum(name: str) -> str:
-    """A bundled teacher's weights, hashed: a retrained teacher invalidates its rows."""
-    return hashlib.sha256(bundled()[name].weights.read_bytes()).hexdigest()[:12]
+def teacher_checksum(source: Source) -> str:
+    """A teacher's weights file, hashed: a retrained or replaced teacher invalidates its rows."""
+    weights = bundled()[source].weights if source in bundled() else shared_teacher(source, CPU, None)[0].weights_file
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
 
 
 def _key(what: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stamp(task: str, teacher: str) -> dict[str, str]:
+def stamp(task: str, teacher: Source) -> dict[str, str]:
     """What makes a teacher's rows current: the recipe's fingerprint and the teacher's weights."""
     return dict(recipe=recipe_of(task, teacher), teacher_sha=teacher_checksum(teacher))
 
 
 def row_key(row: Row, seed: int) -> str:
-    return _key(dict(row=dataclasses.asdict(row), seed=seed, teacher=teacher_checksum(row.teacher)))
+    return _key(dict(row={**dataclasses.asdict(row), "pairs": row.pairs.key()}, seed=seed,
+                     teacher=teacher_checksum(row.teacher)))
 
 
 def clean_key(row: Row, seed: int) -> str:
     """What a clean-taught student depends on: rows that agree on it share the student."""
     return _key(dict(task=row.task, teacher=teacher_checksum(row.teacher), defense=dataclasses.asdict(row.defense.clean),
-                     attack=dataclasses.asdict(row.attack), pairs=dataclasses.asdict(row.pairs), seed=seed))
+                     attack=dataclasses.asdict(row.attack), pairs=row.pairs.key(), seed=seed))
 
 
 class Store:
@@ -63,10 +67,10 @@ class Store:
         self.out = out
         self.rows: dict[str, list[dict]] = {}  # teacher -> rows on file
 
-    def path(self, teacher: str) -> Path:
-        return self.out / f"sweep_{teacher}.csv"
+    def path(self, teacher: Source) -> Path:
+        return self.out / f"sweep_{file_stem(teacher)}.csv"
 
-    def load(self, task: str, teacher: str, keep_stale: bool = False) -> int:
+    def load(self, task: str, teacher: Source, keep_stale: bool = False) -> int:
         """Read a teacher's rows, keeping those of its current weights and student recipe; the
         stale ones leave the file too unless `keep_stale` (a plan only looks). Returns how many were stale."""
         path = self.path(teacher)
@@ -79,26 +83,26 @@ class Store:
             self.write(teacher, self.rows[teacher])
         return stale
 
-    def done(self, teacher: str) -> set[str]:
+    def done(self, teacher: Source) -> set[str]:
         return {r["key"] for r in self.rows.get(teacher, [])}
 
-    def clean(self, teacher: str) -> dict[str, dict[str, float]]:
+    def clean(self, teacher: Source) -> dict[str, dict[str, float]]:
         """Clean-taught students' scores on file, by clean key."""
         return {r["clean_key"]: {"psnr": float(r["student_clean_psnr"]), "ssim": float(r["student_clean_ssim"]),
                                  "rms": float(r["student_clean_rms"])} for r in self.rows.get(teacher, [])}
 
-    def add(self, teacher: str, rows: list[dict]) -> None:
+    def add(self, teacher: Source, rows: list[dict]) -> None:
         """Append rows to the teacher's file as they arrive (an interrupted sweep keeps them)."""
         self.rows.setdefault(teacher, []).extend(rows)
         self._append(teacher, rows)
 
-    def write(self, teacher: str, rows: list[dict]) -> None:
+    def write(self, teacher: Source, rows: list[dict]) -> None:
         """Replace the teacher's file with `rows`, in their order (no rows: no file)."""
         self.rows[teacher] = list(rows)
         self.path(teacher).unlink(missing_ok=True)
         self._append(teacher, rows)
 
-    def _append(self, teacher: str, rows: list[dict]) -> None:
+    def _append(self, teacher: Source, rows: list[dict]) -> None:
         if not rows:
             return
         path = self.path(teacher)

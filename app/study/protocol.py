@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from app.attack.distill import Attack, ask_teacher, attacker_queries, distill
-from app.data.benchmarks import benchmark_pairs
+from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
 from app.data.tasks import TASKS
 from app.defense.asvp import defend
@@ -24,7 +24,7 @@ from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
 from app.teachers.networks import restore
-from app.teachers.sessions import SessionTeacher, session_teacher
+from app.teachers.sessions import SessionTeacher, Source, session_teacher
 
 
 KINDS = ("asvp", "asvp-random", "asvp-bottom", "output-noise")  # the defense of a row; baselines match a cost
@@ -32,10 +32,18 @@ KINDS = ("asvp", "asvp-random", "asvp-bottom", "output-noise")  # the defense of
 
 @dataclass(frozen=True)
 class Pairs:
-    """Which benchmark pairs the students are scored on: the first `n`, centre-cropped to `crop` px."""
+    """Which benchmark pairs the students are scored on: the first `n`, centre-cropped to `crop` px, of the
+    task's benchmark or of a researcher's `folder` (input/ and target/, app.data.benchmarks.folder_pairs)."""
 
     n: int = 4
     crop: int = 192
+    folder: str = ""
+
+    def key(self) -> dict:
+        """What rows scored on these pairs depend on: a folder by its contents (the task's own benchmark
+        adds nothing, so rows stored before folders existed keep their keys)."""
+        plain = dict(n=self.n, crop=self.crop)
+        return {**plain, "folder": pairs_checksum(self.folder)} if self.folder else plain
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class Row:
     """One sweep row: a defense (or a baseline matched to `defense`'s served cost) under one attacker."""
 
     task: str
-    teacher: str  # a bundled teacher's name
+    teacher: Source  # a bundled teacher's name, a Hub source or a local checkpoint
     stage: str  # screen, attackers, baselines
     kind: str  # one of KINDS
     defense: Setting  # for a baseline: the setting whose served-output distortion it matches
@@ -55,11 +63,12 @@ class Row:
             raise ValueError(f"unknown row kind {self.kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def eval_pairs(task, n: int, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first `n` benchmark pairs, centre-cropped to `crop` px (target side) to keep sweeps fast."""
+def eval_pairs(task, pairs: Pairs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `pairs.n` pairs, centre-cropped to `pairs.crop` px (target side) to keep sweeps fast."""
+    found = (folder_pairs(pairs.folder, task.scale)[:pairs.n] if pairs.folder else benchmark_pairs(task, pairs.n))
     out = []
-    for _, degraded, target in benchmark_pairs(task, n):
-        s, c = task.scale, min(crop, *target.shape[:2]) // task.scale
+    for _, degraded, target in found:
+        s, c = task.scale, min(pairs.crop, *target.shape[:2]) // task.scale
         i, j = (degraded.shape[0] - c) // 2, (degraded.shape[1] - c) // 2
         out.append((degraded[i:i + c, j:j + c], target[i * s:(i + c) * s, j * s:(j + c) * s]))
     return out
@@ -116,11 +125,12 @@ def hook_roles(session: SessionTeacher) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4)
-def teacher_on(task: str, teacher: str, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
-    """A teacher and its scoring pairs, once per worker process (hooks come and go with `defend`)."""
-    session = session_teacher(task, teacher)
+def teacher_on(task: str, teacher: Source, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
+    """A teacher and its scoring pairs, once per worker process (hooks come and go with `defend`). The
+    search's command line has admitted the teacher under its cost budget."""
+    session = session_teacher(task, teacher, budget=None)
     session.model.to(device)
-    return session, eval_pairs(TASKS[task], pairs.n, pairs.crop)
+    return session, eval_pairs(TASKS[task], pairs)
 
 
 def clean_student_scores(row: Row, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
@@ -163,7 +173,7 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
         s_def = mean_score(student, pairs, task)
         queries = attacker_queries(task, row.attack, seed).to(device)
         out.append(dict(
-            task=row.task, teacher=row.teacher, teacher_family=session.loaded.family.title, budget=row.attack.steps,
+            task=row.task, teacher=str(row.teacher), teacher_family=session.loaded.family.title, budget=row.attack.steps,
             student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind,
             attacker=row.attack.label, seed=seed,
             layer_role="+".join(role.get(n, "-") for n in defense.layers), **defense.row(),

@@ -1,4 +1,4 @@
-"""The student recipe, known by what it computes: a short seeded run per bundled teacher, hashed.
+"""The student recipe, known by what it computes: a short seeded run per teacher, hashed.
 
 A row of the search is current while its `recipe` equals the fingerprint of its teacher here. The
 run touches every number a row depends on: the attacker's query images (loading, resizing,
@@ -24,7 +24,7 @@ from app.data.sources import held_out_image
 from app.defense.baselines import output_noise
 from app.defense.setting import Setting
 from app.study.protocol import input_scores, mean_score
-from app.teachers.sessions import session_teacher
+from app.teachers.sessions import Source, session_teacher
 
 
 DECIMALS = 4  # a one-pixel resize change moves images by ~1/255; float rounding stays near 1e-7
@@ -96,15 +96,16 @@ def _update(digest, value) -> None:
         digest.update((np.round(array, DECIMALS) + 0.0).tobytes())
 
 
-def fingerprint(task_name: str, teacher: str) -> str:
-    """The recipe's fingerprint on one bundled teacher: its short seeded run, rounded and hashed."""
+def fingerprint(task_name: str, teacher: Source) -> str:
+    """The recipe's fingerprint on one teacher (the search's command line admitted it): its short seeded
+    run, rounded and hashed."""
     with one_thread():
         digest = hashlib.sha256()
-        _update(digest, _numbers(session_teacher(task_name, teacher)))
+        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None)))
     return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=None)
-def recipe_of(task_name: str, teacher: str) -> str:
+def recipe_of(task_name: str, teacher: Source) -> str:
     """`fingerprint`, once per process (the search and the store ask it for every row)."""
     return fingerprint(task_name, teacher)

@@ -17,14 +17,19 @@ from app.attack.distill import Attack, distill
 from app.defense.setting import Setting
 from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp
 from app.study.grid import grid, teacher_costs
-from app.study.protocol import Row, mean_score, teacher_on, train_student
+from app.study.protocol import Pairs, Row, mean_score, teacher_on, train_student
 from app.study.stages import BASELINE_DIRECTIONS, Search, budgets_of, screen_rows, searches, stages
-from app.teachers.sessions import SessionTeacher
+from app.teachers.registry import file_stem
+from app.teachers.sessions import SessionTeacher, Source
+
+
+def costs_path(search: Search, out: Path) -> Path:
+    return out / f"costs_{file_stem(search.source)}.csv"
 
 
 def costs_on_file(search: Search, out: Path) -> pd.DataFrame | None:
     """costs_<teacher>.csv, while its grid, teacher and recipe are the current ones."""
-    path = out / f"costs_{search.source}.csv"
+    path = costs_path(search, out)
     if not path.exists():
         return None
     on_file = pd.read_csv(path)
@@ -50,15 +55,15 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             search = pending.pop(ready)
             found[search.source] = ray.get(ready).assign(**stamp(search.task, search.source))
-            found[search.source].to_csv(out / f"costs_{search.source}.csv", index=False)
+            found[search.source].to_csv(costs_path(search, out), index=False)
             bar.update()
     return found
 
 
-def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, out: Path,
-        workers: Workers, address: str | None) -> None:
+def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
+        workers: Workers, address: str | None, pairs: Pairs | None = None) -> None:
     """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
-    store, plans = Store(out), searches(teachers, budget, quick)
+    store, plans = Store(out), searches(teachers, budget, quick, pairs)
     for search in plans:
         store.load(search.task, search.source)
     with ray_session(address, workers.threads) as ray:
@@ -70,13 +75,13 @@ def run(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, q
         store.write(source, [by_key[k] for k in keys])
 
 
-def plan(teachers: list[tuple[str, str]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
-         out: Path, address: str | None) -> str:
+def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
+         out: Path, address: str | None, pairs: Pairs | None = None) -> str:
     """What a run will cost before it starts, changing no row: per teacher, its rows on file that are
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    store, plans = Store(out), searches(teachers, budget, quick)
+    store, plans = Store(out), searches(teachers, budget, quick, pairs)
     lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
              for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
     grids = {s.source: costs_on_file(s, out) for s in plans}

@@ -22,7 +22,7 @@ from app.study.findings import summarise
 from app.study.grid import EXPOSED_SCREEN_ATTACKER, frontier, screened_exposed, screened_inline
 from app.study.protocol import Pairs, Row
 from app.study.thresholds import negligible
-from app.teachers.sessions import session_teacher
+from app.teachers.sessions import Source, session_teacher
 
 
 BUDGETS = (150, 600, 2400)  # the budget curve: does the damage persist, or do students learn through it?
@@ -35,7 +35,7 @@ class Search:
     """One teacher's search: its session, attacker, stages and the rows of each stage as they come."""
 
     task: str
-    source: str
+    source: Source
     attack: Attack  # the task's own attacker at the sweep's budget
     pairs: Pairs
     stages: list[str]
@@ -54,16 +54,21 @@ def sweep_attack(task_name: str, budget: int | None, quick: bool) -> Attack:
     return dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
 
 
-def sweep_pairs(quick: bool) -> Pairs:
-    return Pairs(n=2, crop=128) if quick else Pairs()
+def sweep_pairs(quick: bool, folder: str = "", count: int = 0) -> Pairs:
+    """The task's first benchmark pairs, or a researcher's `count` pairs in `folder` (all of them in a full run)."""
+    pairs = Pairs(n=2, crop=128) if quick else Pairs()
+    return dataclasses.replace(pairs, n=min(pairs.n, count) if quick else count, folder=folder) if folder else pairs
 
 
-def searches(teachers: list[tuple[str, str]], budget: int | None, quick: bool) -> list[Search]:
+def searches(teachers: list[tuple[str, Source]], budget: int | None, quick: bool,
+             pairs: Pairs | None = None) -> list[Search]:
+    """One search per (task, teacher), scored on `pairs` (default: the task's benchmark)."""
     out = []
     for task, source in teachers:
-        session = session_teacher(task, source)
+        session = session_teacher(task, source, budget=None)  # the command line admitted it
         stages = [session.default_layer] if quick else session.stages
-        out.append(Search(task, source, sweep_attack(task, budget, quick), sweep_pairs(quick), stages, quick))
+        out.append(Search(task, source, sweep_attack(task, budget, quick), pairs or sweep_pairs(quick),
+                          stages, quick))
     return out
 
 
@@ -133,14 +138,14 @@ def stages(plans: list[Search], seeds: list[int], budgets: tuple[int, ...], grid
     first = measured([r for rows in screens.values() for r in rows], seeds[:1], "screen")
     if first is None:
         return None
-    confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == s.source])
+    confirms = {s.source: confirm_rows(screens[s.source], [r for r in first if r["teacher"] == str(s.source)])
                 for s in plans}
     confirmed = measured([r for rows in confirms.values() for r in rows], seeds, "frontier")
     if confirmed is None:
         return None
     later = {}
     for s in plans:
-        inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == s.source])
+        inline, exposed = best_defenses(s, [r for r in confirmed if r["teacher"] == str(s.source)])
         later[s.source] = (attacker_rows(s, inline, exposed), curve_rows(s, inline, exposed, budgets))
     if measured([r for rows, _ in later.values() for r in rows], seeds, "attackers and baselines") is None:
         return None

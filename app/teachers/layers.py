@@ -19,22 +19,15 @@ class FeatureMap:
 
 
 @torch.no_grad()
-def hookable_layers(model: nn.Module, probe: torch.Tensor) -> list[FeatureMap]:
-    """The named modules whose output, in one forward of `probe` (B x 3 x H x W, H != W), is a
-    feature map: 4-D, the probe's batch, and both sides scaled from the input's by one factor.
-    That leaves out attention matrices (square, a batch of windows), channel gates (C x 1 x 1) and
-    tokens. In the order the forward reaches them."""
-    b, _, h, w = probe.shape
-    if h == w:
-        raise ValueError("the probe must not be square: a square map could not be told from the input's shape")
-    found: dict[str, FeatureMap] = {}
+def probe_maps(model: nn.Module, probe: torch.Tensor) -> dict[str, torch.Size]:
+    """The shape of every named module's output that is 4-D with the probe's batch, in one forward of
+    `probe`, in the order the forward reaches them (a module called twice: its first output)."""
+    maps: dict[str, torch.Size] = {}
 
     def seen(name):
         def hook(_module, _inputs, out):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == b and name not in found:
-                scale = Fraction(out.shape[2], h)
-                if scale == Fraction(out.shape[3], w):
-                    found[name] = FeatureMap(name, out.shape[1], scale)
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == probe.shape[0]:
+                maps.setdefault(name, out.shape)
         return hook
 
     handles = [module.register_forward_hook(seen(name)) for name, module in model.named_modules() if name]
@@ -43,4 +36,28 @@ def hookable_layers(model: nn.Module, probe: torch.Tensor) -> list[FeatureMap]:
     finally:
         for handle in handles:
             handle.remove()
-    return list(found.values())
+    return maps
+
+
+def hookable_layers(model: nn.Module, probe: torch.Tensor) -> list[FeatureMap]:
+    """The named modules whose output, in one forward of `probe` (B x 3 x H x W, H != W), is a
+    feature map: 4-D, the probe's batch, and both sides scaled from the input's by one factor.
+    That leaves out attention matrices (square, a batch of windows), channel gates (C x 1 x 1) and
+    tokens. In the order the forward reaches them."""
+    h, w = probe.shape[2:]
+    if h == w:
+        raise ValueError("the probe must not be square: a square map could not be told from the input's shape")
+    return [FeatureMap(name, shape[1], Fraction(shape[2], h)) for name, shape in probe_maps(model, probe).items()
+            if Fraction(shape[2], h) == Fraction(shape[3], w)]
+
+
+def hidden_multiple(model: nn.Module, probe: torch.Tensor) -> int:
+    """The multiple a network pads its input to inside its forward (windowed attention pads to its
+    window), read from the first map of the probe's batch whose sides are not the input's scaled by one
+    factor; 1 where every map follows the input, or where no padding explains the first that does not."""
+    h, w = probe.shape[2:]
+    padded = next(((shape[2], shape[3]) for shape in probe_maps(model, probe).values()
+                   if Fraction(shape[2], h) != Fraction(shape[3], w)), None)
+    if padded is None:
+        return 1
+    return next((q for q in range(2, max(padded) + 1) if (-(-h // q) * q, -(-w // q) * q) == padded), 1)

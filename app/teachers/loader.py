@@ -66,6 +66,8 @@ class LoadedTeacher:
     early_layer: str = OWN.early_layer  # regex, likewise: an early body stage
     stages: str = OWN.stages  # regex: every body stage, the hook points a search tries
     cost: Cost | None = None  # what a look at the largest upload costs (measured before a loaded teacher serves)
+    weights_file: Path | None = None  # the file the weights came from (a search's rows carry its checksum)
+    pinned: str = ""  # a Hub source at the commit and file it came from (it loads again offline from the cache)
 
     @property
     def quality(self) -> str:
@@ -119,8 +121,19 @@ def load_teacher(source: str | os.PathLike, revision: str | None = None, filenam
     except HfHubHTTPError as e:
         raise TeacherLoadError(f"the Hub answered HTTP {e.response.status_code} for {repo_id}") from None
     if path.is_file():
-        return _with_card(_load_file(path, f"Hub repo {repo_id} @ {path.parent.name}, {path.name}"), path.parent)
-    return _load_folder(path, f"Hub repo {repo_id} @ {path.name}")
+        loaded = _with_card(_load_file(path, f"Hub repo {repo_id} @ {path.parent.name}, {path.name}"), path.parent)
+    else:
+        loaded = _load_folder(path, f"Hub repo {repo_id} @ {path.name}")
+    loaded.pinned = _pinned(repo_id, path)
+    return loaded
+
+
+def _pinned(repo_id: str, path: Path) -> str:
+    """`owner/name@commit[/file]` of a file or folder in the HF cache (…/snapshots/<commit>/<file>)."""
+    parts = path.parts
+    at = len(parts) - 1 - parts[::-1].index("snapshots")
+    inside = "/".join(parts[at + 2:])
+    return f"{repo_id}@{parts[at + 1]}" + (f"/{inside}" if inside else "")
 
 
 def _bundled_folder(source: str, bundled: dict[str, Path]) -> Path | None:
@@ -274,8 +287,8 @@ def _load_folder(folder: Path, origin: str) -> LoadedTeacher:
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
         raise TeacherLoadError(f"the weights of {origin} do not match its {CONFIG}: {detail}") from None
-    return _with_card(LoadedTeacher(model.eval(), arch, config, params, origin, int(getattr(model, "scale", 1))),
-                      folder)
+    return _with_card(LoadedTeacher(model.eval(), arch, config, params, origin, int(getattr(model, "scale", 1)),
+                                    weights_file=folder / WEIGHTS), folder)
 
 
 def _with_card(loaded: LoadedTeacher, folder: Path) -> LoadedTeacher:
@@ -298,7 +311,7 @@ def _load_file(path: Path, origin: str) -> LoadedTeacher:
                          size_multiple=model.rule.multiple_of, size_minimum=model.rule.minimum,
                          default_layer="net." + found.family.default_layer,
                          early_layer="net." + found.family.early_layer,
-                         stages=f"net\\.({found.family.stages})")
+                         stages=f"net\\.({found.family.stages})", weights_file=path)
 
 
 def _build(config) -> tuple[torch.nn.Module, str, int]:

@@ -4,6 +4,8 @@ app.teachers.architectures (`dehaze-nafnet`). Families travel by their `Family`;
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +56,16 @@ def decode(name: str) -> tuple[str, str] | None:
             arch = name.removeprefix(f"{task}-")
             return (task, arch) if arch in ARCHES and arch != OWN_ARCH else None
     return None
+
+
+def file_stem(source) -> str:
+    """The name a teacher's files go by (sweep_<stem>.csv, its figures): a bundled teacher's own name, a
+    local checkpoint's file name, a Hub source without its revision, every character a file name cannot
+    hold made `_`."""
+    local = isinstance(source, os.PathLike) or Path(str(source)).is_absolute()  # a Hub id never is
+    text = Path(source).name if local else re.sub(r"@[^/]*", "", str(source))
+    text = re.sub(r"\.(safetensors|pth|pt|ckpt)$", "", text, flags=re.IGNORECASE)
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "teacher"
 
 
 def teacher_order(name: str) -> tuple:

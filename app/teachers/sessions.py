@@ -6,6 +6,8 @@ visitors load it; the defense's hooks are a session's own and come and go inside
 (app.lab.looks.teacher_turn), so no session's hook reaches another's forward."""
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,7 +17,7 @@ from torch import nn
 
 from app.data.tasks import Task, get_task
 from app.teachers.budget import APP_BUDGET, Budget, measure
-from app.teachers.layers import FeatureMap, hookable_layers
+from app.teachers.layers import FeatureMap, hidden_multiple, hookable_layers
 from app.teachers.loader import LoadedTeacher, TeacherLoadError, load_teacher
 from app.teachers.registry import bundled
 
@@ -24,20 +26,22 @@ PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 
 SHARED = 16  # loaded teachers kept for the sessions that ask for them again (the bundled ones fit)
 
 
+Source = str | os.PathLike  # a bundled name or Hub id (what a visitor may type), or a local file code names
+
+
 @lru_cache(maxsize=SHARED)
-def shared_teacher(source: str, device: torch.device, budget: Budget) -> tuple[LoadedTeacher, list[FeatureMap]]:
+def shared_teacher(source: Source, device: torch.device,
+                   budget: Budget | None) -> tuple[LoadedTeacher, list[FeatureMap]]:
     """A teacher loaded once per source and device, with its hookable layers; one not bundled is
-    measured against the cost `budget` first (the bundled ones fit it: tested), and refused over it."""
+    measured against the cost `budget` first (the bundled ones fit it: tested), and refused over it.
+    `budget` None: the caller has admitted the teacher under a budget of its own (the search's command line)."""
     loaded = load_teacher(source)
-    if source not in bundled():
+    if budget is not None and source not in bundled():
         loaded.cost = measure(loaded.model, loaded.scale, budget)
         if why := loaded.cost.refusal(budget):
             raise TeacherLoadError(f"{loaded.origin} is over the lab's cost budget: {why}")
     loaded.model.to(device)
-    layers = hookable_layers(loaded.model, probe(loaded).to(device))
-    if not layers:
-        raise TeacherLoadError(f"{loaded.origin} shows no feature map that follows the input's size: nothing to hook")
-    return loaded, layers
+    return loaded, body_layers(loaded, device)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class SessionTeacher:
     the UI shows about it."""
 
     task: Task
-    source: str
+    source: Source
     loaded: LoadedTeacher
     model: nn.Module
     layers: list[FeatureMap]  # where the defense can hook, in forward order
@@ -55,13 +59,28 @@ class SessionTeacher:
     stages: list[str]  # the body's stages, in forward order: every hook point a search tries
 
 
-def probe(loaded: LoadedTeacher) -> torch.Tensor:
+def probe(loaded: LoadedTeacher, multiple: int = 1) -> torch.Tensor:
     """A seeded 1 x 3 x H x W image that meets the teacher's size rule as it is (padding would
-    hide which maps follow the input) and is not square."""
-    m = loaded.size_multiple
+    hide which maps follow the input), sides also multiples of `multiple`, and not square."""
+    m = math.lcm(loaded.size_multiple, multiple)
     h = -(-max(PROBE_SIDE, loaded.size_minimum) // m) * m
     w = h + -(-16 // m) * m
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def body_layers(loaded: LoadedTeacher, device: torch.device) -> list[FeatureMap]:
+    """The teacher's hookable layers, found with a probe that shows its body stages: a network that pads
+    inside its forward to a multiple its size rule does not state (a window of 7, 12 or 16) is probed
+    again at sides of that multiple. Refused where the body still does not show (never only the output)."""
+    first = probe(loaded).to(device)
+    layers = hookable_layers(loaded.model, first)
+    if not any(re.fullmatch(loaded.stages, f.name) for f in layers):
+        fitted = probe(loaded, hidden_multiple(loaded.model, first)).to(device)
+        layers = hookable_layers(loaded.model, fitted)
+    if not any(re.fullmatch(loaded.stages, f.name) for f in layers):
+        raise TeacherLoadError(f"{loaded.origin} shows none of its body stages as a feature map that follows the "
+                               f"input's size: nothing to hook")
+    return layers
 
 
 def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
@@ -72,15 +91,17 @@ def hook_layer(layers: list[FeatureMap], pattern: str) -> str:
     return names[-1]
 
 
-def session_teacher(task_name: str, source: str = "", device: torch.device = torch.device("cpu"),
-                    budget: Budget = APP_BUDGET) -> SessionTeacher:
+def session_teacher(task_name: str, source: Source = "", device: torch.device = torch.device("cpu"),
+                    budget: Budget | None = APP_BUDGET) -> SessionTeacher:
     """A session's teacher on `device` (its Distill students train there too); refuse one whose scale
     does not fit the task, one over the cost `budget`, or one that offers no feature map to hook."""
-    task, source = get_task(task_name), (source or "").strip() or task_name
+    task = get_task(task_name)
+    if not isinstance(source, os.PathLike):
+        source = (source or "").strip() or task_name
     loaded, layers = shared_teacher(source, device, budget)
     if loaded.scale != task.scale:
         raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
                                f"x{task.scale}: pick the matching task")
     return SessionTeacher(task, source, loaded, loaded.model, layers, hook_layer(layers, loaded.default_layer),
                           hook_layer(layers, loaded.early_layer),
-                          [f.name for f in layers if re.fullmatch(loaded.stages, f.name)] or [f.name for f in layers])
+                          [f.name for f in layers if re.fullmatch(loaded.stages, f.name)])
