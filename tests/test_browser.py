@@ -78,12 +78,12 @@ def test_at_1440x900_distill_is_on_screen_and_no_caption_is_cut(app_url):
             named = page.get_by_text(f"{t.title} · ").bounding_box()
             assert named["x"] + named["width"] <= column, t.title
         page.screenshot(path=str(ARTIFACTS / "one-screen.png"))
-        label, task = max(((label, task) for task in TASKS for label, _ in registry.bundled_choices(task)),
+        label, task = max(((label, task) for task in TASKS for label, _ in registry.teacher_choices(task)),
                           key=lambda choice: len(choice[0]))
         page.get_by_label("Task", exact=True).click()
         page.get_by_role("option", name=TASKS[task].title, exact=True).click()
         teacher = page.get_by_label("Teacher", exact=True)
-        expect(teacher).to_have_value(registry.bundled_choices(task)[0][0], timeout=60_000)
+        expect(teacher).to_have_value(registry.teacher_choices(task)[0][0], timeout=60_000)
         teacher.click()
         page.get_by_role("option", name=label, exact=True).click()
         width = teacher.evaluate("e => [e.scrollWidth, e.clientWidth, e.value]")

@@ -80,19 +80,24 @@ def check_tensors(table: dict[str, dict], origin: str) -> None:
 
 class SizeRule(nn.Module):
     """A field network with its input size rule (spandrel's SizeRequirements) applied: pad to the
-    rule (replicating the border), run, crop the output back to `scale` x the input. The network's
-    own layers sit under `net.`."""
+    rule (replicating the border), run, crop the output back to `net_scale` x the input. A `scale`
+    other than the network's resizes its answer (bicubic), as the ncnn graphs of Real-ESRGAN's x2 and x3
+    models do after their x4 network. The network's own layers sit under `net.`."""
 
-    def __init__(self, net: nn.Module, scale: int, rule):
+    def __init__(self, net: nn.Module, net_scale: int, rule, scale: int | None = None):
         super().__init__()
-        self.net, self.scale, self.rule = net, scale, rule
+        self.net, self.net_scale, self.rule = net, net_scale, rule
+        self.scale = scale or net_scale
 
     def forward(self, x):
         h, w = x.shape[-2:]
         pw, ph = self.rule.get_padding(w, h)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self.net(x)[..., : h * self.scale, : w * self.scale]
+        out = self.net(x)[..., : h * self.net_scale, : w * self.net_scale]
+        if self.scale != self.net_scale:
+            out = F.interpolate(out, size=(h * self.scale, w * self.scale), mode="bicubic", align_corners=False)
+        return out
 
 
 @dataclass
@@ -138,9 +143,9 @@ def safetensors_weights(path: Path, origin: str) -> dict[str, torch.Tensor]:
         raise TeacherLoadError(f"{path.name} of {origin} is not a valid safetensors file: {e}") from None
 
 
-def read_checkpoint(path: Path, origin: str) -> Checkpoint:
+def read_checkpoint(path: Path, origin: str, scale: int | None = None) -> Checkpoint:
     """Check, detect and build a checkpoint of an allowed family (safetensors, or a pickle through the
-    safe unpickler)."""
+    safe unpickler); `scale`: the one to serve where it is not the network's own (SizeRule)."""
     pickled = path.suffix.lower() in PICKLE_CHECKPOINTS
     weights = unpickled_weights(path, origin) if pickled else safetensors_weights(path, origin)
     try:
@@ -172,5 +177,5 @@ def read_checkpoint(path: Path, origin: str) -> Checkpoint:
     rule = descriptor.size_requirements
     if rule.square:
         raise TeacherLoadError(f"{origin} needs square inputs, which the lab does not support")
-    model = SizeRule(descriptor.model, descriptor.scale, rule)
+    model = SizeRule(descriptor.model, descriptor.scale, rule, scale)
     return Checkpoint(model.eval(), FAMILIES[arch], sum(p.numel() for p in model.parameters()))

@@ -33,11 +33,14 @@ from app.teachers.checkpoint import MAX_PARAMS as MAX_CHECKPOINT_PARAMS
 from app.teachers.checkpoint import PICKLE_CHECKPOINTS, TeacherLoadError, read_checkpoint
 from app.teachers.families import OWN, Family
 from app.teachers.modelcard import read_quality
+from app.teachers.ncnn import NcnnError
 from app.teachers.networks import CONFIG_CLASSES, count_params
-from app.teachers.registry import CARD, WEIGHTS, bundled
+from app.teachers.pretrained import PRETRAINED, WHEEL, WHEEL_VERSION, Pretrained, converted
+from app.teachers.registry import CARD, MODELS, WEIGHTS, bundled
 
 
 CONFIG = "config.json"
+PRETRAINED_CARDS = MODELS / "pretrained"  # the model cards of Real-ESRGAN's pretrained models (weights: a cache)
 CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_CHECKPOINTS)
 OTHER_PICKLES = (".bin", ".pkl", ".pickle")  # a transformers model or an arbitrary pickle: never a teacher here
 MAX_PARAMS = 5_000_000  # 20 MB in float32; the bundled teachers have about 0.6M
@@ -96,6 +99,8 @@ def load_teacher(source: str | os.PathLike, revision: str | None = None, filenam
             return _load_file(path, f"local file {path.name}")
         return _load_folder(path, f"local folder {source}")
     source, folders = source.strip(), {name: t.folder for name, t in bundled().items()}
+    if source in PRETRAINED:
+        return _load_pretrained(PRETRAINED[source])
     if (folder := _bundled_folder(source, folders)) is not None:
         return _load_folder(folder, f"bundled models/{folder.name}")
     if source in TASKS:
@@ -299,13 +304,24 @@ def _with_card(loaded: LoadedTeacher, folder: Path) -> LoadedTeacher:
     return loaded
 
 
-def _load_file(path: Path, origin: str) -> LoadedTeacher:
+def _load_pretrained(pretrained: Pretrained) -> LoadedTeacher:
+    """One of Real-ESRGAN's pretrained models, converted from the installed wheel on first use."""
+    try:
+        path = converted(pretrained.name)
+    except (FileNotFoundError, NcnnError) as e:
+        raise TeacherLoadError(str(e)) from None
+    origin = f"Real-ESRGAN's pretrained {pretrained.name} (from {WHEEL} {WHEEL_VERSION})"
+    loaded = _load_file(path, origin, pretrained.scale)
+    return _with_card(loaded, PRETRAINED_CARDS / pretrained.name)
+
+
+def _load_file(path: Path, origin: str, scale: int | None = None) -> LoadedTeacher:
     """A bare checkpoint of an allowed field family (app.teachers.checkpoint does the checking)."""
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         _refuse_pickles(origin, [path.name], named=True)
         raise TeacherLoadError(f"{origin} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
     _check_size(origin, path.name, path.stat().st_size, MAX_CHECKPOINT_BYTES)
-    found = read_checkpoint(path, origin)
+    found = read_checkpoint(path, origin, scale)
     model = found.model
     return LoadedTeacher(model, found.family.title, {}, found.params, origin, model.scale, family=found.family,
                          size_multiple=model.rule.multiple_of, size_minimum=model.rule.minimum,

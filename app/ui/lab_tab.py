@@ -94,7 +94,7 @@ def settings_column(lab: Lab) -> None:
     d = start.defense.controls()
     lab.task = gr.Dropdown([(t.title, t.name) for t in TASKS.values()], value=FIRST_TASK, label="Task")
     # the whole width for the family's name: "Real-ESRGAN Compact (SRVGGNet)" is the longest
-    lab.source = gr.Dropdown(registry.bundled_choices(FIRST_TASK), value=FIRST_TASK, label="Teacher",
+    lab.source = gr.Dropdown(registry.teacher_choices(FIRST_TASK), value=FIRST_TASK, label="Teacher",
                              allow_custom_value=True, info="a bundled family, or type a Hub repo id")
     lab.load_btn = gr.Button("Load teacher", size="sm")
     lab.image = UploadPath(str(ROOT / "assets" / "coffee.png"), type="filepath", image_mode=None,
@@ -209,7 +209,7 @@ def load_handler(lab: Lab):
 def source_for(task, picked):
     """A task's teacher choices, on the measured setting's teacher when one asked for this task."""
     chosen = picked["teacher"] if picked and picked["task"] == task else task
-    return gr.Dropdown(choices=registry.bundled_choices(task), value=chosen)
+    return gr.Dropdown(choices=registry.teacher_choices(task), value=chosen)
 
 
 def load_then_look(lab: Lab, event, fn, inputs, **how):
