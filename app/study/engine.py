@@ -36,7 +36,7 @@ CPU = torch.device("cpu")
 @lru_cache(maxsize=None)
 def teacher_checksum(source: Source) -> str:
     """A teacher's weights file, hashed: a retrained or replaced teacher invalidates its rows."""
-    weights = bundled()[source].weights if source in bundled() else shared_teacher(source, CPU, None)[0].weights_file
+    weights = bundled()[source].weights if source in bundled() else shared_teacher(source, CPU, None).loaded.weights_file
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
 
 

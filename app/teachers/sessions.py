@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,25 +24,51 @@ from app.teachers.registry import bundled
 
 
 PROBE_SIDE = 24  # the probe image that finds the hookable layers is about 24 x 40 (never square)
-SHARED = 16  # loaded teachers kept for the sessions that ask for them again (the bundled ones fit)
+SHARED = 16  # bundled and searched teachers kept loaded for whoever asks again (the bundled ones fit)
 
 
 Source = str | os.PathLike  # a bundled name or Hub id (what a visitor may type), or a local file code names
 
 
-@lru_cache(maxsize=SHARED)
-def shared_teacher(source: Source, device: torch.device,
-                   budget: Budget | None) -> tuple[LoadedTeacher, list[FeatureMap]]:
+@dataclass(eq=False)
+class Shared:
+    """A loaded teacher and its hookable layers, as every session of its source holds them."""
+
+    loaded: LoadedTeacher
+    layers: list[FeatureMap]  # where the defense can hook, in forward order
+
+
+def shared_teacher(source: Source, device: torch.device, budget: Budget | None) -> Shared:
     """A teacher loaded once per source and device, with its hookable layers; one not bundled is
     measured against the cost `budget` first (the bundled ones fit it: tested), and refused over it.
-    `budget` None: the caller has admitted the teacher under a budget of its own (the search's command line)."""
+    `budget` None: the caller has admitted the teacher under a budget of its own (the search's command line).
+    The bundled teachers and the search's stay loaded (a few, small); one a visitor brought stays only
+    while a session holds it, so it is freed when the last such session ends (Gradio deletes a closed
+    session's state) or loads another teacher."""
+    if budget is None or source in bundled():
+        return _kept(source, device)
+    key = (source, device, budget)
+    if (found := _visiting.get(key)) is None:
+        found = _visiting[key] = _shared(source, device, budget)
+    return found
+
+
+_visiting: weakref.WeakValueDictionary[tuple, Shared] = weakref.WeakValueDictionary()
+
+
+@lru_cache(maxsize=SHARED)
+def _kept(source: Source, device: torch.device) -> Shared:
+    return _shared(source, device, None)
+
+
+def _shared(source: Source, device: torch.device, budget: Budget | None) -> Shared:
     loaded = load_teacher(source)
     if budget is not None and source not in bundled():
         loaded.cost = measure(loaded.model, loaded.scale, budget)
         if why := loaded.cost.refusal(budget):
             raise TeacherLoadError(f"{loaded.origin} is over the lab's cost budget: {why}")
     loaded.model.to(device)
-    return loaded, body_layers(loaded, device)
+    return Shared(loaded, body_layers(loaded, device))
 
 
 @dataclass
@@ -51,12 +78,22 @@ class SessionTeacher:
 
     task: Task
     source: Source
-    loaded: LoadedTeacher
-    model: nn.Module
-    layers: list[FeatureMap]  # where the defense can hook, in forward order
+    shared: Shared  # held here: what keeps a visitor's teacher loaded
     default_layer: str  # the family's default hook (the end of the network's body)
     early_layer: str  # an early body stage of the family (the sweep's cheap hook point)
     stages: list[str]  # the body's stages, in forward order: every hook point a search tries
+
+    @property
+    def loaded(self) -> LoadedTeacher:
+        return self.shared.loaded
+
+    @property
+    def model(self) -> nn.Module:
+        return self.shared.loaded.model
+
+    @property
+    def layers(self) -> list[FeatureMap]:
+        return self.shared.layers
 
 
 def probe(loaded: LoadedTeacher, multiple: int = 1) -> torch.Tensor:
@@ -98,10 +135,11 @@ def session_teacher(task_name: str, source: Source = "", device: torch.device = 
     task = get_task(task_name)
     if not isinstance(source, os.PathLike):
         source = (source or "").strip() or task_name
-    loaded, layers = shared_teacher(source, device, budget)
+    shared = shared_teacher(source, device, budget)
+    loaded, layers = shared.loaded, shared.layers
     if loaded.scale != task.scale:
         raise TeacherLoadError(f"this teacher upscales x{loaded.scale}, but task {task.name} needs "
                                f"x{task.scale}: pick the matching task")
-    return SessionTeacher(task, source, loaded, loaded.model, layers, hook_layer(layers, loaded.default_layer),
+    return SessionTeacher(task, source, shared, hook_layer(layers, loaded.default_layer),
                           hook_layer(layers, loaded.early_layer),
                           [f.name for f in layers if re.fullmatch(loaded.stages, f.name)])
