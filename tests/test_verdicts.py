@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from app.attack.distill import Attack
+from app.data.metrics import score
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
 from app.lab import scenes, verdicts
@@ -65,3 +66,29 @@ def test_the_image_bound_is_zero_for_unchanged_answers_and_grows_with_the_change
     small, large = (verdicts.image_bound(scene, answers, answers + d, student) for d in (0.01, 0.1))
     assert large < small < 0 and large == pytest.approx(20 * np.log10(0.1 / 0.2), abs=1e-4)
     assert np.isnan(verdicts.image_bound(scenes.Scene(TASKS["dehaze"], target, None), answers, answers, student))
+
+
+def gan_scores(clean_fidelity: float, defended_fidelity: float) -> scenes.DuelScores:
+    """A teacher below its input on the ground truth (25 vs 26 dB), its students scored both ways."""
+    q = scenes.Quality
+    return scenes.DuelScores(q(26, 0.7), q(25, 0.72), q(25, 0.72), q(24.5, 0.7), q(24.4, 0.7),
+                             scenes.Fidelity(q(27, 0.8), q(45, 0.99), q(clean_fidelity, 0.9), q(defended_fidelity, 0.85)))
+
+
+def test_a_teacher_that_does_not_beat_its_input_is_judged_by_fidelity():
+    judged = verdicts.verdict(gan_scores(32.0, 29.0))
+    assert judged.measure == "fidelity" and judged.outcome == "protects" and judged.student_drop == 3.0
+    assert "measured by fidelity: PSNR to the clean teacher's answer" in verdict_text(judged)
+    not_learned = verdicts.verdict(gan_scores(26.5, 26.0))  # no closer to the teacher than the input (27 dB)
+    assert not_learned.outcome == "not learned" and "no closer to the teacher's answer" in verdict_text(not_learned)
+    assert verdicts.verdict(scores(0.0)).measure == "ground truth"  # a teacher that beats its input
+
+
+def test_fidelity_scores_each_output_against_the_clean_teachers_answer():
+    scene = scenes.make_scene(TASKS["sr_x2"], np.random.default_rng(0).random((48, 64, 3)).astype(np.float32), False, 0)
+    clean = scenes.baseline(scene) * 0.9 + 0.05  # some teacher answer at the output's size
+    shifted = np.clip(clean + 0.01, 0, 1)
+    f = scenes.fidelity(scene, clean, shifted, (clean, np.clip(clean + 0.1, 0, 1)))
+    assert f.input == scenes.Quality(**score(scenes.baseline(scene), clean, TASKS["sr_x2"]))
+    assert f.clean_student.psnr == float("inf") and f.clean_student.ssim == 1.0  # a perfect copy
+    assert f.defended_teacher.psnr > f.defended_student.psnr  # 0.01 off is closer than 0.1 off

@@ -15,7 +15,7 @@ SR_ATTACK = Attack(steps=400, dilated=False, leak=0.1, lowpass_sigma=0.0)
 # rain streaks (up to 40 px long) and water casts need the wider view of a deeper dilated stack (31
 # px instead of 17); the derain attacker also fits with L2, since L1 treats the sparse bright streaks
 # as outliers and leaves them half-removed. Haze and low light do as well or better with 4 layers
-ATTACKS = {"sr_x2": SR_ATTACK, "sr_x4": SR_ATTACK, "underwater": Attack(depth=7),
+ATTACKS = {"sr_x2": SR_ATTACK, "sr_x4": SR_ATTACK, "sr_real_x4": SR_ATTACK, "underwater": Attack(depth=7),
            "derain": Attack(depth=7, loss="l2")}
 
 

@@ -39,6 +39,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class SecondOrder:
+    """Real-ESRGAN's second-order degradation: blur, resize, noise and JPEG, twice, then the final resize.
+
+    Called as the task's degradation: (clean H x W x 3 in [0, 1], a seeded generator) -> the degraded image."""
+
     scale: int = 4
     kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
     generalized_beta: tuple[float, float] = (0.5, 4.0)

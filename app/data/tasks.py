@@ -1,4 +1,4 @@
-"""The five restoration tasks as data: one registry, looked up by name."""
+"""The restoration tasks as data: one registry, looked up by name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from app.data import degrade
+from app.data.realworld import SecondOrder
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ TASKS: dict[str, Task] = {
              target_gain=0.8),
         Task("sr_x4", "Super-resolution x4", degrade.downscale(4), "sr_x4", scale=4, y_channel=True,
              target_gain=0.0),
+        Task("sr_real_x4", "Real-world SR x4", SecondOrder(scale=4), "sr_x4", scale=4, y_channel=True,
+             synthetic_eval_from="sr_x4", target_gain=0.0),
         Task("lowlight", "Low-light enhancement", degrade.low_light, "lowlight_noref",
              synthetic_eval_from="dehaze"),
         Task("underwater", "Underwater enhancement", degrade.underwater, "underwater"),

@@ -18,7 +18,7 @@ from app.attack.cores import distill_on_cores, prepare_students
 from app.attack.distill import Attack, attacker_queries
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
-from app.lab.scenes import DuelScores, Scene, reference_quality, teacher_scores
+from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
 from app.lab.verdicts import Verdict, image_bound, verdict
 from app.teachers.networks import restore
 
@@ -97,6 +97,7 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
     clean, defended = answers(teacher, scene, defense)
     teachers = teacher_scores(scene, clean, defended)
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
-                        reference_quality(students[0], scene), reference_quality(students[1], scene))
+                        reference_quality(students[0], scene), reference_quality(students[1], scene),
+                        fidelity(scene, clean, defended, students))
     yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
                      verdict(scores, image_bound(scene, clean, defended, students[0])))

@@ -14,7 +14,7 @@ from PIL import Image
 from app.data.images import to_uint8
 
 
-METRICS_HEADER = ["output", "PSNR (dB)", "SSIM", "delta vs clean twin"]
+METRICS_HEADER = ["output", "PSNR (dB)", "SSIM", "delta vs clean twin", "PSNR to teacher (dB)", "SSIM to teacher"]
 
 
 def session_zip(path: Path, settings: dict, images: dict[str, np.ndarray | None], metrics: list[list[str]],

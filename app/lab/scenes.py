@@ -65,11 +65,34 @@ class TeacherScores:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """How close each output is to the clean teacher's answer (PSNR/SSIM with that answer as the
+    reference, the task's conventions): stealing means copying the teacher, so this is the thief's own
+    measure, and it needs no ground truth."""
+
+    input: Quality
+    defended_teacher: Quality
+    clean_student: Quality
+    defended_student: Quality
+
+
+@dataclass(frozen=True)
 class DuelScores(TeacherScores):
-    """A Distill click's numbers: the teachers', plus both students'."""
+    """A Distill click's numbers: the teachers', plus both students', against the ground truth (None
+    without one) and against the clean teacher's answer."""
 
     clean_student: Quality | None = None
     defended_student: Quality | None = None
+    fidelity: Fidelity | None = None
+
+
+def fidelity(scene: Scene, clean: np.ndarray, defended: np.ndarray,
+             students: tuple[np.ndarray, np.ndarray]) -> Fidelity:
+    """The input, the defended teacher and both students, each scored against the clean teacher's answer."""
+    def to_teacher(img: np.ndarray) -> Quality:
+        return Quality(**score(img, clean, scene.task))
+
+    return Fidelity(to_teacher(baseline(scene)), to_teacher(defended), *map(to_teacher, students))
 
 
 def baseline(scene: Scene) -> np.ndarray:

