@@ -24,7 +24,7 @@ def rows(setting: dict, t_dpsnr: float, s_dpsnr: float, seeds=(0, 1, 2), s_dssim
                 student_rms=0.11)
     base.update(setting, **more)
     return [dict(base, seed=seed, clean_key=f"{base['attacker']}/{base['layer']}/{base['budget']}/{seed}",
-                 input_psnr=15.0 if learned else 30.0, teacher_psnr=25.0 + t_dpsnr, teacher_ssim=0.9,
+                 input_psnr=15.0 if learned else 30.0, input_ssim=0.7, teacher_psnr=25.0 + t_dpsnr, teacher_ssim=0.9,
                  student_clean_psnr=CLEAN[seed], student_clean_ssim=0.8,
                  student_psnr=CLEAN[seed] + (s_dpsnr[seed] if isinstance(s_dpsnr, dict) else s_dpsnr),
                  student_ssim=0.8 + s_dssim) for seed in seeds]
@@ -61,7 +61,8 @@ def test_the_best_setting_is_confirmed_learned_and_cheap_and_an_effect_only_beyo
     assert not any(headline(r) for r in s.itertuples())  # -1.5 dB and a 1 % SSIM drop: far from the paper
     words, table = answer_words(s), answer_table(s)
     assert "holds nowhere" in words
-    assert "| dehaze | U-Net | in-line, output KD | channel @ dec1, k=1, a=3, inline | output L1 | -1.50 ± 0.00 |" in table
+    assert ("| dehaze | U-Net | in-line, output KD | channel @ dec1, k=1, a=3, inline | output L1 | ground truth | "
+            "-1.50 ± 0.00 |") in table
     assert "| dehaze | U-Net | in-line, feature KD | none: not measured |" in table
     assert "none: its clean-taught students never beat the input" not in table  # a=30 never learned, a=3 did
     assert "0 (outputs unchanged)" in table
@@ -105,7 +106,7 @@ def test_an_exposed_headline_and_the_tour_say_what_the_same_setting_did_to_the_a
 
 def test_the_answer_shows_how_much_the_clean_taught_student_learned_and_the_budget_table_its_steps():
     s = summarise(frame(rows({}, 0.0, -1.5), rows({"stage": "budget", "budget": 600}, 0.0, -0.5)))
-    assert "| -1.50 ± 0.00 | 1.3 % | +6.00 | 1.00 |" in answer_table(s)  # clean students 21 dB mean, input 15 dB
+    assert "| -1.50 ± 0.00 | 1.3 % | - | +6.00 | 1.00 |" in answer_table(s)  # clean students 21 dB mean, input 15 dB
     curve = settings_table(s[s.stage == "budget"], bound=False, steps=True)
     assert curve.splitlines()[0].startswith("| setting | attacker | student steps |")
     assert "| output L1 | 600 | 3 |" in curve
@@ -144,3 +145,19 @@ def test_the_tour_shows_a_paid_drop_a_drop_inside_the_noise_and_the_strongest_re
     assert "untouched" not in strongest_text  # in-line: the served output carries it
     exposed = summarise(frame(rows(dict(placement="exposed", attack="feature", attacker="feature L1 x1"), 0.0, -1.5)))
     assert "this works only against an attacker who reads the exposed features" in scenarios(exposed)[-1][2]
+
+
+def test_a_teacher_that_does_not_beat_its_input_is_judged_by_fidelity():
+    """A GAN teacher below its input on the ground truth: students count by their PSNR to its clean answer."""
+    fidelity = dict(input_psnr=15.0, input_fidelity_psnr=18.0, input_fidelity_ssim=0.5, teacher_clean_psnr=14.0,
+                    student_clean_fidelity_ssim=0.8, student_fidelity_ssim=0.6, teacher_fidelity_psnr=40.0)
+    raw = pd.DataFrame([dict(r, **fidelity, student_clean_fidelity_psnr=r["student_clean_psnr"] + 5,
+                             student_fidelity_psnr=r["student_clean_psnr"] + 3) for r in rows({}, 0, -0.1)])
+    s = summarise(raw).iloc[0]
+    assert s.measure == "fidelity" and s.s_dpsnr == pytest.approx(-2.0) and s.s_fidelity_dpsnr == pytest.approx(-2.0)
+    assert s.clean_student_gain == pytest.approx(21.0 + 5 - 18.0) and s.ssim_drop_pct == pytest.approx(25.0)
+    assert s.t_fidelity_psnr == 40.0 and s.noise_floor == pytest.approx(1.0)
+    gan_learned_nothing = raw.assign(student_clean_fidelity_psnr=17.0, student_fidelity_psnr=16.0)
+    assert not summarise(gan_learned_nothing).iloc[0].learned  # closer to the ground truth, farther from the teacher
+    ground_truth = summarise(raw.assign(teacher_clean_psnr=25.0)).iloc[0]  # the teacher beats its input
+    assert ground_truth.measure == "ground truth" and ground_truth.s_dpsnr == pytest.approx(-0.1)

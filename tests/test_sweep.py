@@ -67,3 +67,27 @@ def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
 def test_a_row_of_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown row kind 'jpeg'"):
         Row("dehaze", "dehaze", "baselines", "jpeg", ROWS[0].defense, TINY)
+
+
+def test_rows_score_students_and_teacher_against_the_clean_teachers_answer(ray, tmp_path):
+    weak, strong = run_rows(ray, ROWS, [0], Store(tmp_path))
+    for row in (weak, strong):
+        for who in ("input", "student_clean", "student"):
+            assert 5 < row[f"{who}_fidelity_psnr"] < 60 and 0 < row[f"{who}_fidelity_ssim"] <= 1
+    assert weak["student_clean_fidelity_psnr"] == strong["student_clean_fidelity_psnr"]  # the shared clean twin
+    assert strong["teacher_fidelity_psnr"] < weak["teacher_fidelity_psnr"]  # a = 3 moves the answers further
+
+
+def test_a_file_from_before_fidelity_gains_the_columns_and_its_clean_twin_trains_again(ray, tmp_path):
+    run_rows(ray, ROWS[:1], [0], Store(tmp_path))
+    path = tmp_path / "sweep_dehaze.csv"
+    old = pd.read_csv(path)
+    old.drop(columns=[c for c in old if "fidelity" in c]).to_csv(path, index=False)
+    store = Counting(tmp_path)
+    store.load("dehaze", "dehaze")
+    assert store.clean("dehaze") == {}  # no clean scores to reuse: they lack the fidelity
+    run_rows(ray, ROWS, [0], store)
+    on_file = pd.read_csv(path)
+    assert store.added == 1 and set(on_file.columns) == set(old.columns)
+    assert on_file.student_clean_fidelity_psnr.isna().tolist() == [True, False]
+    assert on_file.student_clean_psnr[1] == old.student_clean_psnr[0]  # the same clean twin, trained again

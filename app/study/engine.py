@@ -31,6 +31,7 @@ from app.teachers.sessions import Source, shared_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
+CLEAN_SCORES = ("psnr", "ssim", "rms", "fidelity_psnr", "fidelity_ssim")  # a clean-taught student's, as rows hold them
 
 
 @lru_cache(maxsize=None)
@@ -60,6 +61,13 @@ def clean_key(row: Row, seed: int) -> str:
                      attack=dataclasses.asdict(row.attack), pairs=row.pairs.key(), seed=seed))
 
 
+def _header(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
 class Store:
     """The per-teacher CSV files of one output folder: rows on file, by key, appended as they come."""
 
@@ -87,9 +95,10 @@ class Store:
         return {r["key"] for r in self.rows.get(teacher, [])}
 
     def clean(self, teacher: Source) -> dict[str, dict[str, float]]:
-        """Clean-taught students' scores on file, by clean key."""
-        return {r["clean_key"]: {"psnr": float(r["student_clean_psnr"]), "ssim": float(r["student_clean_ssim"]),
-                                 "rms": float(r["student_clean_rms"])} for r in self.rows.get(teacher, [])}
+        """Clean-taught students' scores on file, by clean key (a row from before fidelity was measured has
+        not all of them: its student trains again for a new row)."""
+        return {r["clean_key"]: {m: float(r[f"student_clean_{m}"]) for m in CLEAN_SCORES}
+                for r in self.rows.get(teacher, []) if r.get("student_clean_fidelity_psnr") is not None}
 
     def add(self, teacher: Source, rows: list[dict]) -> None:
         """Append rows to the teacher's file as they arrive (an interrupted sweep keeps them)."""
@@ -103,13 +112,19 @@ class Store:
         self._append(teacher, rows)
 
     def _append(self, teacher: Source, rows: list[dict]) -> None:
+        """Append under the file's header; rows with columns it lacks rewrite the file with every column
+        (older rows leave the new ones empty)."""
         if not rows:
             return
         path = self.path(teacher)
-        new = not path.exists()
+        header = _header(path)
+        columns = list(dict.fromkeys(header + [c for r in rows for c in r]))
+        if columns != header and header:
+            rows = self.rows[teacher]  # already holds `rows`
+            path.unlink()
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            if not path.stat().st_size:
                 writer.writeheader()
             writer.writerows(rows)
 

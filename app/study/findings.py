@@ -26,6 +26,8 @@ THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
 EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
                 "outputs alone gets a student bit-identical to the clean-taught one")
 MIN_SEEDS = 3  # a finding needs its spread: settings measured with fewer seeds only screen
+MEASURES = ("ground truth", "fidelity")  # a row's students scored against the ground truth or the clean teacher
+FIDELITY = tuple(f"{who}_fidelity_{m}" for who in ("input", "teacher", "student_clean", "student") for m in ("psnr", "ssim"))
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -35,34 +37,54 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     if "attacker" not in df:  # a sweep from before the search named only the kind (its feature KD: L1 x0.1)
         named = {"feature": "feature L1 x0.1", "adaptive": "adaptive"}
         df["attacker"] = [named.get(kind) or attack_for(task).label for kind, task in zip(df.attack, df.task)]
-    for column in ("served_rms", "student_clean_rms", "student_rms"):
+    for column in ("served_rms", "student_clean_rms", "student_rms") + FIDELITY:
         if column not in df:
             df[column] = np.nan
     df["tau"] = df["tau"].astype(object).fillna("-")
     df["t_dpsnr"] = df.teacher_psnr - df.teacher_clean_psnr
     df["t_dssim"] = df.teacher_ssim - df.teacher_clean_ssim
-    df["s_dpsnr"] = df.student_psnr - df.student_clean_psnr
-    df["s_dssim"] = df.student_ssim - df.student_clean_ssim
-    df["ssim_drop_pct"] = -100 * df.s_dssim / df.student_clean_ssim
-    df["learned"] = df.student_clean_psnr > df.input_psnr
+    df["measure"] = measures(df)
+    scored = _scored(df)
+    df["s_dpsnr"] = scored.student_psnr - scored.student_clean_psnr
+    df["s_dssim"] = scored.student_ssim - scored.student_clean_ssim
+    df["ssim_drop_pct"] = -100 * df.s_dssim / scored.student_clean_ssim
+    df["clean_student_gain"] = scored.student_clean_psnr - scored.input_psnr
+    df["learned"] = df.clean_student_gain > 0
+    df["s_fidelity_dpsnr"] = df.student_fidelity_psnr - df.student_clean_fidelity_psnr
     g = df.groupby(SETTING, sort=False, dropna=False)
-    out = g.agg(seeds=("seed", "count"), t_dpsnr=("t_dpsnr", "mean"), t_dssim=("t_dssim", "mean"),
+    out = g.agg(seeds=("seed", "count"), measure=("measure", "first"), t_dpsnr=("t_dpsnr", "mean"),
+                t_dssim=("t_dssim", "mean"), t_fidelity_psnr=("teacher_fidelity_psnr", "mean"),
                 s_dpsnr=("s_dpsnr", "mean"), s_dpsnr_std=("s_dpsnr", "std"), s_dssim=("s_dssim", "mean"),
                 s_dssim_std=("s_dssim", "std"), ssim_drop_pct=("ssim_drop_pct", "mean"),
-                clean_student_gain=("student_clean_psnr", "mean"), input_psnr=("input_psnr", "mean"),
+                s_fidelity_dpsnr=("s_fidelity_dpsnr", "mean"), s_fidelity_dpsnr_std=("s_fidelity_dpsnr", "std"),
+                clean_student_gain=("clean_student_gain", "mean"),
                 learned=("learned", "all"), served_rms=("served_rms", "mean"),
                 student_clean_rms=("student_clean_rms", "mean"),
                 s_drms=("student_rms", "mean")).reset_index()
     out["s_drms"] -= out.student_clean_rms
     out["bound_db"] = [bound_db(e, d) if e > 0 else np.nan for e, d in zip(out.student_clean_rms, out.served_rms)]
-    out["clean_student_gain"] -= out.pop("input_psnr")
     out["protection"] = -out.s_dpsnr / (-out.t_dpsnr).clip(lower=0.1)
     out["threat"] = threat(out)
-    floors = noise_floors(df)
+    floors = noise_floors(df.assign(student_clean_psnr=scored.student_clean_psnr))  # under each row's measure
     out["noise_floor"] = out.teacher.map(floors)
     out["beyond_floor"] = out.s_dpsnr.abs() > out.noise_floor
     out["effect"] = out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
     return out
+
+
+def measures(rows: pd.DataFrame) -> pd.Series:
+    """What each row's students are scored against: the ground truth where the clean teacher beats its input
+    there; otherwise (a GAN teacher, made to look sharp rather than close) the clean teacher's answer, which is
+    what a thief copies, where the row has it."""
+    fidelity = (rows.teacher_clean_psnr <= rows.input_psnr) & rows.student_clean_fidelity_psnr.notna()
+    return pd.Series(np.where(fidelity, MEASURES[1], MEASURES[0]), index=rows.index)
+
+
+def _scored(rows: pd.DataFrame) -> pd.DataFrame:
+    """The input's and the students' PSNR/SSIM under each row's measure, by their ground-truth column names."""
+    fidelity = rows.measure == MEASURES[1]
+    return pd.DataFrame({f"{who}_{m}": rows[f"{who}_fidelity_{m}"].where(fidelity, rows[f"{who}_{m}"])
+                         for who in ("input", "student_clean", "student") for m in ("psnr", "ssim")})
 
 
 def threat(s: pd.DataFrame) -> pd.Series:

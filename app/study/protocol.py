@@ -78,21 +78,31 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim")}
 
 
-def mean_score(model, pairs, task) -> dict[str, float]:
-    """PSNR/SSIM by the task's conventions, and the plain RGB RMS error the output-KD bound speaks of."""
+def _fidelity(outs: list[np.ndarray], answers: list[np.ndarray] | None, task) -> dict[str, float]:
+    """PSNR/SSIM to the clean teacher's `answers` (none without them): how closely a copy matches the teacher."""
+    if answers is None:
+        return {}
+    return {f"fidelity_{m}": v for m, v in _average([score(o, a, task) for o, a in zip(outs, answers)]).items()}
+
+
+def mean_score(model, pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
+    """PSNR/SSIM by the task's conventions, the plain RGB RMS error the output-KD bound speaks of, and given
+    the clean teacher's `answers` on the pairs, the fidelity to them."""
     outs = [restore(model, x) for x, _ in pairs]
     return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]),
-            "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)]))}
+            "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)])),
+            **_fidelity(outs, answers, task)}
 
 
-def input_scores(pairs, task) -> dict[str, float]:
+def input_scores(pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
     """What the user already has: the degraded input (bicubic-upsampled for SR), scored alike."""
-    return _average([score(task.input_baseline(x, y.shape), y, task) for x, y in pairs])
+    outs = [task.input_baseline(x, y.shape) for x, y in pairs]
+    return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]), **_fidelity(outs, answers, task)}
 
 
-def teacher_score(teacher, defense: Setting, pairs, task) -> dict[str, float]:
+def teacher_score(teacher, defense: Setting, pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
     with defend(teacher, defense):
-        return mean_score(teacher, pairs, task)
+        return mean_score(teacher, pairs, task, answers)
 
 
 def train_student(teacher, task, defense, attack, seed):
@@ -125,19 +135,22 @@ def hook_roles(session: SessionTeacher) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4)
-def teacher_on(task: str, teacher: Source, pairs: Pairs, device: torch.device) -> tuple[SessionTeacher, list]:
-    """A teacher and its scoring pairs, once per worker process (hooks come and go with `defend`). The
-    search's command line has admitted the teacher under its cost budget."""
+def teacher_on(task: str, teacher: Source, pairs: Pairs,
+               device: torch.device) -> tuple[SessionTeacher, list, list[np.ndarray]]:
+    """A teacher, its scoring pairs and its clean answers on them, once per worker process (hooks come and
+    go with `defend`). The search's command line has admitted the teacher under its cost budget."""
     session = session_teacher(task, teacher, budget=None)
     session.model.to(device)
-    return session, eval_pairs(TASKS[task], pairs)
+    scored = eval_pairs(TASKS[task], pairs)
+    return session, scored, [restore(session.model, x) for x, _ in scored]
 
 
 def clean_student_scores(row: Row, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
-    """PSNR/SSIM of the student the undefended teacher of `row` teaches with `seed`."""
-    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
+    """PSNR/SSIM (to the ground truth and to the clean teacher) of the student the undefended teacher of
+    `row` teaches with `seed`."""
+    session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
     student = train_student(session.model, session.task, row.defense.clean, row.attack, seed)
-    return mean_score(student, pairs, session.task)
+    return mean_score(student, pairs, session.task, answers)
 
 
 def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
@@ -154,23 +167,30 @@ def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
     return dataclasses.replace(row.defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
 
 
+def fidelity_columns(inputs: dict, defended_teacher: dict, clean_student: dict, student: dict) -> dict[str, float]:
+    """A row's scores against the clean teacher's answer (the clean teacher's own would be infinite)."""
+    return {f"{who}_fidelity_{m}": scores[f"fidelity_{m}"] for m in ("psnr", "ssim")
+            for who, scores in (("input", inputs), ("teacher", defended_teacher), ("student_clean", clean_student),
+                                ("student", student))}
+
+
 def measure(row: Row, seeds: list[int], *clean: dict[str, float],
             device: torch.device = torch.device("cpu")) -> list[dict]:
     """Rows of the CSV (one per seed) for one defense under one attacker; `clean` holds the
     clean-taught students' scores of the same seeds."""
-    session, pairs = teacher_on(row.task, row.teacher, row.pairs, device)
+    session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
     teacher, task = session.model, session.task
     defense, sigma = resolved(row, teacher, pairs)
     role = {layer: name for name, layer in hook_roles(session).items()}
-    inputs = input_scores(pairs, task)
+    inputs = input_scores(pairs, task, answers)
     t_clean = teacher_score(teacher, defense.clean, pairs, task)
     with output_noise(teacher, sigma):
-        t_def = teacher_score(teacher, defense, pairs, task)
+        t_def = teacher_score(teacher, defense, pairs, task, answers)
     out = []
     for seed, s_clean in zip(seeds, clean):
         with output_noise(teacher, sigma):
             student = train_student(teacher, task, defense, row.attack, seed)
-        s_def = mean_score(student, pairs, task)
+        s_def = mean_score(student, pairs, task, answers)
         queries = attacker_queries(task, row.attack, seed).to(device)
         out.append(dict(
             task=row.task, teacher=str(row.teacher), teacher_family=session.loaded.family.title, budget=row.attack.steps,
@@ -183,5 +203,5 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
             student_clean_psnr=s_clean["psnr"], student_clean_ssim=s_clean["ssim"],
             student_psnr=s_def["psnr"], student_ssim=s_def["ssim"],
             served_rms=served_rms(teacher, defense, sigma, queries), student_clean_rms=s_clean["rms"],
-            student_rms=s_def["rms"]))
+            student_rms=s_def["rms"], **fidelity_columns(inputs, t_def, s_clean, s_def)))
     return out

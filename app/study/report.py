@@ -34,23 +34,30 @@ def _effect(r) -> str:
     return "no (within its own spread)" if r.beyond_floor else "no (within the floor)"
 
 
+def _to_teacher(value: float) -> str:
+    """A PSNR to the clean teacher's answer, or a change of one; rows from before fidelity was measured have none."""
+    if pd.isna(value):
+        return "-"
+    return "identical" if value == float("inf") else f"{value:+.2f}"
+
+
 def answer_table(s: pd.DataFrame) -> str:
     """Per task, teacher and threat model: the best confirmed drop at a negligible teacher cost."""
     found = best(s, cheap=True).set_index(["teacher", "threat"])
-    lines = ["| task | teacher | threat model | best setting at a negligible teacher cost | attacker | "
-             "student dPSNR (dB) | student SSIM drop | clean student vs input (dB) | noise floor (dB) | effect | "
-             "output-KD bound (dB) | paper's headline |", "|---" * 12 + "|"]
+    lines = ["| task | teacher | threat model | best setting at a negligible teacher cost | attacker | scored against | "
+             "student dPSNR (dB) | student SSIM drop | student dPSNR to the teacher (dB) | clean student vs input (dB) | "
+             "noise floor (dB) | effect | output-KD bound (dB) | paper's headline |", "|---" * 14 + "|"]
     for (task, teacher), ts in s.groupby(["task", "teacher"], sort=False):
         family = ts.teacher_family.iloc[0]
         for threat in THREATS:
             if (teacher, threat) not in found.index:
-                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | | | | "
-                             f"{floor_text(ts.noise_floor.iloc[0])} | | | no |")
+                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | "
+                             f"{ts.measure.iloc[0]} | | | | | {floor_text(ts.noise_floor.iloc[0])} | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
-            lines.append(f"| {task} | {family} | {threat} | {setting_words(r)} | {r.attacker} | {delta_text(r)} | "
-                         f"{r.ssim_drop_pct:.1f} % | {r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | "
-                         f"{_effect(r)} | {_bound(r)} | "
+            lines.append(f"| {task} | {family} | {threat} | {setting_words(r)} | {r.attacker} | {r.measure} | "
+                         f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
+                         f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
@@ -82,14 +89,15 @@ def settings_table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> 
     """Settings as rows: teacher cost, student change beside the noise floor, the bound (and with
     `steps` the student budget, for the budget curve's rows)."""
     head = (["setting", "attacker"] + (["student steps"] if steps else []) +
-            ["seeds", "teacher dPSNR / dSSIM", "student dPSNR (dB)", "student SSIM drop", "noise floor", "effect",
+            ["seeds", "teacher dPSNR / dSSIM", "teacher PSNR to its clean answer (dB)", "student dPSNR (dB)",
+             "student SSIM drop", "student dPSNR to the teacher (dB)", "noise floor", "effect",
              "clean student vs input"] + (["output-KD bound (dB)"] if bound else []))
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
         cells = [setting_words(r), r.attacker] + ([str(r.budget)] if steps else []) + [
-                 str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", delta_text(r),
-                 f"{r.ssim_drop_pct:.1f} %", floor_text(r.noise_floor), _effect(r),
-                 f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
+                 str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", _to_teacher(r.t_fidelity_psnr).lstrip("+"),
+                 delta_text(r), f"{r.ssim_drop_pct:.1f} %", _to_teacher(r.s_fidelity_dpsnr), floor_text(r.noise_floor),
+                 _effect(r), f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
         lines.append("| " + " | ".join(cells + ([_bound(r)] if bound else [])) + " |")
     return "\n".join(lines)
 
@@ -155,7 +163,11 @@ def write_report(out: Path) -> None:
              f"## The answer\n\n{answer_words(s)}\n\nPer task, teacher and threat model, the confirmed setting "
              f"with the largest student drop among those costing the teacher at most a negligible amount. "
              f"In-line: the served output carries the perturbation; exposed: only the features handed out do "
-             f"({EXPOSED_NOTE}).\n\n{answer_table(s)}\n",
+             f"({EXPOSED_NOTE}). Students are scored against the ground truth where the clean teacher beats its "
+             f"input there; a teacher that does not (a GAN teacher, made to look sharp rather than close) is scored "
+             f"by fidelity, PSNR/SSIM to its clean answer, which is what a thief copies: then the clean student's "
+             f"gain over the input and the noise floor are fidelities too. The student's change in PSNR to the "
+             f"teacher is shown beside either.\n\n{answer_table(s)}\n",
              f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
              f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
     for task, ts in s.groupby("task", sort=False):

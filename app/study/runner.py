@@ -40,7 +40,7 @@ def costs_on_file(search: Search, out: Path) -> pd.DataFrame | None:
 
 def cost_grid(search: Search, device: torch.device) -> pd.DataFrame:
     """The teacher cost of every in-line grid setting (teacher passes only: one Ray task per teacher)."""
-    session, pairs = teacher_on(search.task, search.source, search.pairs, device)
+    session, pairs, _ = teacher_on(search.task, search.source, search.pairs, device)
     return teacher_costs(session.model, session.task, grid(search.stages, search.quick), pairs)
 
 
@@ -115,7 +115,7 @@ def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, wo
         rows = 2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1  # attackers in-line and exposed, every stage, baselines
         later = (rows + 2 * attackers + 1) * seeds  # + their clean twins (the baselines share the in-line ones)
         n = len(screen) + cleans + confirm + later
-        session, pairs = teacher_on(search.task, search.source, search.pairs, workers.device)
+        session, pairs, _ = teacher_on(search.task, search.source, search.pairs, workers.device)
         seconds = n * seconds_per_student(session, pairs, search.attack)
         lines.append(f"{search.source}: {len(screen) + cleans} screen students of {search.attack.steps} steps, "
                      f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
