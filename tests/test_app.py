@@ -168,8 +168,10 @@ def test_a_distill_click_waits_for_the_look_under_way_before_its_teacher_answers
     teacher, degraded = gated_teacher(), np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
     scene, attack = scenes.Scene(TASKS["dehaze"], degraded, None), Attack(steps=1, queries=8, variants=1)
     *_, alone = duels.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
-    with a_look_under_way(teacher, degraded):
-        *_, overlapped = duels.duel(teacher, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
+    same = gated_teacher()  # the same weights, no clean-taught twin kept: both students train under the look
+    same.load_state_dict(teacher.state_dict())
+    with a_look_under_way(same, degraded):
+        *_, overlapped = duels.duel(same, scene, dataclasses.replace(STRONG, a=2.0), attack, seed=0)
     for student, twin in zip(alone.students, overlapped.students):
         assert np.array_equal(student, twin)
 

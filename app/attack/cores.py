@@ -61,7 +61,7 @@ def prepare_students() -> None:
 def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[Progress]:
     """`app.attack.distill.distill`'s progress for the same runs, each student on one core of a CPU (one
     pass of all runs where that gains nothing: on an accelerator, for one run, or on one core)."""
-    if device_of(teacher).type != "cpu" or len(runs) < 2 or torch.get_num_threads() < 2:
+    if len(runs) < 2 or not shares_cores(teacher):
         yield from distill(teacher, task, runs, attack, every)
         return
     passes = [distill(teacher, task, [run], attack, every) for run in runs]
@@ -71,3 +71,16 @@ def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[P
         yield Progress(events[0].step, events[0].total, [x for e in events for x in e.losses],
                        [x for e in events for x in e.feature_losses], [x for e in events for x in e.students])
         events = [job.result() for job in [pool.submit(next, one, None) for one in passes]]
+
+
+def on_cores(one: Iterator[Progress]) -> Iterator[Progress]:
+    """The rest of one pass's events, each computed by a single-threaded core worker (the caller only
+    waits): a student that trains beside another, on a core of its own, as `distill_on_cores` trains it."""
+    pool = core_pool()
+    while (event := pool.submit(next, one, None).result()) is not None:
+        yield event
+
+
+def shares_cores(teacher) -> bool:
+    """Whether students beside each other get a core each here (a CPU with more than one)."""
+    return device_of(teacher).type == "cpu" and torch.get_num_threads() > 1

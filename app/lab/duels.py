@@ -1,10 +1,11 @@
-"""A Distill click: the attacker's queries prepared in the background after a look, then a
-clean-taught and a defended-taught student trained side by side and judged."""
+"""A Distill click: the attacker's queries (and the clean-taught twin, app.lab.twins) prepared in the
+background after a look, then a defended-taught student trained beside its twin and both judged."""
 from __future__ import annotations
 
 import itertools
 import os
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as NotYet
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from app.attack.cores import distill_on_cores, prepare_students
-from app.attack.distill import Attack, attacker_queries
+from app.attack.cores import on_cores, prepare_students, shares_cores
+from app.attack.distill import Attack, attacker_queries, distill
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
 from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
+from app.lab.twins import clean_twin
 from app.lab.verdicts import Verdict, image_bound, verdict
 from app.teachers.networks import restore
 
@@ -60,6 +62,19 @@ def start_queries(task, attack: Attack, seed: int) -> Future:
         return _queries_under_way[key]
 
 
+def prepare_click(teacher, task, defense: Setting, attack: Attack, seed: int) -> None:
+    """What a look starts for the Distill click that may follow: the attacker's queries for this seed,
+    then the clean-taught twin (app.lab.twins) of this attacker and hooked layers."""
+    held = weakref.ref(teacher)  # a visitor's teacher is freed with its session, even with its queries under way
+
+    def then_twin(made: Future) -> None:
+        teacher = held()
+        if made.exception() is None and teacher is not None:
+            clean_twin(teacher, task, defense.clean, attack, seed)
+
+    start_queries(task, attack, seed).add_done_callback(then_twin)
+
+
 def _prepare_attacker(task, attack: Attack, seed: int) -> torch.Tensor:
     """The students' lazy imports (made once), and the attacker's queries for this seed (cached)."""
     prepare_students()
@@ -80,20 +95,27 @@ def queries_ready(task, attack: Attack, seed: int) -> Iterator[None]:
 
 def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
          every: int = 5) -> Iterator[DuelUpdate]:
-    """Distil a clean-taught and a defended-taught student side by side (same seed, queries, batch
-    order and budget; each on a core of its own on a CPU) and score both on the scene."""
+    """Distil a defended-taught student beside its clean-taught twin (same seed, queries, batch order and
+    budget) and score both on the scene. The twin is kept from an earlier click or look (app.lab.twins), or
+    trains now. On a CPU every student trains on one core of its own, kept twin or not: a thread count
+    changes a student's weights by float rounding, and a click must give the same students every time."""
     history = {"clean-taught": [], "defended-taught": []}
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
-    with teacher_turn(teacher):  # the teacher answers every run's queries before the first event
-        progress = distill_on_cores(teacher, scene.task, [(defense.clean, seed), (defense, seed)], attack, every)
+    twin, trained = clean_twin(teacher, scene.task, defense.clean, attack, seed, every)
+    with teacher_turn(teacher):  # the teacher answers the queries before the first event
+        progress = distill(teacher, scene.task, [(defense, seed)], attack, every)
         answered = next(progress)
-    for now in itertools.chain([answered], progress):
+    for now in itertools.chain([answered], on_cores(progress) if shares_cores(teacher) else progress):
         if now.step:
-            history["clean-taught"].append((now.step, now.losses[0]))
-            history["defended-taught"].append((now.step, now.losses[1]))
+            history["defended-taught"].append((now.step, now.losses[0]))
+        history["clean-taught"] = list(twin.history)
         yield DuelUpdate(now.step, now.total, history)
-    students = tuple(restore(student, scene.degraded) for student in now.students)
+    while not _ready(trained):  # the twin, still training: its curve grows meanwhile
+        history["clean-taught"] = list(twin.history)
+        yield DuelUpdate(now.total, now.total, history)
+    history["clean-taught"] = list(twin.history)
+    students = tuple(restore(student, scene.degraded) for student in (trained.result().student, now.students[0]))
     clean, defended = answers(teacher, scene, defense)
     teachers = teacher_scores(scene, clean, defended)
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
@@ -101,3 +123,12 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
                         fidelity(scene, clean, defended, students))
     yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
                      verdict(scores, image_bound(scene, clean, defended, students[0])))
+
+
+def _ready(job: Future) -> bool:
+    """Whether `job` finished within a heartbeat (its failure is raised by `result`)."""
+    try:
+        job.result(timeout=HEARTBEAT_S)
+        return True
+    except NotYet:
+        return False

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from app.attack import attackers
+from app.attack.distill import Attack
 from app.data.images import MAX_SIDE, to_uint8
 from app.data.tasks import TASKS, get_task
 from app.lab import duels, looks, presets, scenes
@@ -53,7 +54,7 @@ class Lab:
 
     @property
     def look_in(self) -> list:
-        return [self.teacher, self.task, self.image, self.already, self.seed, *self.controls]
+        return [self.teacher, self.task, self.image, self.already, self.seed, *self.controls, self.attacker, self.budget]
 
     @property
     def look_out(self) -> list:
@@ -156,12 +157,14 @@ def views_column(lab: Lab) -> None:
 
 def look_handler(lab: Lab):
     @user_errors
-    def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement):
+    def on_look(state, task, image, already_degraded, seed, k, a, layer, layout, adaptive, tau, placement,
+                attacker=None, budget=None):
         fresh = not (state and state.task.name == task)  # no teacher yet, or one of another task
         session = sessions.session_teacher(task, device=lab.device) if fresh else state
         defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
         scene = scenes.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
-        duels.start_queries(scene.task, attackers.attack_for(task), int(seed))  # ready by the Distill click
+        # ready by the Distill click: the attacker's queries, then the clean-taught twin
+        duels.prepare_click(session.model, scene.task, defense, chosen_attack(task, attacker, budget), int(seed))
         view = looks.look(session.model, scene, defense)
         s = view.scores
         truth = None if scene.target is None else to_uint8(scene.target)
@@ -225,8 +228,7 @@ def distill_handler(lab: Lab):
         if scene is None:
             raise gr.Error("Pick an image first: the students are scored on it.")
         defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-        attack = dataclasses.replace(attackers.attacker(attackers.attack_for(scene.task.name), attacker),
-                                     steps=int(budget))
+        attack = chosen_attack(scene.task.name, attacker, budget)
         floor = presets.noise_floor(scene.task.name, state.loaded.family)
         for update in duels.duel(state.model, scene, defense, attack, int(seed)):
             progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
@@ -238,6 +240,12 @@ def distill_handler(lab: Lab):
                                                                                       floor)))
             yield shown
     return on_distill
+
+
+def chosen_attack(task: str, attacker: str | None, budget) -> Attack:
+    """The named attacker at the chosen budget (the task's own where none is chosen yet)."""
+    attack = attackers.attacker(attackers.attack_for(task), attacker) if attacker else attackers.attack_for(task)
+    return attack if budget is None else dataclasses.replace(attack, steps=int(budget))
 
 
 def distilled(lab: Lab, scene, update: duels.DuelUpdate, settings: dict, said: str) -> dict:

@@ -1,0 +1,108 @@
+"""The clean-taught twin of a Distill click: trained once per teacher, attacker, seed and (for a thief who
+reads features) hooked layers, started by a look, reused by every later click, and the student a click
+would have trained."""
+import dataclasses
+import gc
+import time
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import handle_file
+from helpers import COFFEE, SMALL_RUN
+
+from app.attack.attackers import attack_for
+from app.attack.distill import distill
+from app.data.images import load_rgb
+from app.data.tasks import TASKS
+from app.defense.setting import Setting
+from app.lab import duels, scenes, twins
+from app.lab.presets import preset
+from app.teachers.networks import UNetTeacher, restore
+from app.teachers.sessions import shared_teacher
+
+
+ATTACK = dataclasses.replace(attack_for("dehaze"), **SMALL_RUN)
+SCENE = scenes.make_scene(TASKS["dehaze"], load_rgb(COFFEE)[:48, :48], False, 0)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The twins' training, counted (each call trains one clean-taught student)."""
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[2][0])  # its one run: (clean setting, seed)
+        return distill(*args, **kwargs)
+
+    monkeypatch.setattr(twins, "distill", counting)
+    return calls
+
+
+def fresh_teacher() -> UNetTeacher:
+    torch.manual_seed(0)
+    return UNetTeacher()
+
+
+def test_a_later_click_at_another_setting_reuses_the_clean_taught_twin(counted):
+    teacher = fresh_teacher()
+    *_, first = duels.duel(teacher, SCENE, Setting(layers=("dec1",), k=1, a=3.0), ATTACK, seed=5)
+    *_, later = duels.duel(teacher, SCENE, Setting(layers=("mid",), k=4, a=10.0, layout="spatial"), ATTACK, seed=5)
+    assert len(counted) == 1  # an output thief's twin ignores the hooked layer too
+    assert np.array_equal(first.students[0], later.students[0])
+    assert not np.array_equal(first.students[1], later.students[1])  # the defended students differ
+    *_, other_seed = duels.duel(teacher, SCENE, Setting(layers=("dec1",), k=1, a=3.0), ATTACK, seed=6)
+    assert len(counted) == 2 and not np.array_equal(first.students[0], other_seed.students[0])
+
+
+def test_a_feature_thief_has_a_twin_per_hooked_layer(counted):
+    teacher, feature = fresh_teacher(), dataclasses.replace(ATTACK, kind="feature")
+    for layer in ("dec1", "mid", "dec1"):
+        list(duels.duel(teacher, SCENE, Setting(layers=(layer,), a=3.0), feature, seed=5))
+    assert [run[0].layers for run in counted] == [("dec1",), ("mid",)]
+
+
+def test_the_twin_is_the_clean_student_of_one_pass_beside_its_defended_one():
+    teacher, defense = fresh_teacher(), Setting(layers=("dec1",), k=2, a=30.0)
+    *_, last = duels.duel(teacher, SCENE, defense, ATTACK, seed=7)
+    *_, one_pass = distill(teacher, TASKS["dehaze"], [(defense.clean, 7), (defense, 7)], ATTACK, every=ATTACK.steps)
+    for shown, student in zip(last.students, one_pass.students):  # within float rounding: one core vs all
+        np.testing.assert_allclose(shown, restore(student, SCENE.degraded), atol=2e-3)
+
+
+def test_a_failed_twin_surfaces_at_the_click_and_is_tried_again(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory while the twin trained")
+
+    teacher = fresh_teacher()
+    monkeypatch.setattr(twins, "distill", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(duels.duel(teacher, SCENE, Setting(layers=("dec1",), a=3.0), ATTACK, seed=8))
+    monkeypatch.setattr(twins, "distill", distill)
+    *_, last = duels.duel(teacher, SCENE, Setting(layers=("dec1",), a=3.0), ATTACK, seed=8)
+    assert last.verdict is not None
+
+
+def test_a_teacher_is_freed_with_its_twins():
+    teacher, scene = fresh_teacher(), dataclasses.replace(SCENE)  # a scene keeps its last teacher's answers
+    list(duels.duel(teacher, scene, Setting(layers=("dec1",), a=3.0), ATTACK, seed=9))
+    gone = weakref.ref(teacher)
+    assert twins._kept[teacher]  # kept while the teacher lives
+    del teacher, scene
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_look_in_the_app_starts_the_twin_of_the_attacker_and_budget_shown(client):
+    client.predict(task="derain", image=handle_file(str(COFFEE)), already_degraded=False, seed=109,
+                   **preset("derain").defense.controls(), attacker=preset("derain").attacker, budget=30,
+                   api_name="/look")
+    teacher = shared_teacher("derain", torch.device("cpu"), None).loaded.model  # the app's
+    attack = dataclasses.replace(preset("derain").attack, steps=30)
+    key = twins.twin_key(TASKS["derain"], preset("derain").defense.clean, attack, 109)
+    started = time.monotonic()
+    while key not in twins._kept.get(teacher, {}) and time.monotonic() - started < 60:  # once the queries are made
+        time.sleep(0.1)
+    twin, job = twins._kept[teacher][key]
+    assert job.result(timeout=120).student is not None and [step for step, _ in twin.history] == [5, 10, 15, 20, 25, 30]
