@@ -39,6 +39,21 @@ def test_a_refusal_names_the_cost_and_the_limit():
     assert Cost(128, 0.2, 9.0, 1.0).refusal(APP_BUDGET) == ""
 
 
+@pytest.mark.parametrize("seconds_per_pixel,serves", [(2e-5, 256), (1e-4, 156), (1e-2, None)])
+def test_a_teacher_too_slow_for_the_largest_upload_serves_smaller_images(monkeypatch, seconds_per_pixel, serves):
+    """Timed forwards that grow with the pixels: at 1e-4 s a pixel a look at 256 px in is estimated at 26 s (two
+    forwards of 6.6 s, doubled for safety), so it serves 156 px in (9.7 s); at 1e-2 s even the smallest side it may serve (128 px in) is refused, naming it."""
+    monkeypatch.setattr(budget, "seconds", lambda model, side: seconds_per_pixel * side ** 2)
+    cost = measure(nn.Conv2d(3, 12, 3, padding=1), 2)
+    if serves is None:
+        assert cost.refusal(APP_BUDGET).startswith("even a look at the smallest side it may serve (128 x 128 px in)")
+        return
+    assert cost.side == serves and cost.look_s <= APP_BUDGET.look_s and not cost.refusal(APP_BUDGET)
+    assert cost.serves_less == (serves < 256) and cost.seconds_per_pixel == pytest.approx(seconds_per_pixel)
+    if cost.serves_less:
+        assert cost.upload_look_s == pytest.approx(2 * 2 * seconds_per_pixel * 256 ** 2)
+
+
 def test_operations_no_cpu_gets_through_in_time_are_refused_untried(monkeypatch):
     monkeypatch.setattr(budget, "FASTEST_FLOPS", 1e3)
     monkeypatch.setattr(budget, "seconds", lambda *a: pytest.fail("the model was run"))

@@ -12,6 +12,7 @@ import pytest
 from helpers import ROOT
 
 from app.study.cli import main
+from app.study.engine import stamp
 from app.study.findings import defaults
 from app.study.grid import grid
 
@@ -91,12 +92,19 @@ def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsy
     main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
           "--out", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[:2] == [f"writing to {tmp_path}", "sr_x4: 0 rows on file are current, 0 stale"]
+    assert lines[:3] == [f"writing to {tmp_path}", "sr_x4: 0 rows on file are current, 0 stale",
+                         "0 current rows on file that no stage reached so far asks for"]
     assert re.fullmatch(r"to train next: \d+ student pairs of the screen stage \(later stages follow from their "
-                        r"results\)", lines[2])
+                        r"results\)", lines[3])
     assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve, about \d+\.\d "
-                        r"min", lines[3])
+                        r"min", lines[4])
     assert re.fullmatch(r"total: at most \d+ students before the budget curve, about \d+\.\d min on cpu with \d+ "
                         r"thread\(s\) and one task at a time", lines[-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["costs_sr_x4.csv"]  # the run that follows reuses them
     assert len(pd.read_csv(tmp_path / "costs_sr_x4.csv")) == len(grid(["dec1"], quick=True))
+    # a current row that no stage asks for (its key changed in a refactor) is counted, not silently kept
+    pd.DataFrame([dict(key="a-key-no-stage-makes", teacher="sr_x4", **stamp("sr_x4", "sr_x4"))]).to_csv(
+        tmp_path / "sweep_sr_x4.csv", index=False)
+    main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
+          "--out", str(tmp_path)])
+    assert "1 current rows on file that no stage reached so far asks for" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The attacker's queries, made while a visitor looks: the Distill click that follows waits for
 that one build (never a second), and a build that fails says so at the click, not at the look."""
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from app.attack.attackers import attack_for
 from app.data.tasks import TASKS
 from app.lab import duels
 from app.lab.presets import preset
+from app.teachers.budget import Cost
 
 
 @pytest.fixture
@@ -90,3 +92,13 @@ def test_a_first_optimiser_does_import_torch_dynamo():
     """The premise of the build's extra import: when a torch release stops importing it lazily here,
     this fails and app.attack.cores.prepare_students can go."""
     assert loads_dynamo("import torch", "torch.optim.Adam([torch.zeros(1, requires_grad=True)])") == (False, True)
+
+
+@pytest.mark.parametrize("seconds_per_pixel,queries", [(None, 96), (1e-6, 96), (2.5e-4, 26), (1.0, 8)])
+def test_a_slow_teacher_answers_fewer_queries_never_fewer_than_a_batch(seconds_per_pixel, queries):
+    """A 48 px query at 2.5e-4 s a pixel takes 0.58 s: 26 of them fit the 15 s a click may spend answering."""
+    attack = attack_for("sr_real_x4")
+    cost = None if seconds_per_pixel is None else Cost(88, 0.1, 1.0, 2 * 2 * seconds_per_pixel * 88 ** 2)
+    assert duels.fitted_queries(attack, cost).queries == queries
+    if queries < attack.queries:  # the rest of the attacker as it was
+        assert dataclasses.replace(duels.fitted_queries(attack, cost), queries=attack.queries) == attack

@@ -92,3 +92,10 @@ def test_fidelity_scores_each_output_against_the_clean_teachers_answer():
     assert f.input == scenes.Quality(**score(scenes.baseline(scene), clean, TASKS["sr_x2"]))
     assert f.clean_student.psnr == float("inf") and f.clean_student.ssim == 1.0  # a perfect copy
     assert f.defended_teacher.psnr > f.defended_student.psnr  # 0.01 off is closer than 0.1 off
+
+
+def test_the_verdict_says_when_a_slow_teacher_answered_fewer_queries():
+    v = verdicts.Verdict("none", 0.05, 0.01, 0.0)
+    fewer = verdict_markdown(v, INLINE, Attack(queries=26), 0.6, asked=96)
+    assert "**Fewer queries.**" in fewer and "from 26 of the attacker's 96 queries" in fewer
+    assert "Fewer queries" not in verdict_markdown(v, INLINE, Attack(queries=96), 0.6, asked=96)

@@ -2,6 +2,7 @@
 background after a look, then a defended-taught student trained beside its twin and both judged."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -22,17 +23,20 @@ from app.lab.looks import answers, teacher_turn
 from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
 from app.lab.twins import clean_twin
 from app.lab.verdicts import Verdict, image_bound, verdict
+from app.teachers.budget import Cost
 from app.teachers.networks import restore
 
 
 HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
+ANSWER_S = 15.0  # the most a slow teacher may spend answering one student's queries in a click
 _queries_under_way: dict[tuple, Future] = {}
 _queries_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
 def query_maker() -> ThreadPoolExecutor:
-    """The threads that build attacker queries, made on first use: importing the lab starts none."""
+    """The threads that prepare a click (the attacker's queries, the teacher's answers to them), made on
+    first use: importing the lab starts none."""
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="queries")
 
 
@@ -47,6 +51,15 @@ class DuelUpdate:
     students: tuple[np.ndarray, np.ndarray] | None = None
     scores: DuelScores | None = None
     verdict: Verdict | None = None
+
+
+def fitted_queries(attack: Attack, cost: Cost | None) -> Attack:
+    """The attacker's queries, fewer for a teacher measured so slow here that answering them all would take
+    over ANSWER_S (never fewer than a batch): a click on a heavy teacher must end in about half a minute."""
+    if cost is None or not cost.timed:
+        return attack
+    fit = int(ANSWER_S / (cost.seconds_per_pixel * attack.patch ** 2))
+    return attack if fit >= attack.queries else dataclasses.replace(attack, queries=max(attack.batch, fit))
 
 
 def start_queries(task, attack: Attack, seed: int) -> Future:
@@ -103,9 +116,11 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
     twin, trained = clean_twin(teacher, scene.task, defense.clean, attack, seed, every)
-    with teacher_turn(teacher):  # the teacher answers the queries before the first event
-        progress = distill(teacher, scene.task, [(defense, seed)], attack, every)
-        answered = next(progress)
+    answering = query_maker().submit(_answered, teacher, scene.task, defense, attack, seed, every)
+    while not _ready(answering):  # a slow teacher, or one answering the twin's queries first
+        history["clean-taught"] = list(twin.history)
+        yield DuelUpdate(0, attack.steps, history)
+    progress, answered = answering.result()
     for now in itertools.chain([answered], on_cores(progress) if shares_cores(teacher) else progress):
         if now.step:
             history["defended-taught"].append((now.step, now.losses[0]))
@@ -123,6 +138,13 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
                         fidelity(scene, clean, defended, students))
     yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
                      verdict(scores, image_bound(scene, clean, defended, students[0])))
+
+
+def _answered(teacher, task, defense: Setting, attack: Attack, seed: int, every: int):
+    """The defended student's pass, once the teacher has answered its queries (on its turn), and that event."""
+    with teacher_turn(teacher):
+        progress = distill(teacher, task, [(defense, seed)], attack, every)
+        return progress, next(progress)
 
 
 def _ready(job: Future) -> bool:

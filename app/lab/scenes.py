@@ -25,22 +25,23 @@ class Scene:
     answered: tuple | None = field(default=None, repr=False, compare=False)
 
 
-def make_scene(task, image: np.ndarray, already_degraded: bool, seed: int) -> Scene:
-    """Cap the size, then degrade a clean image with the task (ground truth known) or take it as is."""
+def make_scene(task, image: np.ndarray, already_degraded: bool, seed: int, max_side: int = MAX_SIDE) -> Scene:
+    """Cap the size (at `max_side` px out: the upload cap, or a slow teacher's own), then degrade a clean
+    image with the task (ground truth known) or take it as is."""
     h, w = image.shape[:2]
     need = MIN_SIDE * (1 if already_degraded else task.scale)
     if min(h, w) < need:
         raise ValueError(f"the image is {w}x{h} px; {task.title.lower()} needs at least {need}x{need} px")
     if already_degraded:
-        image = cap_size(image, MAX_SIDE // task.scale)
+        image = cap_size(image, max_side // task.scale)
         note = "uploaded as degraded: no ground truth, so no reference metrics"
         scene = Scene(task, image, None, note)
     else:
-        image = cap_size(image, MAX_SIDE, multiple=4 * task.scale)
+        image = cap_size(image, max_side, multiple=4 * task.scale)
         degraded, target = task.make_pair(image, seed)
         scene = Scene(task, degraded, target, f"degraded with the {task.title.lower()} model, seed {seed}")
     if image.shape[:2] != (h, w):
-        scene.note += f"; downscaled from {w}x{h} to {image.shape[1]}x{image.shape[0]} (cap {MAX_SIDE} px)"
+        scene.note += f"; downscaled from {w}x{h} to {image.shape[1]}x{image.shape[0]} (cap {max_side} px)"
     return scene
 
 

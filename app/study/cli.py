@@ -52,8 +52,10 @@ def admitted(p: argparse.ArgumentParser, task: str, source: Source, budget: Budg
     loaded = session.loaded
     if loaded.warning:
         p.error(f"{loaded.warning} A search measures only the teacher it was asked for.")
-    cost = "" if loaded.cost is None else (f"; a look at the largest upload holds {loaded.cost.peak_gb:.2f} GB and "
-                                           f"takes about {loaded.cost.look_s:.1f} s here")
+    cost = "" if loaded.cost is None else (f"; a look at {loaded.cost.side} px in holds {loaded.cost.peak_gb:.2f} GB "
+                                           f"and takes about {loaded.cost.look_s:.1f} s here")
+    if loaded.cost and loaded.cost.serves_less:
+        cost += f" (at the largest upload about {loaded.cost.upload_look_s:.0f} s: the app serves it smaller images)"
     return loaded.pinned or source, f"{loaded.origin}: {loaded.family.title}, {loaded.params:,} parameters, " \
                                     f"x{loaded.scale}{cost}"
 

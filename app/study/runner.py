@@ -89,16 +89,21 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
         with ray_session(address, workers.threads) as ray:
             grids = costs(ray, plans, out, workers)
     missing: list[str] = []
+    asked: set[str] = set()
 
     def on_file(rows: list[Row], seeds: list[int], stage: str) -> list[dict] | None:
         found = {r["key"]: r for row in rows for r in store.rows[row.teacher]}
         keys = [row_key(row, seed) for row in rows for seed in seeds]
+        asked.update(keys)
         if all(k in found for k in keys):
             return [found[k] for k in keys]
         missing.append(f"{sum(k not in found for k in keys)} student pairs of the {stage} stage")
         return None
 
-    if stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None:
+    done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
+    unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
+    lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key: 0 no more
+    if done:
         return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
     lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
     return "\n".join(lines + estimate(plans, grids, len(seeds), workers))

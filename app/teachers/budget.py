@@ -5,7 +5,8 @@ size, heads, width) set what a forward holds and computes. So the cost is measur
 largest upload on the `meta` device (no memory, no arithmetic) gives the peak of the tensors alive and
 the floating-point operations; two real forwards at small sizes, timed, turn operations into seconds
 on this machine (their difference, so that a small forward's fixed overhead is not scaled up). A look
-runs the teacher twice at the upload's size; a model over the budget is refused at load, with what it
+runs the teacher twice at the upload's size; a model too slow for the largest upload serves smaller images
+(its uploads are downscaled further), and one over the budget even so is refused at load, with what it
 would cost.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ CALIBRATION_SHARES = (4, 2)  # the timed real forwards run at 1/4 and 1/2 of the
 # families): near the limit, a look may still run over it by a third
 SAFETY = 2.0
 FASTEST_FLOPS = 1e12  # no CPU serving this lab computes faster: past this bound a model is refused untried
+MIN_SERVED_SIDE = 256  # px out: a teacher too slow for the largest upload serves images down to this side
 
 
 @dataclass(frozen=True)
@@ -48,17 +50,29 @@ APP_BUDGET = Budget()
 
 @dataclass(frozen=True)
 class Cost:
-    """A teacher's cost for a look at the largest upload (`side` px input)."""
+    """A teacher's cost for a look at the largest image it serves (`side` px input): the largest upload,
+    or for a teacher too slow for that one, a smaller side that fits the time budget."""
 
     side: int
     peak_gb: float  # the weights and the tensors alive at a forward's peak
     gflop: float  # one forward
     look_s: float  # two forwards, on this machine
     timed: bool = True  # False: refused untried, and look_s is the least any CPU here would take
+    upload_look_s: float = 0.0  # where it serves smaller images: a look at the largest upload, on this machine
+
+    @property
+    def serves_less(self) -> bool:
+        return self.upload_look_s > 0
+
+    @property
+    def seconds_per_pixel(self) -> float:
+        """One forward's time per input pixel here, as measured (the look's safety factor taken out)."""
+        return self.look_s / SAFETY / 2 / self.side ** 2
 
     def refusal(self, budget: Budget) -> str:
         """Why the teacher may not serve under `budget` (empty when it may)."""
-        size = f"a look at the largest upload ({self.side} x {self.side} px in)"
+        size = (f"even a look at the smallest side it may serve ({self.side} x {self.side} px in)" if self.serves_less
+                else f"a look at the largest upload ({self.side} x {self.side} px in)")
         if self.peak_gb > budget.extra_gb:
             return f"{size} would hold {self.peak_gb:.1f} GB; the limit is {budget.extra_gb:g} GB"
         if self.look_s > budget.look_s:
@@ -115,19 +129,32 @@ def seconds(model: nn.Module, side: int) -> float:
 
 
 def measure(model: nn.Module, scale: int, budget: Budget = APP_BUDGET) -> Cost:
-    """The cost of a look at the largest upload. A model over `budget` on the meta device alone (its
-    memory, or operations no CPU here gets through in time) is never run for real."""
-    side = MAX_SIDE // scale
+    """The cost of a look at the largest upload; for a teacher within the memory budget there but too slow,
+    the cost at the largest side (a multiple of 4 px in, down to MIN_SERVED_SIDE px out) whose look fits the
+    time budget. A model over `budget` on the meta device alone (its memory, or operations no CPU here gets
+    through in time at the smallest side) is never run for real."""
+    side, smallest = MAX_SIDE // scale, MIN_SERVED_SIDE // scale
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     peak, flops = on_meta(model, side)
     cost = Cost(side, (weights + peak) / GB, flops / 1e9, 2 * flops / FASTEST_FLOPS, timed=False)
-    if cost.refusal(budget):
+    if cost.peak_gb > budget.extra_gb or 2 * on_meta(model, smallest)[1] / FASTEST_FLOPS > budget.look_s:
         return cost
     sides = [max(16, side // share) for share in CALIBRATION_SHARES]
     (f1, f2), (t1, t2) = zip(*[(on_meta(model, n)[1], seconds(model, n)) for n in sides])
-    if f2 > f1:
-        per_flop = max((t2 - t1) / (f2 - f1), 0.25 * t2 / f2)  # timing noise never makes work free
-        look = 2 * (t1 + per_flop * (flops - f1))
-    else:  # no counted operation grows with the image: scale by pixels
-        look = 2 * t2 * (side / sides[1]) ** 2
-    return dataclasses.replace(cost, look_s=SAFETY * look, timed=True)
+
+    def look_s(n: int) -> float:
+        """Two forwards of an n x n image here, with the safety factor."""
+        if f2 > f1:
+            per_flop = max((t2 - t1) / (f2 - f1), 0.25 * t2 / f2)  # timing noise never makes work free
+            return SAFETY * 2 * (t1 + per_flop * (on_meta(model, n)[1] - f1))
+        return SAFETY * 2 * t2 * (n / sides[1]) ** 2  # no counted operation grows with the image: scale by pixels
+
+    cost = dataclasses.replace(cost, look_s=look_s(side), timed=True)
+    if cost.look_s <= budget.look_s:
+        return cost
+    served = max(smallest, 4 * int(side * (budget.look_s / cost.look_s) ** 0.5 / 4))  # looks grow with pixels
+    while served > smallest and look_s(served) > budget.look_s:
+        served -= 4
+    served_peak, served_flops = on_meta(model, served)
+    return Cost(served, (weights + served_peak) / GB, served_flops / 1e9, look_s(served),
+                upload_look_s=cost.look_s)

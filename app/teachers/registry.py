@@ -70,8 +70,8 @@ def file_stem(source) -> str:
 
 
 def teacher_order(name: str) -> tuple:
-    """Sort key of teacher names: by task, our U-Net first, then the field families by name."""
-    task, arch = decode(name) or (name, "")
+    """Sort key of teacher names: by task, our U-Net first, then the field families and pretrained models by name."""
+    task, arch = decode(name) or ((PRETRAINED[name].task or "", "") if name in PRETRAINED else (name, ""))
     return task, arch != OWN_ARCH, name
 
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from app.data.images import MAX_SIDE
 from app.data.tasks import Task, get_task
 from app.teachers.budget import APP_BUDGET, Budget, measure
 from app.teachers.layers import FeatureMap, hidden_multiple, hookable_layers
@@ -94,6 +95,12 @@ class SessionTeacher:
     @property
     def layers(self) -> list[FeatureMap]:
         return self.shared.layers
+
+    @property
+    def max_side(self) -> int:
+        """The largest image side (px out) it serves: the upload cap, or less for a teacher too slow for it."""
+        cost = self.loaded.cost
+        return cost.side * self.loaded.scale if cost and cost.serves_less else MAX_SIDE
 
 
 def probe(loaded: LoadedTeacher, multiple: int = 1) -> torch.Tensor:

@@ -162,9 +162,11 @@ def look_handler(lab: Lab):
         fresh = not (state and state.task.name == task)  # no teacher yet, or one of another task
         session = sessions.session_teacher(task, device=lab.device) if fresh else state
         defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-        scene = scenes.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed))
+        scene = scenes.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed),
+                                  session.max_side)
         # ready by the Distill click: the attacker's queries, then the clean-taught twin
-        duels.prepare_click(session.model, scene.task, defense, chosen_attack(task, attacker, budget), int(seed))
+        attack = duels.fitted_queries(chosen_attack(task, attacker, budget), session.loaded.cost)
+        duels.prepare_click(session.model, scene.task, defense, attack, int(seed))
         view = looks.look(session.model, scene, defense)
         s = view.scores
         truth = None if scene.target is None else to_uint8(scene.target)
@@ -228,7 +230,8 @@ def distill_handler(lab: Lab):
         if scene is None:
             raise gr.Error("Pick an image first: the students are scored on it.")
         defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
-        attack = chosen_attack(scene.task.name, attacker, budget)
+        asked = chosen_attack(scene.task.name, attacker, budget)
+        attack = duels.fitted_queries(asked, state.loaded.cost)
         floor = presets.noise_floor(scene.task.name, state.loaded.family)
         for update in duels.duel(state.model, scene, defense, attack, int(seed)):
             progress(update.step / update.total, desc=f"distilling: step {update.step}/{update.total}")
@@ -236,8 +239,8 @@ def distill_handler(lab: Lab):
             if update.students is not None:
                 settings = dict(task=scene.task.name, teacher=state.source, seed=int(seed),
                                 defense=dataclasses.asdict(defense), attacker=attacker, budget=int(budget))
-                shown.update(distilled(lab, scene, update, settings, verdict_markdown(update.verdict, defense, attack,
-                                                                                      floor)))
+                said = verdict_markdown(update.verdict, defense, attack, floor, asked.queries)
+                shown.update(distilled(lab, scene, update, settings, said))
             yield shown
     return on_distill
 

@@ -25,7 +25,12 @@ def teacher_facts(teacher: sessions.SessionTeacher, preset: presets.Preset, devi
              f"{loaded.params:,} parameters, x{loaded.scale} — {loaded.origin}; it and its Distill students run on "
              f"{device_of(teacher.model).type.upper()}"]
     lines += [f"⚠️ {warning}" for warning in (loaded.warning, device_note) if warning]
-    if cost := loaded.cost:
+    if (cost := loaded.cost) and cost.serves_less:
+        lines.append(f"Measured before it served: a look at the largest upload would take about "
+                     f"{cost.upload_look_s:.0f} s here, so it serves images up to {teacher.max_side} px (a look "
+                     f"at {cost.side} px in takes about {cost.look_s:.1f} s and holds {cost.peak_gb:.2f} GB); "
+                     f"uploads are downscaled to that.")
+    elif cost:
         lines.append(f"Measured before it served: a look at the largest upload ({cost.side} px in) takes about "
                      f"{cost.look_s:.1f} s here and holds {cost.peak_gb:.2f} GB.")
     lines.append(f"Defense defaults: {preset.source}; {len(teacher.layers)} hookable layers.")
@@ -108,6 +113,12 @@ def why_text(v: verdicts.Verdict, defense: Setting, attack: Attack, floor: float
     return " ".join(parts)
 
 
-def verdict_markdown(v: verdicts.Verdict, defense: Setting, attack: Attack, floor: float | None) -> str:
+def verdict_markdown(v: verdicts.Verdict, defense: Setting, attack: Attack, floor: float | None,
+                     asked: int | None = None) -> str:
+    """The verdict, why, and where a slow teacher answered fewer than the `asked` queries, that."""
     why = why_text(v, defense, attack, floor)
-    return f"**Verdict.** {verdict_text(v)}" + (f"\n\n**Why.** {why}" if why else "")
+    fewer = asked is not None and attack.queries < asked
+    return (f"**Verdict.** {verdict_text(v)}" + (f"\n\n**Why.** {why}" if why else "")
+            + (f"\n\n**Fewer queries.** This teacher is slow here: both students learned from {attack.queries} of "
+               f"the attacker's {asked} queries, so that a click ends in about half a minute; a thief who asks all "
+               f"of them learns more." if fewer else ""))
