@@ -92,12 +92,13 @@ def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsy
     main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
           "--out", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[:3] == [f"writing to {tmp_path}", "sr_x4: 0 rows on file are current, 0 stale",
+    assert lines[:4] == [f"writing to {tmp_path}", "sr_x4: 0 rows on file are current, 0 stale",
+                         "to train first: 2 no-theft students (the task's own attacker, no teacher)",
                          "0 current rows on file that no stage reached so far asks for"]
     assert re.fullmatch(r"to train next: \d+ student pairs of the screen stage \(later stages follow from their "
-                        r"results\)", lines[3])
+                        r"results\)", lines[4])
     assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve, about \d+\.\d "
-                        r"min", lines[4])
+                        r"min", lines[5])
     assert re.fullmatch(r"total: at most \d+ students before the budget curve, about \d+\.\d min on cpu with \d+ "
                         r"thread\(s\) and one task at a time", lines[-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["costs_sr_x4.csv"]  # the run that follows reuses them

@@ -22,6 +22,7 @@ def test_the_committed_rows_are_current_and_the_plan_trains_none_of_them(capsys)
     searched = sorted(path.stem.split("_", 1)[1] for path in RESULTS.glob("sweep_*.csv"))
     assert len(searched) >= 13, "results/ holds no search rows"
     files = [RESULTS / f"{kind}_{teacher}.csv" for teacher in searched for kind in ("sweep", "costs")]
+    files += sorted(RESULTS.glob("notheft_*.csv"))  # the no-theft stage, where it has run
     for path in files:
         rows = pd.read_csv(path)
         teacher = path.stem.split("_", 1)[1]
@@ -59,7 +60,7 @@ ORIGINAL = app.data.sources.cap_size
 @pytest.mark.parametrize("replacement,changes", [(shifted_resize, True), (renamed_resize, False)])
 def test_the_fingerprint_follows_numbers_not_names(monkeypatch, replacement, changes):
     before = fingerprint("dehaze", "dehaze")
-    caches = (app.data.sources.clean_image, app.data.sources.held_out_image, app.attack.distill.query_images)
+    caches = (app.data.sources.clean_image, app.data.sources.held_out_image, app.attack.distill.query_pairs)
     for cache in caches:
         cache.cache_clear()
     monkeypatch.setattr(app.data.sources, "cap_size", replacement)

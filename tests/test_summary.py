@@ -6,8 +6,8 @@ import pytest
 from helpers import ROOT
 
 from app.defense.bound import DERIVATION
-from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise
-from app.study.report import answer_table, answer_words, measured_verdicts, settings_table
+from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise, theft_values
+from app.study.report import answer_table, answer_words, measured_verdicts, settings_table, theft_table
 from app.ui.demo import build_demo
 
 
@@ -161,3 +161,18 @@ def test_a_teacher_that_does_not_beat_its_input_is_judged_by_fidelity():
     assert not summarise(gan_learned_nothing).iloc[0].learned  # closer to the ground truth, farther from the teacher
     ground_truth = summarise(raw.assign(teacher_clean_psnr=25.0)).iloc[0]  # the teacher beats its input
     assert ground_truth.measure == "ground truth" and ground_truth.s_dpsnr == pytest.approx(-0.1)
+
+
+def test_the_value_of_theft_is_the_clean_taught_students_gain_over_the_no_theft_one_seed_by_seed():
+    raw = frame(rows({"a": 2.0}, -0.05, -1.0), rows({"a": 3.0}, -0.05, -4.0))  # cheap drops; the pick: -4 dB
+    free = pd.DataFrame([dict(task="dehaze", teacher="dehaze", attacker="output L1", budget=150, seed=seed,
+                              no_theft_psnr=18.0) for seed in CLEAN])
+    s = summarise(raw)
+    values = theft_values(raw, free, s).iloc[0]
+    assert values.measure == "ground truth" and values.seeds == 3
+    assert values.no_theft_gain == pytest.approx(3.0) and values.clean_gain == pytest.approx(6.0)
+    assert values.theft_value == pytest.approx(3.0) and values.theft_value_std == pytest.approx(1.0)  # 2, 3, 4 dB
+    assert values["in-line, output KD"] == pytest.approx(-1.0)  # 21 - 4 dB: below the 18 dB of the no-theft student
+    assert np.isnan(values["exposed, feature KD"])  # no pick there
+    table = theft_table(theft_values(raw, free, s))
+    assert "| dehaze | U-Net | ground truth | 3 | +3.00 | +6.00 | +3.00 ± 1.00 | -1.00 | - | - |" in table

@@ -13,7 +13,7 @@ from gradio_client import handle_file
 from helpers import COFFEE, SMALL_RUN
 
 from app.attack.attackers import attack_for
-from app.attack.distill import distill
+from app.attack.distill import distill, no_theft
 from app.data.images import load_rgb
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
@@ -21,6 +21,7 @@ from app.lab import duels, scenes, twins
 from app.lab.presets import preset
 from app.teachers.networks import UNetTeacher, restore
 from app.teachers.sessions import shared_teacher
+from app.ui.texts import score_rows
 
 
 ATTACK = dataclasses.replace(attack_for("dehaze"), **SMALL_RUN)
@@ -106,3 +107,18 @@ def test_a_look_in_the_app_starts_the_twin_of_the_attacker_and_budget_shown(clie
         time.sleep(0.1)
     twin, job = twins._kept[teacher][key]
     assert job.result(timeout=120).student is not None and [step for step, _ in twin.history] == [5, 10, 15, 20, 25, 30]
+
+
+def test_the_no_theft_student_joins_the_table_once_trained_and_never_slows_a_click():
+    teacher, defense = fresh_teacher(), Setting(layers=("dec1",), a=3.0)
+    *_, first = duels.duel(teacher, SCENE, defense, ATTACK, seed=11)
+    _, alone = twins.no_theft_twin(TASKS["dehaze"], ATTACK, 11)
+    alone.result(timeout=60)
+    *_, later = duels.duel(teacher, SCENE, defense, ATTACK, seed=11)
+    assert later.scores.no_theft_ready and later.scores.no_theft is not None
+    *_, direct = no_theft(TASKS["dehaze"], ATTACK, [11], every=ATTACK.steps)
+    expected = restore(direct.students[0], SCENE.degraded)
+    assert later.scores.no_theft.psnr == pytest.approx(scenes.reference_quality(expected, SCENE).psnr, abs=0.05)
+    row = score_rows(later.scores)[5]
+    assert row[0] == "student (no teacher: stole nothing)" and row[1] == f"{later.scores.no_theft.psnr:.2f}"
+    assert row[3].startswith(f"{later.scores.no_theft.psnr - later.scores.clean_student.psnr:+.2f} dB")

@@ -8,6 +8,7 @@ the defended-taught students see the same queries, initial weights and batch ord
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -166,16 +167,21 @@ def hint_sizes(side: int, maps: list[torch.Tensor]) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=32)
-def query_images(task, queries: int, patch: int, variants: int, seed: int) -> torch.Tensor:
-    """The attacker's own degraded patches (N x 3 x p x p), reproducible from the seed (cached:
-    both students of a pair, and every setting of a sweep, ask with the same ones)."""
+def query_pairs(task, queries: int, patch: int, variants: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attacker's own degraded patches (N x 3 x p x p) and the clean patches it degraded them from
+    (N x 3 x sp x sp), reproducible from the seed (cached: both students of a pair, and every setting of a
+    sweep, ask with the same ones)."""
     pool = PairPool(task, ATTACKER_IMAGES, variants=variants, seed=seed)
-    x, _ = pool.batch(np.random.default_rng(seed), queries, patch)
-    return x
+    return pool.batch(np.random.default_rng(seed), queries, patch)
+
+
+def query_images(task, queries: int, patch: int, variants: int, seed: int) -> torch.Tensor:
+    """The attacker's degraded patches alone: what it sends the teacher."""
+    return query_pairs(task, queries, patch, variants, seed)[0]
 
 
 def attacker_queries(task, attack: Attack, seed: int) -> torch.Tensor:
-    """The queries one attacker sends for one seed (cached by `query_images`)."""
+    """The queries one attacker sends for one seed (cached by `query_pairs`)."""
     return query_images(task, attack.queries, attack.patch, attack.variants, seed)
 
 
@@ -243,21 +249,52 @@ def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: A
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
         xs.append(x), ys.append(subpixel_residual(y, x, task.scale)), feats.append(t_feat)
+    yield from _train(task, [seed for _, seed in runs], attack, xs, ys, feats, every, stacked)
+
+
+def alone(attack: Attack) -> Attack:
+    """The attacker without a teacher: its student, queries, budget and pixel loss, and nothing that reads,
+    low-passes or trims a teacher's answers (attackers that differ only there train the same no-theft student)."""
+    plain = Attack()
+    return dataclasses.replace(attack, kind="output", **{f: getattr(plain, f) for f in (
+        "feature_weight", "feature_loss", "normalise", "hint_share", "lowpass_sigma", "trim")})
+
+
+def no_theft(task, attack: Attack, seeds: list[int], every: int = 10,
+             device: torch.device = torch.device("cpu")) -> Iterator[Progress]:
+    """The thief who steals nothing: the task's degradation model is public and the attacker owns clean
+    images, so it fits the same student, with the same degraded queries, initial weights, batch order and
+    budget, to the clean patches it degraded them from, and never asks a teacher. What theft is worth is
+    the clean-taught student's gain over this one. It fits the outputs with the attacker's pixel loss (no
+    teacher: no features to match, no answers to low-pass or trim)."""
+    own = alone(attack)
+    xs, ys = [], []
+    for seed in seeds:
+        x, y = (t.to(device) for t in query_pairs(task, own.queries, own.patch, own.variants, seed))
+        xs.append(x), ys.append(subpixel_residual(y, x, task.scale))
+    yield from _train(task, seeds, own, xs, ys, [[] for _ in seeds], every, stacked=None)
+
+
+def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: list[torch.Tensor],
+           feats: list[list[torch.Tensor]], every: int, stacked: bool | None) -> Iterator[Progress]:
+    """One student per seed, fitted to its targets `ys` (sub-pixel residuals) and features `feats` (per
+    run, one map per hooked layer): `distill`'s training, whatever the targets came from."""
+    device = xs[0].device
     sizes = hint_sizes(attack.patch, feats[0])  # the teacher's maps are pooled down once, here, not every step
     feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
-    for (_, seed), t_feat in zip(runs, feats):
+    for seed, t_feat in zip(seeds, feats):
         torch.manual_seed(seed)
         pupils.append(Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)]).to(device))
     feature_kd = attack.reads_features
     if stacked is None:
-        stacked = device.type != "cpu" and len(runs) > 1
+        stacked = device.type != "cpu" and len(seeds) > 1
     step, params, students = (_stacked if stacked else _interleaved)(pupils, feature_kd)
     trains = lambda name: feature_kd or name.startswith("student.")  # adapters serve feature KD only
     opt = torch.optim.Adam([p for name, p in params if trains(name)], lr=attack.lr)  # elementwise: one
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)  # Adam each
-    orders = [torch.Generator().manual_seed(seed) for _, seed in runs]
-    nan = [float("nan")] * len(runs)
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    nan = [float("nan")] * len(seeds)
     yield Progress(0, attack.steps, nan, nan, students())  # the teacher has answered
     for now in range(1, attack.steps + 1):
         idx = [torch.randint(len(x), (attack.batch,), generator=order) for x, order in zip(xs, orders)]

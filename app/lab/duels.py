@@ -21,7 +21,7 @@ from app.attack.distill import Attack, attacker_queries, distill
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
 from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
-from app.lab.twins import clean_twin
+from app.lab.twins import clean_twin, no_theft_twin
 from app.lab.verdicts import Verdict, image_bound, verdict
 from app.teachers.budget import Cost
 from app.teachers.networks import restore
@@ -83,7 +83,8 @@ def prepare_click(teacher, task, defense: Setting, attack: Attack, seed: int) ->
     def then_twin(made: Future) -> None:
         teacher = held()
         if made.exception() is None and teacher is not None:
-            clean_twin(teacher, task, defense.clean, attack, seed)
+            _, trained = clean_twin(teacher, task, defense.clean, attack, seed)
+            trained.add_done_callback(lambda _: no_theft_twin(task, attack, seed))  # never beside a first click
 
     start_queries(task, attack, seed).add_done_callback(then_twin)
 
@@ -131,11 +132,15 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
         yield DuelUpdate(now.total, now.total, history)
     history["clean-taught"] = list(twin.history)
     students = tuple(restore(student, scene.degraded) for student in (trained.result().student, now.students[0]))
+    _, alone = no_theft_twin(scene.task, attack, seed)  # shown once trained: a click never waits for it
+    kept = alone.done() and alone.exception() is None
+    free = restore(alone.result().student, scene.degraded) if kept else None
     clean, defended = answers(teacher, scene, defense)
     teachers = teacher_scores(scene, clean, defended)
     scores = DuelScores(teachers.input, teachers.teacher, teachers.defended_teacher,
                         reference_quality(students[0], scene), reference_quality(students[1], scene),
-                        fidelity(scene, clean, defended, students))
+                        fidelity(scene, clean, defended, students, free),
+                        None if free is None else reference_quality(free, scene), kept)
     yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
                      verdict(scores, image_bound(scene, clean, defended, students[0])))
 

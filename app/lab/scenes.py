@@ -75,6 +75,7 @@ class Fidelity:
     defended_teacher: Quality
     clean_student: Quality
     defended_student: Quality
+    no_theft: Quality | None = None  # the student that stole nothing, once trained
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,18 @@ class DuelScores(TeacherScores):
     clean_student: Quality | None = None
     defended_student: Quality | None = None
     fidelity: Fidelity | None = None
+    no_theft: Quality | None = None  # the student that stole nothing (app.attack.distill.no_theft)
+    no_theft_ready: bool = False  # False: it still trains in the background
 
 
-def fidelity(scene: Scene, clean: np.ndarray, defended: np.ndarray,
-             students: tuple[np.ndarray, np.ndarray]) -> Fidelity:
-    """The input, the defended teacher and both students, each scored against the clean teacher's answer."""
+def fidelity(scene: Scene, clean: np.ndarray, defended: np.ndarray, students: tuple[np.ndarray, np.ndarray],
+             no_theft: np.ndarray | None = None) -> Fidelity:
+    """The input, the defended teacher and the students, each scored against the clean teacher's answer."""
     def to_teacher(img: np.ndarray) -> Quality:
         return Quality(**score(img, clean, scene.task))
 
-    return Fidelity(to_teacher(baseline(scene)), to_teacher(defended), *map(to_teacher, students))
+    return Fidelity(to_teacher(baseline(scene)), to_teacher(defended), *map(to_teacher, students),
+                    None if no_theft is None else to_teacher(no_theft))
 
 
 def baseline(scene: Scene) -> np.ndarray:

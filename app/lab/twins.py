@@ -7,6 +7,9 @@ click at another defense setting trains its defended student alone: on a heavy t
 are half of a click's teacher time, and on every teacher its student is half of the training (a core
 left to another visitor). It trains as it would beside its defended twin (one single-threaded core per
 student on a CPU, app.attack.cores), so a kept twin is the student the click would have trained.
+
+The student that steals nothing (app.attack.distill.no_theft) is kept alike, per task, attacker and seed:
+it needs no teacher, and it starts once the clean twin is trained, so it never slows a first click.
 """
 from __future__ import annotations
 
@@ -17,17 +20,21 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable, Iterator
 
+import torch
 from torch import nn
 
 from app.attack.cores import on_cores, shares_cores
-from app.attack.distill import Attack, distill
+from app.attack.distill import Attack, alone, distill, no_theft
 from app.defense.setting import Setting
 from app.lab.looks import teacher_turn
 
 
 KEPT_PER_TEACHER = 8  # twins a teacher keeps (a quick student is a few hundred kB)
+KEPT_ALONE = 16  # no-theft students kept, over every task
 _kept: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()  # freed with the teacher
+_alone: OrderedDict[tuple, tuple[Twin, Future]] = OrderedDict()
 _kept_lock = threading.Lock()
 
 
@@ -55,35 +62,58 @@ def clean_twin(teacher: nn.Module, task, clean: Setting, attack: Attack, seed: i
                every: int = 5) -> tuple[Twin, Future]:
     """The twin of this key: kept, under way, or started now in the background (the caller may wait on the
     future while its live curve grows)."""
-    key = twin_key(task, clean, attack, seed)
     with _kept_lock:
         kept = _kept.setdefault(teacher, OrderedDict())
+
+    def answered():
+        with teacher_turn(teacher):  # the teacher answers the queries first, on every core
+            progress = distill(teacher, task, [(clean, seed)], attack, every)
+            next(progress)
+        return progress
+
+    return _kept_or_started(kept, twin_key(task, clean, attack, seed), KEPT_PER_TEACHER, attack, answered,
+                            shares_cores(teacher))
+
+
+def no_theft_twin(task, attack: Attack, seed: int, every: int = 5) -> tuple[Twin, Future]:
+    """The student that steals nothing (app.attack.distill.no_theft) for this task, attacker and seed: kept,
+    under way, or started now in the background. It needs no teacher, so every teacher of the task shares it."""
+    plain = alone(attack)
+
+    def ready():
+        progress = no_theft(task, plain, [seed], every)
+        next(progress)
+        return progress
+
+    return _kept_or_started(_alone, (task.name, plain, seed), KEPT_ALONE, plain, ready, torch.get_num_threads() > 1)
+
+
+def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, started: Callable[[], Iterator],
+                     beside: bool) -> tuple[Twin, Future]:
+    """The student of `key` in `kept` (its oldest beyond `most` dropped), or one trained now in the background:
+    `started()` makes its pass's first event and returns the pass, stepped on a core of its own if `beside`."""
+    with _kept_lock:
         if key in kept:
             kept.move_to_end(key)
             return kept[key]
         twin = Twin(attack.steps)
-        job = twin_trainer().submit(_train, teacher, task, clean, attack, seed, twin, every)
+        job = twin_trainer().submit(_train, started, beside, twin)
         kept[key] = twin, job
-        while len(kept) > KEPT_PER_TEACHER:
+        while len(kept) > most:
             kept.popitem(last=False)
-    held = weakref.ref(teacher)  # the future keeps its callback: a strong reference would keep the teacher
-    job.add_done_callback(lambda done: done.exception() and _forget(held, key))  # a failed twin is tried again
+    job.add_done_callback(lambda done: done.exception() and _forget(kept, key, job))  # a failed one is tried again
     return twin, job
 
 
-def _forget(held: weakref.ref, key: tuple) -> None:
-    teacher = held()
-    if teacher is not None:
-        with _kept_lock:
-            _kept.get(teacher, {}).pop(key, None)
+def _forget(kept: OrderedDict, key: tuple, job: Future) -> None:
+    with _kept_lock:
+        if kept.get(key, (None, None))[1] is job:
+            del kept[key]
 
 
-def _train(teacher: nn.Module, task, clean: Setting, attack: Attack, seed: int, twin: Twin, every: int) -> Twin:
-    with teacher_turn(teacher):  # the teacher answers the queries first, on every core
-        progress = distill(teacher, task, [(clean, seed)], attack, every)
-        next(progress)
-    stepped = on_cores(progress) if shares_cores(teacher) else progress
-    for now in stepped:
+def _train(started: Callable[[], Iterator], beside: bool, twin: Twin) -> Twin:
+    progress = started()
+    for now in on_cores(progress) if beside else progress:
         twin.history.append((now.step, now.losses[0]))
         last = now
     twin.student = last.students[0]

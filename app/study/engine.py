@@ -68,15 +68,22 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
-class Store:
-    """The per-teacher CSV files of one output folder: rows on file, by key, appended as they come."""
+def no_theft_key(task: str, teacher: Source, attack, pairs, seed: int) -> str:
+    """What a no-theft row depends on: no teacher answer, but its fidelity is scored against the teacher's."""
+    return _key(dict(no_theft=task, attack=dataclasses.asdict(attack), pairs=pairs.key(), seed=seed,
+                     teacher=teacher_checksum(teacher)))
 
-    def __init__(self, out: Path):
-        self.out = out
+
+class Store:
+    """The per-teacher CSV files of one output folder (sweep_<teacher>.csv, or another `kind`'s): rows on
+    file, by key, appended as they come."""
+
+    def __init__(self, out: Path, kind: str = "sweep"):
+        self.out, self.kind = out, kind
         self.rows: dict[str, list[dict]] = {}  # teacher -> rows on file
 
     def path(self, teacher: Source) -> Path:
-        return self.out / f"sweep_{file_stem(teacher)}.csv"
+        return self.out / f"{self.kind}_{file_stem(teacher)}.csv"
 
     def load(self, task: str, teacher: Source, keep_stale: bool = False) -> int:
         """Read a teacher's rows, keeping those of its current weights and student recipe; the

@@ -76,7 +76,8 @@ def measures(rows: pd.DataFrame) -> pd.Series:
     """What each row's students are scored against: the ground truth where the clean teacher beats its input
     there; otherwise (a GAN teacher, made to look sharp rather than close) the clean teacher's answer, which is
     what a thief copies, where the row has it."""
-    fidelity = (rows.teacher_clean_psnr <= rows.input_psnr) & rows.student_clean_fidelity_psnr.notna()
+    measured = rows.get("student_clean_fidelity_psnr", pd.Series(np.nan, index=rows.index)).notna()
+    fidelity = (rows.teacher_clean_psnr <= rows.input_psnr) & measured
     return pd.Series(np.where(fidelity, MEASURES[1], MEASURES[0]), index=rows.index)
 
 
@@ -85,6 +86,34 @@ def _scored(rows: pd.DataFrame) -> pd.DataFrame:
     fidelity = rows.measure == MEASURES[1]
     return pd.DataFrame({f"{who}_{m}": rows[f"{who}_fidelity_{m}"].where(fidelity, rows[f"{who}_{m}"])
                          for who in ("input", "student_clean", "student") for m in ("psnr", "ssim")})
+
+
+def theft_values(rows: pd.DataFrame, free: pd.DataFrame, s: pd.DataFrame) -> pd.DataFrame:
+    """Per teacher, under its measure: the no-theft student's gain over the input, the clean-taught student's
+    (the task's own attacker at the sweep's budget, same seeds), what theft is worth (their difference per seed,
+    mean and std), and per threat model where the answer table's pick leaves the defended-taught student
+    against the no-theft one (below zero: the defense took more than the theft gave)."""
+    picks, out = best(s, cheap=True).set_index(["teacher", "threat"]), []
+    for teacher, nt in free.groupby("teacher", sort=False):
+        tr = rows[rows.teacher == teacher]
+        if tr.empty:
+            continue
+        measure = measures(tr).iloc[0]
+        column = (lambda who: f"{who}_psnr") if measure == MEASURES[0] else (lambda who: f"{who}_fidelity_psnr")
+        twins = tr[(tr.attacker == nt.attacker.iloc[0]) & (tr.budget == nt.budget.iloc[0])]
+        clean = twins.drop_duplicates("clean_key").groupby("seed")[column("student_clean")].mean()
+        alone = nt.set_index("seed")[column("no_theft")]
+        value = (clean - alone).dropna()
+        base = tr[column("input")].mean()
+        entry = dict(task=tr.task.iloc[0], teacher=teacher, teacher_family=tr.teacher_family.iloc[0], measure=measure,
+                     seeds=len(value), no_theft_gain=alone.mean() - base, clean_gain=clean[value.index].mean() - base,
+                     theft_value=value.mean(), theft_value_std=value.std())
+        for threat_model in THREATS:
+            r = picks.loc[(teacher, threat_model)] if (teacher, threat_model) in picks.index else None
+            entry[threat_model] = (np.nan if r is None else
+                                   r.clean_student_gain + r.s_dpsnr - entry["no_theft_gain"])
+        out.append(entry)
+    return pd.DataFrame(out)
 
 
 def threat(s: pd.DataFrame) -> pd.Series:

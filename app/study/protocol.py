@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from app.attack.distill import Attack, ask_teacher, attacker_queries, distill
+from app.attack.distill import Attack, ask_teacher, attacker_queries, distill, no_theft
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
 from app.data.tasks import TASKS
@@ -165,6 +165,17 @@ def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
     directions = row.kind.removeprefix("asvp-")
     probe = lambda a: served_distortion(teacher, dataclasses.replace(row.defense, directions=directions, a=a), pairs)
     return dataclasses.replace(row.defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
+
+
+def no_theft_scores(task_name: str, teacher: Source, pairs: Pairs, attack: Attack, seed: int,
+                    device: torch.device = torch.device("cpu")) -> dict:
+    """A row for the student that steals nothing (app.attack.distill.no_theft) with this seed, scored as every
+    student is: against the ground truth and, since fidelity is per teacher, against this teacher's answers."""
+    session, scored, answers = teacher_on(task_name, teacher, pairs, device)
+    *_, last = no_theft(session.task, attack, [seed], every=attack.steps, device=device)
+    found = mean_score(last.students[0], scored, session.task, answers)
+    return dict(task=task_name, teacher=str(teacher), attacker=attack.label, budget=attack.steps,
+                student=attack.student, seed=seed, **{f"no_theft_{m}": v for m, v in found.items()})
 
 
 def fidelity_columns(inputs: dict, defended_teacher: dict, clean_student: dict, student: dict) -> dict[str, float]:

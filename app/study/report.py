@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from app.defense.bound import DERIVATION
+from app.study import notheft
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, floor_text, headline, setting_words, summarise)
+                                delta_text, floor_text, headline, setting_words, summarise, theft_values)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import file_stem, teacher_order
@@ -59,6 +60,24 @@ def answer_table(s: pd.DataFrame) -> str:
                          f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
                          f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
                          f"{'YES' if headline(r) else 'no'} |")
+    return "\n".join(lines)
+
+
+def theft_table(values: pd.DataFrame) -> str:
+    """Per teacher: what theft is worth, and where the answer table's picks leave the thief against the no-theft
+    student."""
+    def signed(value: float) -> str:
+        return "-" if pd.isna(value) else f"{value:+.2f}"
+
+    head = ["task", "teacher", "scored against", "seeds", "no-theft student vs input (dB)",
+            "clean-taught student vs input (dB)", "value of theft (dB)"] + [
+           f"defended student vs no-theft, {t} (dB)" for t in THREATS]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for _, r in values.iterrows():
+        spread = "" if pd.isna(r.theft_value_std) else f" ± {r.theft_value_std:.2f}"
+        lines.append(f"| {r.task} | {r.teacher_family} | {r.measure} | {r.seeds} | {signed(r.no_theft_gain)} | "
+                     f"{signed(r.clean_gain)} | {signed(r.theft_value)}{spread} | "
+                     + " | ".join(signed(r[t]) for t in THREATS) + " |")
     return "\n".join(lines)
 
 
@@ -145,6 +164,22 @@ def measured_verdicts(out: Path) -> str:
     return f"{answer_words(s)}\n\n{answer_table(s)}"
 
 
+def theft_section(rows: pd.DataFrame, s: pd.DataFrame, out: Path) -> str:
+    """What stealing is worth, from the no-theft rows beside the sweep (empty before the stage ran)."""
+    files = sorted(out.glob(f"{notheft.KIND}_*.csv"), key=lambda p: teacher_order(p.stem.split("_", 1)[1]))
+    if not files:
+        return ""
+    values = theft_values(rows, pd.concat([pd.read_csv(p) for p in files], ignore_index=True), s)
+    return ("## What stealing is worth\n\nThe degradation model of every task is public and the attacker owns clean "
+            "images, so a thief can train the same student without any teacher: fitted, with the same queries, "
+            "initial weights, batch order and budget, to the clean patches it degraded (`app.attack.distill."
+            "no_theft`; the task's own attacker, every seed). The value of theft is the clean-taught student's gain "
+            "over that no-theft student, per seed (mean ± std). A defense protects something the thief could not "
+            "have had alone only where its defended-taught student falls below the no-theft one: the last columns "
+            "give that difference for the answer table's pick of each threat model (negative: below).\n\n"
+            f"{theft_table(values)}\n")
+
+
 def write_report(out: Path) -> None:
     """Rebuild RESULTS.md, summary.csv, defaults.json and the figures from every sweep_<teacher>.csv."""
     files = sorted(out.glob("sweep_*.csv"), key=lambda p: teacher_order(p.stem.removeprefix("sweep_")))
@@ -168,6 +203,7 @@ def write_report(out: Path) -> None:
              f"by fidelity, PSNR/SSIM to its clean answer, which is what a thief copies: then the clean student's "
              f"gain over the input and the noise floor are fidelities too. The student's change in PSNR to the "
              f"teacher is shown beside either.\n\n{answer_table(s)}\n",
+             theft_section(rows, s, out),
              f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
              f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
     for task, ts in s.groupby("task", sort=False):

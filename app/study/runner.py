@@ -1,5 +1,5 @@
-"""The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), then the
-stages (app.study.stages) with rows run as Ray tasks (embedded on this machine, or on a cluster)
+"""The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), the no-theft
+students (app.study.notheft), then the stages (app.study.stages) with rows run as Ray tasks (embedded on this machine, or on a cluster)
 that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
 (app.study.engine); or, for a plan, the same walk over the rows on file, changing none.
 """
@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from app.attack.distill import Attack, distill
 from app.defense.setting import Setting
+from app.study import notheft
 from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp
 from app.study.grid import grid, teacher_costs
 from app.study.protocol import Pairs, Row, mean_score, teacher_on, train_student
@@ -63,11 +64,13 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
 def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
         workers: Workers, address: str | None, pairs: Pairs | None = None) -> None:
     """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
-    store, plans = Store(out), searches(teachers, budget, quick, pairs)
+    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
     for search in plans:
         store.load(search.task, search.source)
+        free.load(search.task, search.source)
     with ray_session(address, workers.threads) as ray:
         grids = costs(ray, plans, out, workers)
+        notheft.run_no_theft(ray, plans, seeds, free, workers)  # cheap, and what every finding is weighed against
         order = stages(plans, seeds, budgets_of(plans, quick), grids,
                        lambda rows, seeds, stage: run_rows(ray, rows, seeds, store, workers, desc=stage))
     for source, keys in order.items():
@@ -81,9 +84,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    store, plans = Store(out), searches(teachers, budget, quick, pairs)
+    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
     lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
              for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
+    for s in plans:
+        free.load(s.task, s.source, keep_stale=True)
+    if unfree := notheft.missing(plans, seeds, free):
+        lines.append(f"to train first: {unfree} no-theft students (the task's own attacker, no teacher)")
     grids = {s.source: costs_on_file(s, out) for s in plans}
     if any(g is None for g in grids.values()):
         with ray_session(address, workers.threads) as ray:
@@ -103,9 +110,10 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
     unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
     lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key: 0 no more
-    if done:
+    if done and not unfree:
         return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
-    lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
+    if not done:
+        lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
     return "\n".join(lines + estimate(plans, grids, len(seeds), workers))
 
 

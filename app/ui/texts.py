@@ -47,20 +47,24 @@ def perturbation_caption(span: float) -> str:
 
 
 def score_rows(s: scenes.DuelScores) -> list[list[str]]:
-    """The Distill table: PSNR, SSIM and the change against each row's undefended twin, on the ground
-    truth; then PSNR and SSIM to the clean teacher's answer (fidelity: what a thief copies)."""
-    f = s.fidelity
+    """The Distill table: PSNR, SSIM and the change against each row's twin (the no-theft student's: the
+    clean-taught one), on the ground truth; then PSNR and SSIM to the clean teacher's answer (fidelity: what
+    a thief copies)."""
+    f, alone = s.fidelity, "student (no teacher: stole nothing)"
+    entries = [("input", s.input, None, f.input), ("teacher", s.teacher, None, None),
+               ("teacher + ASVP", s.defended_teacher, s.teacher, f.defended_teacher),
+               ("student (clean teacher)", s.clean_student, None, f.clean_student),
+               ("student (defended teacher)", s.defended_student, s.clean_student, f.defended_student)]
     rows = []
-    for name, q, twin, close in (("input", s.input, None, f.input), ("teacher", s.teacher, None, None),
-                                 ("teacher + ASVP", s.defended_teacher, s.teacher, f.defended_teacher),
-                                 ("student (clean teacher)", s.clean_student, None, f.clean_student),
-                                 ("student (defended teacher)", s.defended_student, s.clean_student,
-                                  f.defended_student)):
+    for name, q, twin, close in entries + ([(alone, s.no_theft, s.clean_student, f.no_theft)] if s.no_theft_ready
+                                           else []):
         delta = f"{q.psnr - twin.psnr:+.2f} dB / {q.ssim - twin.ssim:+.4f}" if q and twin else ""
         rows.append([name, "no reference" if q is None else f"{q.psnr:.2f}",
                      "no reference" if q is None else f"{q.ssim:.4f}", delta,
                      "reference" if close is None else f"{close.psnr:.2f}",
                      "reference" if close is None else f"{close.ssim:.4f}"])
+    if not s.no_theft_ready:
+        rows.append([alone, "still training in the background: the next click shows it", "", "", "", ""])
     return rows
 
 
