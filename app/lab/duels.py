@@ -76,17 +76,22 @@ def start_queries(task, attack: Attack, seed: int) -> Future:
 
 
 def prepare_click(teacher, task, defense: Setting, attack: Attack, seed: int) -> None:
-    """What a look starts for the Distill click that may follow: the attacker's queries for this seed,
-    then the clean-taught twin (app.lab.twins) of this attacker and hooked layers."""
+    """What a look starts for the Distill click that may follow: the attacker's queries for this seed, then
+    the clean-taught twin (app.lab.twins) of this attacker and hooked layers, then the student that steals
+    nothing, each once the one before is made (a thread of its own waits, so no pool waits on itself)."""
+    queries = start_queries(task, attack, seed)
     held = weakref.ref(teacher)  # a visitor's teacher is freed with its session, even with its queries under way
+    threading.Thread(target=_students_after, args=(held, queries, task, defense.clean, attack, seed),
+                     name="prepare-click", daemon=True).start()
 
-    def then_twin(made: Future) -> None:
-        teacher = held()
-        if made.exception() is None and teacher is not None:
-            _, trained = clean_twin(teacher, task, defense.clean, attack, seed)
-            trained.add_done_callback(lambda _: no_theft_twin(task, attack, seed))  # never beside a first click
 
-    start_queries(task, attack, seed).add_done_callback(then_twin)
+def _students_after(held: weakref.ref, queries: Future, task, clean: Setting, attack: Attack, seed: int) -> None:
+    if queries.exception() is not None or (teacher := held()) is None:
+        return  # the click will say why the queries failed; a freed teacher has no click to come
+    _, trained = clean_twin(teacher, task, clean, attack, seed)
+    del teacher
+    if trained.exception() is None:  # a failed twin surfaces at the click
+        no_theft_twin(task, attack, seed)
 
 
 def _prepare_attacker(task, attack: Attack, seed: int) -> torch.Tensor:

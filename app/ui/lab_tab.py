@@ -164,10 +164,10 @@ def look_handler(lab: Lab):
         defense = defense_from(k, a, layer, layout, adaptive, tau, placement)
         scene = scenes.make_scene(get_task(task), read_image(image), bool(already_degraded), int(seed),
                                   session.max_side)
-        # ready by the Distill click: the attacker's queries, then the clean-taught twin
         attack = duels.fitted_queries(chosen_attack(task, attacker, budget), session.loaded.cost)
-        duels.prepare_click(session.model, scene.task, defense, attack, int(seed))
+        duels.start_queries(scene.task, attack, int(seed))  # made while the teacher looks
         view = looks.look(session.model, scene, defense)
+        duels.prepare_click(session.model, scene.task, defense, attack, int(seed))  # ready by the Distill click
         s = view.scores
         truth = None if scene.target is None else to_uint8(scene.target)
         # the teacher state is written only when this look made it: a slow look that ends after a Load
