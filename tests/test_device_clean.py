@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from app.attack.attackers import ATTACKERS, attack_for, attacker
+from app.attack.attackers import NAMED, attack_for, attacker
 from app.attack.distill import distill
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
@@ -56,7 +56,7 @@ def teachers():
     return {task: session_teacher(task, device=META) for task in ("dehaze", "sr_x2")}
 
 
-@pytest.mark.parametrize("name", list(ATTACKERS))
+@pytest.mark.parametrize("name", list(NAMED))  # the informed attackers too
 @pytest.mark.parametrize("task", ["dehaze", "sr_x2"])
 def test_one_training_step_of_every_attacker_stays_on_the_teachers_device(teachers, task, name):
     session = teachers[task]

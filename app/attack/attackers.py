@@ -36,11 +36,20 @@ ATTACKERS = {
 }
 
 
+# attackers who know the defense (app.attack.informed), offered beside the searched ones and measured on
+# their own: the search's stages and the recipe's fingerprint cover ATTACKERS alone
+INFORMED = {
+    "feature ASVP-AWARE x1": dict(kind="feature", feature_loss="asvp-aware", feature_weight=1.0),
+    "feature AFFINITY x1": dict(kind="feature", feature_loss="affinity", feature_weight=1.0),
+}
+NAMED = {**ATTACKERS, **INFORMED}
+
+
 def attacker(base: Attack, name: str) -> Attack:
     """A named attacker built on a task's own (its student, budget and queries stay)."""
-    if name not in ATTACKERS:
-        raise ValueError(f"unknown attacker {name!r}; choose one of {', '.join(ATTACKERS)}")
-    return dataclasses.replace(base, **ATTACKERS[name])
+    if name not in NAMED:
+        raise ValueError(f"unknown attacker {name!r}; choose one of {', '.join(NAMED)}")
+    return dataclasses.replace(base, **NAMED[name])
 
 
 def own_attacker(task_name: str) -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from app.attack.informed import affinity, unamplified
 from app.data.sources import ATTACKER_IMAGES, PairPool
 from app.defense.asvp import FeatureRecord, defend
 from app.defense.setting import Setting
@@ -28,7 +29,7 @@ from app.teachers.networks import QuickStudent, upsample_input
 
 ATTACKS = ("output", "feature", "fitnet", "adaptive")
 LOSSES = ("l1", "l2")
-FEATURE_LOSSES = ("l1", "mse")
+FEATURE_LOSSES = ("l1", "mse", "affinity", "asvp-aware")  # the last two: attackers who know the defense
 MAX_STEPS = 10_000  # the sweep's budget curve trains students far past the app's budget
 MAX_DEPTH = 12  # a quick student stays quick
 
@@ -41,7 +42,9 @@ class Attack:
     teacher's answers (black box). `feature`: plus `feature_weight` times the `feature_loss` (L1 or
     MSE) between an adapter of the student's hidden map and the teacher's feature at each hooked
     layer; with `normalise`, both maps are standardised per image and channel first (an attacker
-    who expects the features' scale to be tampered with). `fitnet`: FitNet's two stages, the
+    who expects the features' scale to be tampered with). Two feature losses know ASVP itself
+    (app.attack.informed): `affinity` matches which positions go together, not the maps, and
+    `asvp-aware` puts the teacher's amplified singular values back before an L1 match. `fitnet`: FitNet's two stages, the
     feature (hint) loss alone for the first `hint_share` of the steps, then the pixel loss alone.
     `adaptive`: knows a defense may be on: fits a low-passed copy of the answers (`lowpass_sigma`
     px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is high-frequency too)
@@ -203,7 +206,9 @@ def feature_loss(hidden: torch.Tensor, target: torch.Tensor, attack: Attack) -> 
     hint's size (both standardised per image and channel when the attacker normalises)."""
     if attack.normalise:
         hidden, target = F.instance_norm(hidden), F.instance_norm(target)
-    return F.l1_loss(hidden, target) if attack.feature_loss == "l1" else F.mse_loss(hidden, target)
+    if attack.feature_loss == "affinity":
+        return F.mse_loss(affinity(hidden), affinity(target))
+    return F.mse_loss(hidden, target) if attack.feature_loss == "mse" else F.l1_loss(hidden, target)
 
 
 def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -246,6 +251,8 @@ def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: A
     for defense, seed in runs:
         x = attacker_queries(task, attack, seed).to(device)
         y, t_feat = ask_teacher(teacher, x, defense)
+        if attack.feature_loss == "asvp-aware":  # matched with L1 once its amplified directions are put back
+            t_feat = [unamplified(f) for f in t_feat]
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
         xs.append(x), ys.append(subpixel_residual(y, x, task.scale)), feats.append(t_feat)

@@ -40,7 +40,7 @@ _kept_lock = threading.Lock()
 
 @dataclass
 class Twin:
-    """A clean-taught student as it trains: its loss curve grows while it does."""
+    """A student trained in the background (a clean-taught twin, or the no-theft one): its curve grows as it does."""
 
     total: int
     history: list[tuple[int, float]] = field(default_factory=list)

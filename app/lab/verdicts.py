@@ -12,7 +12,6 @@ from app.study import thresholds
 
 
 OUTCOMES = ("no reference", "not learned", "costly", "protects", "weak", "none")
-MEASURES = ("ground truth", "fidelity")  # students scored against the ground truth, or the clean teacher's answer
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Verdict:
     teacher_cost: float = float("nan")
     teacher_ssim_change: float = float("nan")  # defended - clean
     bound: float = float("nan")  # the output-KD bound on this image (dB, <= 0; app.defense.bound)
-    measure: str = "ground truth"  # what the students are scored against: one of MEASURES
+    measure: str = thresholds.MEASURES[0]  # what the students are scored against: one of MEASURES
 
 
 def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
@@ -36,8 +35,9 @@ def verdict(s: DuelScores, bound: float = float("nan")) -> Verdict:
     by fidelity to its clean answer, and "learned" means closer to it than the input is."""
     if s.clean_student is None:
         return Verdict("no reference")
-    measure = "ground truth" if s.teacher.psnr > s.input.psnr else "fidelity"
-    base, clean, defended = ((s.input, s.clean_student, s.defended_student) if measure == "ground truth" else
+    truth = s.teacher.psnr > s.input.psnr
+    measure = thresholds.MEASURES[0 if truth else 1]
+    base, clean, defended = ((s.input, s.clean_student, s.defended_student) if truth else
                              (s.fidelity.input, s.fidelity.clean_student, s.fidelity.defended_student))
     if clean.psnr <= base.psnr:
         return Verdict("not learned", measure=measure)

@@ -8,7 +8,6 @@ own spread over seeds.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
@@ -17,7 +16,7 @@ from app.attack.distill import Attack
 from app.data.tasks import get_task
 from app.defense.bound import bound_db
 from app.defense.setting import Setting
-from app.study.thresholds import negligible, reaches_headline
+from app.study.thresholds import MEASURES, negligible, reaches_headline
 
 
 SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
@@ -26,8 +25,8 @@ THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
 EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
                 "outputs alone gets a student bit-identical to the clean-taught one")
 MIN_SEEDS = 3  # a finding needs its spread: settings measured with fewer seeds only screen
-MEASURES = ("ground truth", "fidelity")  # a row's students scored against the ground truth or the clean teacher
-FIDELITY = tuple(f"{who}_fidelity_{m}" for who in ("input", "teacher", "student_clean", "student") for m in ("psnr", "ssim"))
+FIDELITY = tuple(f"{who}_fidelity_{m}" for who in ("input", "teacher", "student_clean", "student")
+                 for m in ("psnr", "ssim"))  # a row's scores against the clean teacher's answer
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:

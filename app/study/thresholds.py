@@ -12,6 +12,10 @@ PAPER_SSIM_DROP_PCT = (60.0, 75.0)
 NEGLIGIBLE_PSNR_DB = 0.1
 NEGLIGIBLE_SSIM = 0.01
 
+# What students are scored against: the ground truth where the clean teacher beats its input there, else
+# (a GAN teacher) the clean teacher's answer, which is what a thief copies
+MEASURES = ("ground truth", "fidelity")
+
 # The app's verdict on one Distill click
 PROTECTS_DB = 1.0  # a student drop from here on is protection...
 DAMAGES_PSNR_DB, DAMAGES_SSIM = 0.5, 0.02  # ...unless the teacher pays this much (either one)

@@ -117,7 +117,7 @@ def settings_column(lab: Lab) -> None:
         lab.placement = gr.Radio(["inline", "exposed"], value=d["placement"], label="Placement",
                                  info="inline: served output changes; exposed: only features handed out")
     with gr.Accordion("Attacker and seed", open=False):
-        lab.attacker = gr.Dropdown(list(attackers.ATTACKERS), value=start.attacker, label="Attacker",
+        lab.attacker = gr.Dropdown(list(attackers.NAMED), value=start.attacker, label="Attacker",
                                    info="output KD fits the served answers; feature KD and FitNet also read the "
                                         "hooked layer's features")
         lab.budget = gr.Slider(10, MAX_BUDGET, value=start.attack.steps, step=10, label="Student budget (steps)")
