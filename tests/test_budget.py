@@ -42,7 +42,8 @@ def test_a_refusal_names_the_cost_and_the_limit():
 @pytest.mark.parametrize("seconds_per_pixel,serves", [(2e-5, 256), (1e-4, 156), (1e-2, None)])
 def test_a_teacher_too_slow_for_the_largest_upload_serves_smaller_images(monkeypatch, seconds_per_pixel, serves):
     """Timed forwards that grow with the pixels: at 1e-4 s a pixel a look at 256 px in is estimated at 26 s (two
-    forwards of 6.6 s, doubled for safety), so it serves 156 px in (9.7 s); at 1e-2 s even the smallest side it may serve (128 px in) is refused, naming it."""
+    forwards of 6.6 s, doubled for safety), so it serves 156 px in (9.7 s); at 1e-2 s even the smallest side
+    it may serve (128 px in) is refused, naming it."""
     monkeypatch.setattr(budget, "seconds", lambda model, side: seconds_per_pixel * side ** 2)
     cost = measure(nn.Conv2d(3, 12, 3, padding=1), 2)
     if serves is None:

@@ -44,8 +44,9 @@ class Attack:
     layer; with `normalise`, both maps are standardised per image and channel first (an attacker
     who expects the features' scale to be tampered with). Two feature losses know ASVP itself
     (app.attack.informed): `affinity` matches which positions go together, not the maps, and
-    `asvp-aware` puts the teacher's amplified singular values back before an L1 match. `fitnet`: FitNet's two stages, the
-    feature (hint) loss alone for the first `hint_share` of the steps, then the pixel loss alone.
+    `asvp-aware` puts the teacher's amplified singular values back before an L1 match. `fitnet`:
+    FitNet's two stages, the feature (hint) loss alone for the first `hint_share` of the steps, then
+    the pixel loss alone.
     `adaptive`: knows a defense may be on: fits a low-passed copy of the answers (`lowpass_sigma`
     px; 0 keeps them sharp, as an SR attacker must, since the detail it buys is high-frequency too)
     with the pixel loss trimmed of its worst-fitting `trim` fraction of pixels. `depth`, `dilated`

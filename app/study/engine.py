@@ -184,6 +184,15 @@ class Workers:
         return ray.remote(**self.resources())(task)
 
 
+def streamed(ray, pending: dict, desc: str, unit: str):
+    """(what, result) for each Ray task of `pending` (ref -> what) as it finishes, under a progress bar."""
+    with tqdm(total=len(pending), desc=desc, unit=unit) as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(ready), ray.get(ready)
+            bar.update()
+
+
 def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),
              desc: str = "rows") -> list[dict]:
     """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as

@@ -4,9 +4,7 @@ What theft is worth is the clean-taught student's gain over it; a defense protec
 it pushes the defended-taught student below it."""
 from __future__ import annotations
 
-from tqdm import tqdm
-
-from app.study.engine import Store, Workers, no_theft_key, stamp
+from app.study.engine import Store, Workers, no_theft_key, stamp, streamed
 from app.study.protocol import no_theft_scores
 from app.study.stages import Search
 
@@ -30,9 +28,5 @@ def run_no_theft(ray, plans: list[Search], seeds: list[int], store: Store, worke
     for s, seed, key in wanted(plans, seeds):
         if key not in store.done(s.source):
             pending[remote.remote(s.task, s.source, s.pairs, s.attack, seed)] = (s, key)
-    with tqdm(total=len(pending), desc="no-theft", unit="student") as bar:
-        while pending:
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            s, key = pending.pop(ready)
-            store.add(s.source, [dict(ray.get(ready), key=key, **stamp(s.task, s.source))])
-            bar.update()
+    for (s, key), row in streamed(ray, pending, "no-theft", "student"):
+        store.add(s.source, [dict(row, key=key, **stamp(s.task, s.source))])

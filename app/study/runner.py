@@ -1,6 +1,6 @@
 """The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), the no-theft
-students (app.study.notheft), then the stages (app.study.stages) with rows run as Ray tasks (embedded on this machine, or on a cluster)
-that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
+students (app.study.notheft), then the stages (app.study.stages) with rows run as Ray tasks (embedded on
+this machine, or on a cluster) that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
 (app.study.engine); or, for a plan, the same walk over the rows on file, changing none.
 """
 from __future__ import annotations
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from app.attack.distill import Attack, distill
 from app.defense.setting import Setting
 from app.study import notheft
-from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp
+from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp, streamed
 from app.study.grid import grid, teacher_costs
 from app.study.protocol import Pairs, Row, mean_score, teacher_on, train_student
 from app.study.stages import BASELINE_DIRECTIONS, Search, budgets_of, screen_rows, searches, stages
@@ -51,13 +50,9 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
     found = {s.source: costs_on_file(s, out) for s in plans}
     task = workers.remote(ray, cost_grid)
     pending = {task.remote(s): s for s in plans if found[s.source] is None}
-    with tqdm(total=len(pending), desc="teacher costs", unit="teacher") as bar:
-        while pending:
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            search = pending.pop(ready)
-            found[search.source] = ray.get(ready).assign(**stamp(search.task, search.source))
-            found[search.source].to_csv(costs_path(search, out), index=False)
-            bar.update()
+    for search, grid_costs in streamed(ray, pending, "teacher costs", "teacher"):
+        found[search.source] = grid_costs.assign(**stamp(search.task, search.source))
+        found[search.source].to_csv(costs_path(search, out), index=False)
     return found
 
 
@@ -109,7 +104,7 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
 
     done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
     unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
-    lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key: 0 no more
+    lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key
     if done and not unfree:
         return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
     if not done:

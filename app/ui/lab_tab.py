@@ -54,7 +54,8 @@ class Lab:
 
     @property
     def look_in(self) -> list:
-        return [self.teacher, self.task, self.image, self.already, self.seed, *self.controls, self.attacker, self.budget]
+        return [self.teacher, self.task, self.image, self.already, self.seed, *self.controls, self.attacker,
+                self.budget]
 
     @property
     def look_out(self) -> list:
