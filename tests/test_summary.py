@@ -3,35 +3,14 @@ headline call and the app's two defaults, on rows whose answers are known."""
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT
+from helpers import CLEAN, ROOT, frame, rows
 
 from app.defense.bound import DERIVATION
-from app.study.findings import THREATS, best, defaults, headline, noise_floors, scenarios, summarise, theft_values
+from app.study.findings import (THREATS, best, defaults, headline, informed_lines, noise_floors, scenarios, summarise,
+                                theft_values, with_informed, with_theft)
+from app.study.informed import targets
 from app.study.report import answer_table, answer_words, measured_verdicts, settings_table, theft_table
 from app.ui.demo import build_demo
-
-
-CLEAN = {0: 20.0, 1: 21.0, 2: 22.0}  # clean-taught students' PSNR per seed: std 1.0 dB
-
-
-def rows(setting: dict, t_dpsnr: float, s_dpsnr: float, seeds=(0, 1, 2), s_dssim=-0.01, learned=True, **more):
-    """Raw CSV rows of one setting: the clean students of CLEAN, the defended ones `s_dpsnr` lower (one
-    number, or one per seed)."""
-    base = dict(task="dehaze", teacher="dehaze", teacher_family="U-Net", budget=150, student="s", stage="screen",
-                defense="asvp", attack="output", attacker="output L1", layer_role="late", layout="channel",
-                layer="dec1", k=1, a=2.0, tau=np.nan, placement="inline", directions="top", noise_sigma=0.0,
-                teacher_clean_psnr=25.0, teacher_clean_ssim=0.9, served_rms=0.01, student_clean_rms=0.1,
-                student_rms=0.11)
-    base.update(setting, **more)
-    return [dict(base, seed=seed, clean_key=f"{base['attacker']}/{base['layer']}/{base['budget']}/{seed}",
-                 input_psnr=15.0 if learned else 30.0, input_ssim=0.7, teacher_psnr=25.0 + t_dpsnr, teacher_ssim=0.9,
-                 student_clean_psnr=CLEAN[seed], student_clean_ssim=0.8,
-                 student_psnr=CLEAN[seed] + (s_dpsnr[seed] if isinstance(s_dpsnr, dict) else s_dpsnr),
-                 student_ssim=0.8 + s_dssim) for seed in seeds]
-
-
-def frame(*parts) -> pd.DataFrame:
-    return pd.DataFrame([r for part in parts for r in part])
 
 
 def test_the_noise_floor_pools_clean_students_of_different_seeds_and_ignores_screens():
@@ -61,9 +40,9 @@ def test_the_best_setting_is_confirmed_learned_and_cheap_and_an_effect_only_beyo
     assert not any(headline(r) for r in s.itertuples())  # -1.5 dB and a 1 % SSIM drop: far from the paper
     words, table = answer_words(s), answer_table(s)
     assert "holds nowhere" in words
-    assert ("| dehaze | U-Net | in-line, output KD | channel @ dec1, k=1, a=3, inline | output L1 | ground truth | "
+    assert ("| dehaze | U-Net | in-line, output KD | - | channel @ dec1, k=1, a=3, inline | output L1 | ground truth | "
             "-1.50 ± 0.00 |") in table
-    assert "| dehaze | U-Net | in-line, feature KD | none: not measured |" in table
+    assert "| dehaze | U-Net | in-line, feature KD | - | none: not measured |" in table
     assert "none: its clean-taught students never beat the input" not in table  # a=30 never learned, a=3 did
     assert "0 (outputs unchanged)" in table
 
@@ -176,3 +155,33 @@ def test_the_value_of_theft_is_the_clean_taught_students_gain_over_the_no_theft_
     assert np.isnan(values["exposed, feature KD"])  # no pick there
     table = theft_table(theft_values(raw, free, s))
     assert "| dehaze | U-Net | ground truth | 3 | +3.00 | +6.00 | +3.00 ± 1.00 | -1.00 | - | - |" in table
+
+
+def test_informed_attackers_meet_exposed_drops_beyond_the_floor_and_the_in_line_frontier():
+    exposed = {"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1"}
+    raw = frame(rows({"a": 2.0}, -0.05, -0.6), rows({"a": 3.0}, -0.3, -1.5),  # both on the in-line frontier
+                rows({"a": 5.0}, -0.5, -1.0),  # costs more, drops less: off it
+                rows(dict(exposed, a=100.0), 0.0, -2.0),  # exposed, beyond the 1 dB floor
+                rows(dict(exposed, a=10.0), 0.0, -0.5),  # exposed, within it
+                rows(dict(exposed, a=30.0), 0.0, -2.0, stage="budget", budget=600))  # the budget curve's own question
+    assert sorted((t.placement, t.a) for t in targets(raw)) == [("exposed", 100.0), ("inline", 2.0), ("inline", 3.0)]
+
+
+def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_informed_attacker_leaves():
+    exposed = {"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1", "a": 100.0}
+    raw = frame(rows({"a": 3.0}, -0.05, -4.0), rows(exposed, 0.0, -6.0))
+    aware = frame(rows(dict(exposed, attacker="feature ASVP-AWARE x1", stage="informed"), 0.0, -0.2),
+                  rows(dict(exposed, attacker="feature AFFINITY x1", stage="informed"), 0.0, -3.0))
+    free = pd.DataFrame([dict(task="dehaze", teacher="dehaze", attacker="output L1", budget=150, seed=seed,
+                              no_theft_psnr=18.0) for seed in CLEAN])
+    s = summarise(raw)
+    s = with_informed(with_theft(s, theft_values(raw, free, s)), aware)
+    picked = s.set_index("threat").loc["exposed, feature KD"]
+    assert picked.informed_attacker == "feature ASVP-AWARE x1" and picked.informed_dpsnr == pytest.approx(-0.2)
+    assert not picked.informed_effect  # 0.2 dB: within the 1 dB floor of the search
+    assert np.isnan(s.set_index("threat").loc["in-line, output KD"].informed_dpsnr)  # no informed row there
+    table = answer_table(s)
+    assert "| exposed, feature KD | +3.00 ± 1.00 | " in table and "| -0.20 ± 0.00 (feature ASVP-AWARE x1, no effect) |" in table
+    lines = informed_lines(summarise(raw), aware).set_index("attacker")
+    assert lines.loc["feature AFFINITY x1"].searched_attacker == "feature L1 x1"
+    assert lines.loc["feature AFFINITY x1"].searched_dpsnr == pytest.approx(-6.0) and lines.loc["feature AFFINITY x1"].effect

@@ -2,12 +2,16 @@
 sweep stopped after its first row trains only the missing row when run again."""
 import pandas as pd
 import pytest
+from helpers import frame, rows
 
+from app.attack.attackers import INFORMED
 from app.attack.distill import Attack
 from app.defense.setting import Setting
-from app.study.engine import Store, clean_key, ray_session, row_key, run_rows
+from app.study import informed
+from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
 from app.study.protocol import Pairs, Row
 from app.study.recipe import recipe_of
+from app.study.stages import Search
 
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
@@ -91,3 +95,20 @@ def test_a_file_from_before_fidelity_gains_the_columns_and_its_clean_twin_trains
     assert store.added == 1 and set(on_file.columns) == set(old.columns)
     assert on_file.student_clean_fidelity_psnr.isna().tolist() == [True, False]
     assert on_file.student_clean_psnr[1] == old.student_clean_psnr[0]  # the same clean twin, trained again
+
+
+def test_the_informed_stage_meets_the_searched_settings_under_a_fingerprint_of_its_own(ray, tmp_path):
+    exposed = dict(placement="exposed", attack="feature", attacker="feature L1 x1", a=100.0)
+    sweeps = Store(tmp_path)
+    sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, -0.2)).to_dict("records")
+    search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
+    aware = informed.store(tmp_path)
+    assert informed.missing([search], [0, 1, 2, 3], sweeps, aware) == 2 * 2 * 3  # two settings, two attackers
+    informed.run_informed(ray, [search], [0, 1, 2, 3], sweeps, aware, Workers())
+    on_file = pd.read_csv(tmp_path / "informed_dehaze.csv")
+    assert set(on_file.stage) == {"informed"} and set(on_file.attacker) == set(INFORMED)
+    assert set(on_file.seed) == {0, 1, 2} and set(zip(on_file.placement, on_file.a)) == {("exposed", 100.0),
+                                                                                        ("inline", 3.0)}
+    assert set(on_file.recipe) == {recipe_of("dehaze", "dehaze", informed.ATTACKERS)} != {recipe_of("dehaze", "dehaze")}
+    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 0
+    assert not (tmp_path / "sweep_dehaze.csv").exists()  # the search's own rows were only read

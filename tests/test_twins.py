@@ -13,7 +13,7 @@ from gradio_client import handle_file
 from helpers import COFFEE, SMALL_RUN
 
 from app.attack.attackers import attack_for
-from app.attack.distill import distill, no_theft
+from app.attack.distill import alone, distill, no_theft
 from app.data.images import load_rgb
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
@@ -107,6 +107,8 @@ def test_a_look_in_the_app_starts_the_twin_of_the_attacker_and_budget_shown(clie
         time.sleep(0.1)
     twin, job = twins._kept[teacher][key]
     assert job.result(timeout=120).student is not None and [step for step, _ in twin.history] == [5, 10, 15, 20, 25, 30]
+    time.sleep(0.5)
+    assert (TASKS["derain"].name, alone(attack), 109) not in twins._alone  # the no-theft student waits for a click
 
 
 def test_the_no_theft_student_joins_the_table_once_trained_and_never_slows_a_click():

@@ -77,21 +77,19 @@ def start_queries(task, attack: Attack, seed: int) -> Future:
 
 def prepare_click(teacher, task, defense: Setting, attack: Attack, seed: int) -> None:
     """What a look starts for the Distill click that may follow: the attacker's queries for this seed, then
-    the clean-taught twin (app.lab.twins) of this attacker and hooked layers, then the student that steals
-    nothing, each once the one before is made (a thread of its own waits, so no pool waits on itself)."""
+    the clean-taught twin (app.lab.twins) of this attacker and hooked layers, once the queries are made (a
+    thread of its own waits, so no pool waits on itself). The student that steals nothing starts at the end
+    of a click instead: trained during one, it would take a core from the click's students."""
     queries = start_queries(task, attack, seed)
     held = weakref.ref(teacher)  # a visitor's teacher is freed with its session, even with its queries under way
-    threading.Thread(target=_students_after, args=(held, queries, task, defense.clean, attack, seed),
+    threading.Thread(target=_twin_after, args=(held, queries, task, defense.clean, attack, seed),
                      name="prepare-click", daemon=True).start()
 
 
-def _students_after(held: weakref.ref, queries: Future, task, clean: Setting, attack: Attack, seed: int) -> None:
+def _twin_after(held: weakref.ref, queries: Future, task, clean: Setting, attack: Attack, seed: int) -> None:
     if queries.exception() is not None or (teacher := held()) is None:
         return  # the click will say why the queries failed; a freed teacher has no click to come
-    _, trained = clean_twin(teacher, task, clean, attack, seed)
-    del teacher
-    if trained.exception() is None:  # a failed twin surfaces at the click
-        no_theft_twin(task, attack, seed)
+    clean_twin(teacher, task, clean, attack, seed)
 
 
 def _prepare_attacker(task, attack: Attack, seed: int) -> torch.Tensor:
@@ -137,7 +135,7 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
         yield DuelUpdate(now.total, now.total, history)
     history["clean-taught"] = list(twin.history)
     students = tuple(restore(student, scene.degraded) for student in (trained.result().student, now.students[0]))
-    _, alone = no_theft_twin(scene.task, attack, seed)  # shown once trained: a click never waits for it
+    _, alone = no_theft_twin(scene.task, attack, seed)  # started here, shown once trained: no click waits for it
     kept = alone.done() and alone.exception() is None
     free = restore(alone.result().student, scene.degraded) if kept else None
     clean, defended = answers(teacher, scene, defense)

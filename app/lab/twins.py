@@ -9,7 +9,7 @@ left to another visitor). It trains as it would beside its defended twin (one si
 student on a CPU, app.attack.cores), so a kept twin is the student the click would have trained.
 
 The student that steals nothing (app.attack.distill.no_theft) is kept alike, per task, attacker and seed:
-it needs no teacher, and it starts once the clean twin is trained, so it never slows a first click.
+it needs no teacher, and it starts at the end of a click, so it never slows one (a later click shows it).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from app.study.protocol import Row, clean_student_scores, measure
-from app.study.recipe import recipe_of
+from app.study.recipe import SEARCHED, recipe_of
 from app.teachers.registry import bundled, file_stem
 from app.teachers.sessions import Source, shared_teacher
 
@@ -45,9 +45,9 @@ def _key(what: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stamp(task: str, teacher: Source) -> dict[str, str]:
-    """What makes a teacher's rows current: the recipe's fingerprint and the teacher's weights."""
-    return dict(recipe=recipe_of(task, teacher), teacher_sha=teacher_checksum(teacher))
+def stamp(task: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> dict[str, str]:
+    """What makes a teacher's rows current: the recipe's fingerprint for their attackers and the teacher's weights."""
+    return dict(recipe=recipe_of(task, teacher, attackers), teacher_sha=teacher_checksum(teacher))
 
 
 def row_key(row: Row, seed: int) -> str:
@@ -76,11 +76,14 @@ def no_theft_key(task: str, teacher: Source, attack, pairs, seed: int) -> str:
 
 class Store:
     """The per-teacher CSV files of one output folder (sweep_<teacher>.csv, or another `kind`'s): rows on
-    file, by key, appended as they come."""
+    file, by key, appended as they come, current while they carry the fingerprint of `attackers`."""
 
-    def __init__(self, out: Path, kind: str = "sweep"):
-        self.out, self.kind = out, kind
+    def __init__(self, out: Path, kind: str = "sweep", attackers: tuple[str, ...] = SEARCHED):
+        self.out, self.kind, self.attackers = out, kind, attackers
         self.rows: dict[str, list[dict]] = {}  # teacher -> rows on file
+
+    def stamp(self, task: str, teacher: Source) -> dict[str, str]:
+        return stamp(task, teacher, self.attackers)
 
     def path(self, teacher: Source) -> Path:
         return self.out / f"{self.kind}_{file_stem(teacher)}.csv"
@@ -91,7 +94,7 @@ class Store:
         path = self.path(teacher)
         frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")  # empty cells: None
-        fresh = stamp(task, teacher)
+        fresh = self.stamp(task, teacher)
         self.rows[teacher] = [r for r in rows if all(r.get(k) == v for k, v in fresh.items())]
         stale = len(rows) - len(self.rows[teacher])
         if stale and not keep_stale:  # stale rows go: their teacher or recipe changed
@@ -218,7 +221,7 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Work
             row, missing = pending.pop(ready)
             measured = ray.get(ready)
             store.add(row.teacher, [dict(r, key=wanted[row, seed], clean_key=clean_key(row, seed),
-                                         **stamp(row.task, row.teacher)) for r, seed in zip(measured, missing)])
+                                         **store.stamp(row.task, row.teacher)) for r, seed in zip(measured, missing)])
             bar.update(len(missing))
     on_file = {r["key"]: r for teacher in {row.teacher for row in rows} for r in store.rows[teacher]}
     return [on_file[wanted[row, seed]] for row in rows for seed in seeds]  # in the order asked

@@ -29,9 +29,10 @@ FIDELITY = tuple(f"{who}_fidelity_{m}" for who in ("input", "teacher", "student_
                  for m in ("psnr", "ssim"))  # a row's scores against the clean teacher's answer
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, floors: dict[str, float] | None = None) -> pd.DataFrame:
     """One line per setting: deltas as mean and std over seeds, validity, the output-KD bound and
-    the threat model."""
+    the threat model, each drop judged by its teacher's noise floor (`floors`: the search's, for rows of
+    another stage; default: from these rows)."""
     df = df.copy()
     if "attacker" not in df:  # a sweep from before the search named only the kind (its feature KD: L1 x0.1)
         named = {"feature": "feature L1 x0.1", "adaptive": "adaptive"}
@@ -64,7 +65,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     out["bound_db"] = [bound_db(e, d) if e > 0 else np.nan for e, d in zip(out.student_clean_rms, out.served_rms)]
     out["protection"] = -out.s_dpsnr / (-out.t_dpsnr).clip(lower=0.1)
     out["threat"] = threat(out)
-    floors = noise_floors(df.assign(student_clean_psnr=scored.student_clean_psnr))  # under each row's measure
+    floors = floors or noise_floors(df.assign(student_clean_psnr=scored.student_clean_psnr))  # each row's measure
     out["noise_floor"] = out.teacher.map(floors)
     out["beyond_floor"] = out.s_dpsnr.abs() > out.noise_floor
     out["effect"] = out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
@@ -113,6 +114,45 @@ def theft_values(rows: pd.DataFrame, free: pd.DataFrame, s: pd.DataFrame) -> pd.
                                    r.clean_student_gain + r.s_dpsnr - entry["no_theft_gain"])
         out.append(entry)
     return pd.DataFrame(out)
+
+
+def with_theft(s: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    """`s` with each teacher's value of theft (`theft_values`) on its lines; empty for a teacher without one."""
+    columns = ["theft_value", "theft_value_std"]
+    if values.empty:
+        return s.assign(**{c: np.nan for c in columns})
+    return s.merge(values[["teacher"] + columns], on="teacher", how="left")
+
+
+def informed_lines(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
+    """The informed stage's rows `aware` as summary lines judged by the search's noise floors (`s`), each
+    beside the searched attacker whose students lost most at the same setting and budget."""
+    lines = summarise(aware, floors=s.groupby("teacher", sort=False).noise_floor.first().to_dict())
+    lines["setting"] = _setting_keys(lines)
+    searched = s[s.attacker.isin(ATTACKERS)].assign(setting=_setting_keys(s)).sort_values("s_dpsnr")
+    naive = searched.drop_duplicates(["teacher", "budget", "setting"]).rename(columns={
+        "attacker": "searched_attacker", "s_dpsnr": "searched_dpsnr", "s_dpsnr_std": "searched_dpsnr_std"})
+    return lines.merge(naive[["teacher", "budget", "setting", "searched_attacker", "searched_dpsnr",
+                              "searched_dpsnr_std"]], on=["teacher", "budget", "setting"], how="left")
+
+
+def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
+    """`s` with, on each line, the informed attacker its setting withstands worst (`informed_lines`): the one
+    whose students lose least, its mean change, spread and whether that is an effect; empty where no
+    informed attacker met the setting."""
+    columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
+    if aware.empty:
+        return s.assign(**{c: np.nan for c in columns})
+    lines = informed_lines(s, aware).sort_values("s_dpsnr")
+    strongest = lines.drop_duplicates(["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr
+    found = strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1], "s_dpsnr_std": columns[2],
+                                      "effect": columns[3]})[["teacher", "budget", "setting"] + columns]
+    return (s.assign(setting=_setting_keys(s)).merge(found, on=["teacher", "budget", "setting"], how="left")
+            .drop(columns="setting"))
+
+
+def _setting_keys(s: pd.DataFrame) -> list[str]:
+    return [setting_words(r) for r in s.itertuples()]
 
 
 def threat(s: pd.DataFrame) -> pd.Series:

@@ -4,7 +4,7 @@ What theft is worth is the clean-taught student's gain over it; a defense protec
 it pushes the defended-taught student below it."""
 from __future__ import annotations
 
-from app.study.engine import Store, Workers, no_theft_key, stamp, streamed
+from app.study.engine import Store, Workers, no_theft_key, streamed
 from app.study.protocol import no_theft_scores
 from app.study.stages import Search
 
@@ -29,4 +29,4 @@ def run_no_theft(ray, plans: list[Search], seeds: list[int], store: Store, worke
         if key not in store.done(s.source):
             pending[remote.remote(s.task, s.source, s.pairs, s.attack, seed)] = (s, key)
     for (s, key), row in streamed(ray, pending, "no-theft", "student"):
-        store.add(s.source, [dict(row, key=key, **stamp(s.task, s.source))])
+        store.add(s.source, [dict(row, key=key, **store.stamp(s.task, s.source))])

@@ -3,7 +3,7 @@
 A row of the search is current while its `recipe` equals the fingerprint of its teacher here. The
 run touches every number a row depends on: the attacker's query images (loading, resizing,
 degradation), the teacher's answers and exposed features under the defense op in each layout,
-placement and direction, the output-noise baseline, a few steps of every named attacker's student
+placement and direction, the output-noise baseline, a few steps of the student of every attacker the rows use
 and the metrics on a held-out pair. So a refactor that changes no number keeps every committed row,
 and a change of numbers anywhere on that path (a one-pixel change of a resize included) marks them
 stale. Numbers are rounded before hashing, so only a change beyond float rounding counts.
@@ -31,6 +31,7 @@ DECIMALS = 4  # a one-pixel resize change moves images by ~1/255; float rounding
 PROBE = dict(steps=3, queries=4, patch=16, variants=1, batch=2)  # an attacker at a size that runs in ms
 NOISE_SIGMA = 0.01
 HELD_OUT_SIDE = 64  # the scored pair's clean side
+SEARCHED = tuple(ATTACKERS)  # the attackers of the search's stages
 
 
 @contextmanager
@@ -54,8 +55,8 @@ def _settings(layer: str) -> list[Setting]:
             Setting(layers=(layer,), k=4, a=2.0, directions="bottom")]
 
 
-def _numbers(session) -> dict[str, object]:
-    """Every measured part of the run, by name (tensors, arrays and floats)."""
+def _numbers(session, attackers: tuple[str, ...]) -> dict[str, object]:
+    """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`."""
     teacher, task = session.model, session.task
     probe = dataclasses.replace(attack_for(task.name), **PROBE)
     queries = attacker_queries(task, probe, 0)
@@ -71,7 +72,7 @@ def _numbers(session) -> dict[str, object]:
     pairs = [(degraded, clean)]
     out["input scores"] = input_scores(pairs, task)
     out["teacher scores"] = mean_score(teacher, pairs, task)
-    for name in ATTACKERS:
+    for name in attackers:
         attack = attacker(probe, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
         *_, last = distill(teacher, task, runs, attack, every=attack.steps)
@@ -96,16 +97,17 @@ def _update(digest, value) -> None:
         digest.update((np.round(array, DECIMALS) + 0.0).tobytes())
 
 
-def fingerprint(task_name: str, teacher: Source) -> str:
-    """The recipe's fingerprint on one teacher (the search's command line admitted it): its short seeded
-    run, rounded and hashed."""
+def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> str:
+    """The recipe's fingerprint on one teacher (the search's command line admitted it) for the rows of
+    `attackers`: its short seeded run, rounded and hashed. Rows of other attackers (the informed stage's)
+    carry their own, so adding an attacker to one group leaves the other's rows current."""
     with one_thread():
         digest = hashlib.sha256()
-        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None)))
+        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None), attackers))
     return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=None)
-def recipe_of(task_name: str, teacher: Source) -> str:
+def recipe_of(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> str:
     """`fingerprint`, once per process (the search and the store ask it for every row)."""
-    return fingerprint(task_name, teacher)
+    return fingerprint(task_name, teacher, attackers)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from app.defense.bound import DERIVATION
-from app.study import notheft
+from app.study import informed, notheft
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, floor_text, headline, setting_words, summarise, theft_values)
+                                delta_text, floor_text, headline, informed_lines, setting_words, summarise,
+                                theft_values, with_informed, with_theft)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import file_stem, teacher_order
@@ -45,22 +47,38 @@ def _to_teacher(value: float) -> str:
 def answer_table(s: pd.DataFrame) -> str:
     """Per task, teacher and threat model: the best confirmed drop at a negligible teacher cost."""
     found = best(s, cheap=True).set_index(["teacher", "threat"])
-    lines = ["| task | teacher | threat model | best setting at a negligible teacher cost | attacker | scored against | "
-             "student dPSNR (dB) | student SSIM drop | student dPSNR to the teacher (dB) | clean student vs input (dB) | "
-             "noise floor (dB) | effect | output-KD bound (dB) | paper's headline |", "|---" * 14 + "|"]
+    lines = ["| task | teacher | threat model | value of theft (dB) | best setting at a negligible teacher cost | "
+             "attacker | scored against | student dPSNR (dB) | student SSIM drop | student dPSNR to the teacher (dB) | "
+             "clean student vs input (dB) | noise floor (dB) | effect | against the strongest informed attacker (dB) | "
+             "output-KD bound (dB) | paper's headline |", "|---" * 16 + "|"]
     for (task, teacher), ts in s.groupby(["task", "teacher"], sort=False):
-        family = ts.teacher_family.iloc[0]
+        family, theft = ts.teacher_family.iloc[0], _theft(ts.iloc[0])
         for threat in THREATS:
             if (teacher, threat) not in found.index:
-                lines.append(f"| {task} | {family} | {threat} | none: {_why_none(ts[ts.threat == threat])} | | "
-                             f"{ts.measure.iloc[0]} | | | | | {floor_text(ts.noise_floor.iloc[0])} | | | no |")
+                lines.append(f"| {task} | {family} | {threat} | {theft} | none: {_why_none(ts[ts.threat == threat])} "
+                             f"| | {ts.measure.iloc[0]} | | | | | {floor_text(ts.noise_floor.iloc[0])} | | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
-            lines.append(f"| {task} | {family} | {threat} | {setting_words(r)} | {r.attacker} | {r.measure} | "
+            lines.append(f"| {task} | {family} | {threat} | {theft} | {setting_words(r)} | {r.attacker} | {r.measure} | "
                          f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
-                         f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_bound(r)} | "
-                         f"{'YES' if headline(r) else 'no'} |")
+                         f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_informed(r)} | "
+                         f"{_bound(r)} | {'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
+
+
+def _theft(r) -> str:
+    """A teacher's value of theft with its spread, or '-' before its no-theft students ran."""
+    if pd.isna(getattr(r, "theft_value", np.nan)):
+        return "-"
+    return f"{r.theft_value:+.2f}" + ("" if pd.isna(r.theft_value_std) else f" ± {r.theft_value_std:.2f}")
+
+
+def _informed(r) -> str:
+    """What is left of a line's drop against the informed attacker its setting withstands worst, or '-'."""
+    if pd.isna(getattr(r, "informed_dpsnr", np.nan)):
+        return "-"
+    spread = "" if pd.isna(r.informed_dpsnr_std) else f" ± {r.informed_dpsnr_std:.2f}"
+    return f"{r.informed_dpsnr:+.2f}{spread} ({r.informed_attacker}{'' if r.informed_effect else ', no effect'})"
 
 
 def theft_table(values: pd.DataFrame) -> str:
@@ -100,6 +118,8 @@ def answer_words(s: pd.DataFrame) -> str:
                 f"cost reaches it, under any threat model or attacker measured.")
     where = "; ".join(f"{r.task} ({r.teacher_family}), {setting_words(r)}, under {r.attacker}"
                       + (f", {EXPOSED_NOTE}{against_normalised(s, r)}" if r.placement == "exposed" else "")
+                      + ("" if _informed(r) == "-" else f"; against the strongest attacker who knows the defense: "
+                                                         f"{_informed(r)} dB")
                       for r in hits)
     return f"**The paper's headline ({HEADLINE}) holds at**: {where}."
 
@@ -164,12 +184,10 @@ def measured_verdicts(out: Path) -> str:
     return f"{answer_words(s)}\n\n{answer_table(s)}"
 
 
-def theft_section(rows: pd.DataFrame, s: pd.DataFrame, out: Path) -> str:
+def theft_section(values: pd.DataFrame) -> str:
     """What stealing is worth, from the no-theft rows beside the sweep (empty before the stage ran)."""
-    files = sorted(out.glob(f"{notheft.KIND}_*.csv"), key=lambda p: teacher_order(p.stem.split("_", 1)[1]))
-    if not files:
+    if values.empty:
         return ""
-    values = theft_values(rows, pd.concat([pd.read_csv(p) for p in files], ignore_index=True), s)
     return ("## What stealing is worth\n\nThe degradation model of every task is public and the attacker owns clean "
             "images, so a thief can train the same student without any teacher: fitted, with the same queries, "
             "initial weights, batch order and budget, to the clean patches it degraded (`app.attack.distill."
@@ -180,11 +198,47 @@ def theft_section(rows: pd.DataFrame, s: pd.DataFrame, out: Path) -> str:
             f"{theft_table(values)}\n")
 
 
+def informed_table(lines: pd.DataFrame) -> str:
+    """Per teacher and setting: each informed attacker's student change beside the searched attacker's largest."""
+    head = ["task", "teacher", "setting", "searched attacker with the largest drop", "its student dPSNR (dB)",
+            "informed attacker", "seeds", "student dPSNR (dB)", "student SSIM drop", "noise floor (dB)", "effect"]
+    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in lines.itertuples():
+        searched = "-" if pd.isna(r.searched_dpsnr) else delta_text(pd.Series(
+            dict(s_dpsnr=r.searched_dpsnr, s_dpsnr_std=r.searched_dpsnr_std)))
+        out.append(f"| {r.task} | {r.teacher_family} | {setting_words(r)} | {r.searched_attacker} | {searched} | "
+                   f"{r.attacker} | {r.seeds} | {delta_text(r)} | {r.ssim_drop_pct:.1f} % | "
+                   f"{floor_text(r.noise_floor)} | {_effect(r)} |")
+    return "\n".join(out)
+
+
+def informed_section(s: pd.DataFrame, aware: pd.DataFrame) -> str:
+    """The attackers who know the defense, at the settings the search found (empty before the stage ran)."""
+    if aware.empty:
+        return ""
+    return ("## Attackers who know the defense\n\nAt every exposed setting whose drop the search found beyond the "
+            "noise floor, and every in-line setting on a confirmed frontier (the task's own student and budget, "
+            f"the first {informed.SEEDS} seeds, each student beside its clean twin): the ASVP-aware attacker puts each "
+            "exposed map's amplified head singular values back onto its tail's trend before an L1 match (no "
+            "knowledge of k or a), the affinity attacker matches which positions go together, not the maps "
+            "(`app.attack.informed`). Judged by the search's noise floor. The answer table's 'strongest informed "
+            "attacker' column is, at its pick, the one of these whose students lose least.\n\n"
+            f"{informed_table(informed_lines(s, aware))}\n")
+
+
+def _stage_rows(out: Path, kind: str) -> pd.DataFrame:
+    """The rows of one of the search's other stages (notheft_*.csv, informed_*.csv), teacher by teacher."""
+    files = sorted(out.glob(f"{kind}_*.csv"), key=lambda p: teacher_order(p.stem.split("_", 1)[1]))
+    return pd.concat([pd.read_csv(p) for p in files], ignore_index=True) if files else pd.DataFrame()
+
+
 def write_report(out: Path) -> None:
     """Rebuild RESULTS.md, summary.csv, defaults.json and the figures from every sweep_<teacher>.csv."""
     files = sorted(out.glob("sweep_*.csv"), key=lambda p: teacher_order(p.stem.removeprefix("sweep_")))
     rows = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)  # per task, our U-Net first
-    s = summarise(rows)
+    s, free, aware = summarise(rows), _stage_rows(out, notheft.KIND), _stage_rows(out, informed.KIND)
+    values = theft_values(rows, free, s) if not free.empty else pd.DataFrame()
+    s = with_informed(with_theft(s, values), aware)
     s.to_csv(out / "summary.csv", index=False)
     (out / "defaults.json").write_text(json.dumps(defaults(s), indent=2))
     parts = ["# ASVP Lab: does the defense stop distillation?\n\nGenerated by `python -m app.experiments` from "
@@ -203,7 +257,8 @@ def write_report(out: Path) -> None:
              f"by fidelity, PSNR/SSIM to its clean answer, which is what a thief copies: then the clean student's "
              f"gain over the input and the noise floor are fidelities too. The student's change in PSNR to the "
              f"teacher is shown beside either.\n\n{answer_table(s)}\n",
-             theft_section(rows, s, out),
+             theft_section(values),
+             informed_section(s, aware),
              f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
              f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
     for task, ts in s.groupby("task", sort=False):

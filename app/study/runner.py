@@ -1,7 +1,8 @@
 """The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), the no-theft
 students (app.study.notheft), then the stages (app.study.stages) with rows run as Ray tasks (embedded on
 this machine, or on a cluster) that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
-(app.study.engine); or, for a plan, the same walk over the rows on file, changing none.
+(app.study.engine), and last the informed attackers at the settings the stages found (app.study.informed);
+or, for a plan, the same walk over the rows on file, changing none.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from app.attack.distill import Attack, distill
 from app.defense.setting import Setting
-from app.study import notheft
+from app.study import informed, notheft
 from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp, streamed
 from app.study.grid import grid, teacher_costs
 from app.study.protocol import Pairs, Row, mean_score, teacher_on, train_student
@@ -59,18 +60,21 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
 def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
         workers: Workers, address: str | None, pairs: Pairs | None = None) -> None:
     """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
-    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
+    store, plans, free, aware = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND), \
+        informed.store(out)
     for search in plans:
-        store.load(search.task, search.source)
-        free.load(search.task, search.source)
+        for each in (store, free, aware):
+            each.load(search.task, search.source)
     with ray_session(address, workers.threads) as ray:
         grids = costs(ray, plans, out, workers)
         notheft.run_no_theft(ray, plans, seeds, free, workers)  # cheap, and what every finding is weighed against
         order = stages(plans, seeds, budgets_of(plans, quick), grids,
                        lambda rows, seeds, stage: run_rows(ray, rows, seeds, store, workers, desc=stage))
-    for source, keys in order.items():
-        by_key = {r["key"]: r for r in store.rows[source]}
-        store.write(source, [by_key[k] for k in keys])
+        for source, keys in order.items():
+            by_key = {r["key"]: r for r in store.rows[source]}
+            store.write(source, [by_key[k] for k in keys])
+        if not quick:  # the informed attackers need a confirmed frontier: a quick search has none
+            informed.run_informed(ray, plans, seeds, store, aware, workers)
 
 
 def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
@@ -79,11 +83,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
+    store, plans, free, aware = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND), \
+        informed.store(out)
     lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
              for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
     for s in plans:
         free.load(s.task, s.source, keep_stale=True)
+        aware.load(s.task, s.source, keep_stale=True)
     if unfree := notheft.missing(plans, seeds, free):
         lines.append(f"to train first: {unfree} no-theft students (the task's own attacker, no teacher)")
     grids = {s.source: costs_on_file(s, out) for s in plans}
@@ -105,10 +111,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
     unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
     lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key
-    if done and not unfree:
-        return "\n".join(lines + ["every row of the search is on file and current: no committed row needs retraining"])
-    if not done:
-        lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
+    unaware = informed.missing(plans, seeds, store, aware) if done and not quick else 0
+    if unaware:
+        lines.append(f"to train last: {unaware} informed student pairs (attackers who know the defense)")
+    if done:  # what is left (no-theft or informed students) is counted above
+        return "\n".join(lines + ([] if unfree or unaware else
+                                  ["every row of the search is on file and current: no committed row needs retraining"]))
+    lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
     return "\n".join(lines + estimate(plans, grids, len(seeds), workers))
 
 
