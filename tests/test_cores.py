@@ -1,13 +1,15 @@
 """Students on cores of their own: the students one pass trains, with the teacher's hooks and the
 process's thread count left as they were."""
 import dataclasses
+import threading
+import time
 
 import pytest
 import torch
 from helpers import SMALL_RUN, weights
 
 from app.attack.attackers import attack_for
-from app.attack.cores import core_pool, distill_on_cores
+from app.attack.cores import core_pool, distill_on_cores, on_cores
 from app.attack.distill import distill
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
@@ -50,3 +52,16 @@ def test_the_pool_trains_on_one_thread_per_worker_and_leaves_the_process_count_a
     pool = core_pool()
     assert [pool.submit(threads_after_a_parallel_op).result() for _ in range(4)] == [1] * 4
     assert torch.get_num_threads() == 2 and threads_after_a_parallel_op() == 2
+
+
+def test_a_background_pass_steps_only_while_no_other_pass_is_under_way(two_threads):
+    events, stepped = iter([1, 2, 3]), []
+    background = threading.Thread(target=lambda: stepped.extend(on_cores(events, background=True)))
+    foreground = on_cores(iter([1, 2]))  # a click's student, one event taken: under way until it ends
+    assert next(foreground) == 1
+    background.start()
+    time.sleep(0.5)
+    assert stepped == []  # waiting for the cores
+    assert list(foreground) == [2]
+    background.join(timeout=10)
+    assert stepped == [1, 2, 3]

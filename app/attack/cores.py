@@ -6,12 +6,15 @@ both (`python -m app.bench`). So on a CPU every run gets a pass of its own (`app
 and a pool of single-threaded workers, one per core, advances the passes an event at a time: the
 students of one Distill click, and those of concurrent visitors, share the cores evenly, and none
 waits for another to finish. The teacher answers in the caller's thread, on all its cores, one run
-after another (a teacher's hooks belong to one forward at a time).
+after another (a teacher's hooks belong to one forward at a time). A background pass (the student that
+steals nothing, shown once trained) steps only while no other pass does, so it never slows a click.
 """
 from __future__ import annotations
 
 import importlib
 import threading
+import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -23,6 +26,9 @@ from app.devices import device_of
 
 _pool: ThreadPoolExecutor | None = None
 _making = threading.Lock()
+_stepping = 0  # passes other than background ones under way on the pool
+_counting = threading.Lock()
+BACKGROUND_WAIT_S = 0.05  # how often a background pass looks whether the cores are free
 
 
 def core_pool() -> ThreadPoolExecutor:
@@ -67,18 +73,38 @@ def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[P
     passes = [distill(teacher, task, [run], attack, every) for run in runs]
     events = [next(one) for one in passes]  # the teacher answers, here, on every core
     pool = core_pool()
-    while events[0] is not None:  # every pass yields at the same steps
-        yield Progress(events[0].step, events[0].total, [x for e in events for x in e.losses],
-                       [x for e in events for x in e.feature_losses], [x for e in events for x in e.students])
-        events = [job.result() for job in [pool.submit(next, one, None) for one in passes]]
+    with _under_way():
+        while events[0] is not None:  # every pass yields at the same steps
+            yield Progress(events[0].step, events[0].total, [x for e in events for x in e.losses],
+                           [x for e in events for x in e.feature_losses], [x for e in events for x in e.students])
+            events = [job.result() for job in [pool.submit(next, one, None) for one in passes]]
 
 
-def on_cores(one: Iterator[Progress]) -> Iterator[Progress]:
+def on_cores(one: Iterator[Progress], background: bool = False) -> Iterator[Progress]:
     """The rest of one pass's events, each computed by a single-threaded core worker (the caller only
-    waits): a student that trains beside another, on a core of its own, as `distill_on_cores` trains it."""
+    waits): a student that trains beside another, on a core of its own, as `distill_on_cores` trains it.
+    A `background` pass submits its next event only while no other pass is under way."""
     pool = core_pool()
-    while (event := pool.submit(next, one, None).result()) is not None:
-        yield event
+    with _under_way(not background):
+        while True:
+            while background and _stepping:
+                time.sleep(BACKGROUND_WAIT_S)
+            if (event := pool.submit(next, one, None).result()) is None:
+                return
+            yield event
+
+
+@contextmanager
+def _under_way(counted: bool = True):
+    """Count a pass as under way (background passes wait for none to be) until it ends or is dropped."""
+    global _stepping
+    with _counting:
+        _stepping += counted
+    try:
+        yield
+    finally:
+        with _counting:
+            _stepping -= counted
 
 
 def shares_cores(teacher) -> bool:

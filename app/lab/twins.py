@@ -9,7 +9,8 @@ left to another visitor). It trains as it would beside its defended twin (one si
 student on a CPU, app.attack.cores), so a kept twin is the student the click would have trained.
 
 The student that steals nothing (app.attack.distill.no_theft) is kept alike, per task, attacker and seed:
-it needs no teacher, and it starts at the end of a click, so it never slows one (a later click shows it).
+it needs no teacher, and it starts at the end of a click and steps only while no click's student does, so it
+never slows one (a later click shows it).
 """
 from __future__ import annotations
 
@@ -85,19 +86,21 @@ def no_theft_twin(task, attack: Attack, seed: int, every: int = 5) -> tuple[Twin
         next(progress)
         return progress
 
-    return _kept_or_started(_alone, (task.name, plain, seed), KEPT_ALONE, plain, ready, torch.get_num_threads() > 1)
+    return _kept_or_started(_alone, (task.name, plain, seed), KEPT_ALONE, plain, ready, torch.get_num_threads() > 1,
+                            background=True)
 
 
 def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, started: Callable[[], Iterator],
-                     beside: bool) -> tuple[Twin, Future]:
+                     beside: bool, background: bool = False) -> tuple[Twin, Future]:
     """The student of `key` in `kept` (its oldest beyond `most` dropped), or one trained now in the background:
-    `started()` makes its pass's first event and returns the pass, stepped on a core of its own if `beside`."""
+    `started()` makes its pass's first event and returns the pass, stepped on a core of its own if `beside`
+    (only while no click's student steps, if `background`: app.attack.cores)."""
     with _kept_lock:
         if key in kept:
             kept.move_to_end(key)
             return kept[key]
         twin = Twin(attack.steps)
-        job = twin_trainer().submit(_train, started, beside, twin)
+        job = twin_trainer().submit(_train, started, beside, background, twin)
         kept[key] = twin, job
         while len(kept) > most:
             kept.popitem(last=False)
@@ -111,9 +114,9 @@ def _forget(kept: OrderedDict, key: tuple, job: Future) -> None:
             del kept[key]
 
 
-def _train(started: Callable[[], Iterator], beside: bool, twin: Twin) -> Twin:
+def _train(started: Callable[[], Iterator], beside: bool, background: bool, twin: Twin) -> Twin:
     progress = started()
-    for now in on_cores(progress) if beside else progress:
+    for now in on_cores(progress, background) if beside else progress:
         twin.history.append((now.step, now.losses[0]))
         last = now
     twin.student = last.students[0]
