@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 from app.data.tasks import TASKS, get_task  # noqa: E402
 from app.defense.asvp import FeatureRecord, Setting, amplify, defend, reference_amplify  # noqa: E402
 from app.lab.presets import preset  # noqa: E402
-from app.teachers.networks import QuickStudent, UNetTeacher  # noqa: E402
+from app.teachers.networks import UNetTeacher  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,7 +193,7 @@ def bench_students(task_name: str, students: int = 8, repeats: int = 3) -> dict:
     on_cores = lambda: list(distill_on_cores(teacher, task, runs, attack, every=attack.steps))
     one_by_one = lambda: [list(distill(teacher, task, [run], attack, every=attack.steps)) for run in runs]
     t_cores, t_single = timed(on_cores, one_by_one, repeats=repeats)
-    student = QuickStudent(depth=attack.depth, scale=task.scale, dilated=attack.dilated, leak=attack.leak)
+    student = attack.new_student(task.scale)
     with FlopCounterMode(display=False) as flops:  # one training step of one student, forward and backward
         student(torch.rand(attack.batch, 3, attack.patch, attack.patch)).abs().mean().backward()
     work = flops.get_total_flops() * attack.steps * students
@@ -213,8 +213,7 @@ def bench_layout(task_name: str, repeats: int = 7, steps: int = 20) -> dict:
     import copy
 
     attack = preset(task_name).attack
-    student = QuickStudent(depth=attack.depth, scale=get_task(task_name).scale, dilated=attack.dilated,
-                           leak=attack.leak)
+    student = attack.new_student(get_task(task_name).scale)
     x = torch.rand(attack.batch, 3, attack.patch, attack.patch)
     last = copy.deepcopy(student).to(memory_format=torch.channels_last)
     x_last = x.contiguous(memory_format=torch.channels_last)

@@ -7,10 +7,11 @@ from helpers import frame, rows
 from app.attack.attackers import INFORMED
 from app.attack.distill import Attack
 from app.defense.setting import Setting
-from app.study import informed
+from app.study import field, informed
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
 from app.study.protocol import Pairs, Row
 from app.study.recipe import recipe_of
+from app.study.runner import after_search
 from app.study.stages import Search
 
 
@@ -97,18 +98,26 @@ def test_a_file_from_before_fidelity_gains_the_columns_and_its_clean_twin_trains
     assert on_file.student_clean_psnr[1] == old.student_clean_psnr[0]  # the same clean twin, trained again
 
 
-def test_the_informed_stage_meets_the_searched_settings_under_a_fingerprint_of_its_own(ray, tmp_path):
+def test_after_the_search_informed_attackers_and_field_students_meet_its_settings_under_their_own_fingerprints(
+        ray, tmp_path):
     exposed = dict(placement="exposed", attack="feature", attacker="feature L1 x1", a=100.0)
     sweeps = Store(tmp_path)
-    sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, -0.2)).to_dict("records")
+    sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, -1.5)).to_dict("records")
     search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
-    aware = informed.store(tmp_path)
-    assert informed.missing([search], [0, 1, 2, 3], sweeps, aware) == 2 * 2 * 3  # two settings, two attackers
-    informed.run_informed(ray, [search], [0, 1, 2, 3], sweeps, aware, Workers())
-    on_file = pd.read_csv(tmp_path / "informed_dehaze.csv")
-    assert set(on_file.stage) == {"informed"} and set(on_file.attacker) == set(INFORMED)
-    assert set(on_file.seed) == {0, 1, 2} and set(zip(on_file.placement, on_file.a)) == {("exposed", 100.0),
-                                                                                        ("inline", 3.0)}
-    assert set(on_file.recipe) == {recipe_of("dehaze", "dehaze", informed.ATTACKERS)} != {recipe_of("dehaze", "dehaze")}
-    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 0
+    aware, long = informed.store(tmp_path), field.store(tmp_path)
+    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 2 * 2 * 3  # two settings, two attackers
+    assert field.missing([search], [0, 1, 2], sweeps, long, steps=4).startswith("12 field-stage student pairs")
+    after_search(ray, [search], [0, 1, 2, 3], sweeps, aware, long, Workers(), steps=4)
     assert not (tmp_path / "sweep_dehaze.csv").exists()  # the search's own rows were only read
+    found = pd.read_csv(tmp_path / "informed_dehaze.csv")
+    assert set(found.stage) == {"informed"} and set(found.attacker) == set(INFORMED) and set(found.seed) == {0, 1, 2}
+    assert set(zip(found.placement, found.a)) == {("exposed", 100.0), ("inline", 3.0)}
+    assert set(found.recipe) == {recipe_of("dehaze", "dehaze", informed.ATTACKERS)} != {recipe_of("dehaze", "dehaze")}
+    trained = pd.read_csv(tmp_path / "field_dehaze.csv")
+    assert set(trained.budget) == {4} and set(trained.seed) == {0, 1, 2} and set(trained.stage) == {"field"}
+    assert {(r.placement, r.a, r.attacker, r.student.startswith("field")) for r in trained.itertuples()} == {
+        (p, a, who, f) for p, a, who in (("exposed", 100.0, "feature L1 x1"), ("inline", 3.0, "output L1"))
+        for f in (True, False)}  # the answer table's two picks, each with the attacker it was found with
+    assert set(trained.recipe) == {recipe_of("dehaze", "dehaze", field=True)} != {recipe_of("dehaze", "dehaze")}
+    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 0
+    assert field.missing([search], [0, 1, 2], sweeps, long, steps=4) == ""

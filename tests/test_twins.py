@@ -13,6 +13,7 @@ from gradio_client import handle_file
 from helpers import COFFEE, SMALL_RUN
 
 from app.attack.attackers import attack_for
+from app.attack.cores import busy
 from app.attack.distill import alone, distill, no_theft
 from app.data.images import load_rgb
 from app.data.tasks import TASKS
@@ -124,3 +125,14 @@ def test_the_no_theft_student_joins_the_table_once_trained_and_never_slows_a_cli
     row = score_rows(later.scores)[5]
     assert row[0] == "student (no teacher: stole nothing)" and row[1] == f"{later.scores.no_theft.psnr:.2f}"
     assert row[3].startswith(f"{later.scores.no_theft.psnr - later.scores.clean_student.psnr:+.2f} dB")
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # students on cores of their own, or in their threads
+def test_no_theft_students_waiting_for_the_cores_never_hold_up_a_clicks_twin(threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    with busy():  # a visitor's work under way: background students wait
+        waiting = [twins.no_theft_twin(TASKS["dehaze"], ATTACK, seed)[1] for seed in range(40 + 10 * threads, 43 + 10 * threads)]
+        *_, last = duels.duel(fresh_teacher(), SCENE, Setting(layers=("dec1",), a=3.0), ATTACK, seed=40 + 10 * threads)
+        assert last.students is not None and not any(job.done() for job in waiting)
+    for job in waiting:
+        assert job.result(timeout=60).student is not None  # they train once the cores are free

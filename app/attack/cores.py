@@ -7,15 +7,16 @@ and a pool of single-threaded workers, one per core, advances the passes an even
 students of one Distill click, and those of concurrent visitors, share the cores evenly, and none
 waits for another to finish. The teacher answers in the caller's thread, on all its cores, one run
 after another (a teacher's hooks belong to one forward at a time). A background pass (the student that
-steals nothing, shown once trained) steps only while no other pass does, so it never slows a click.
+steals nothing, shown once trained) steps only while nothing a visitor waits for is under way (`busy`: a
+click, a teacher's turn, another pass), so it never slows one.
 """
 from __future__ import annotations
 
 import importlib
 import threading
 import time
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
@@ -26,7 +27,7 @@ from app.devices import device_of
 
 _pool: ThreadPoolExecutor | None = None
 _making = threading.Lock()
-_stepping = 0  # passes other than background ones under way on the pool
+_stepping = 0  # work a visitor waits for under way (`busy`)
 _counting = threading.Lock()
 BACKGROUND_WAIT_S = 0.05  # how often a background pass looks whether the cores are free
 
@@ -73,7 +74,7 @@ def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[P
     passes = [distill(teacher, task, [run], attack, every) for run in runs]
     events = [next(one) for one in passes]  # the teacher answers, here, on every core
     pool = core_pool()
-    with _under_way():
+    with busy():
         while events[0] is not None:  # every pass yields at the same steps
             yield Progress(events[0].step, events[0].total, [x for e in events for x in e.losses],
                            [x for e in events for x in e.feature_losses], [x for e in events for x in e.students])
@@ -85,18 +86,34 @@ def on_cores(one: Iterator[Progress], background: bool = False) -> Iterator[Prog
     waits): a student that trains beside another, on a core of its own, as `distill_on_cores` trains it.
     A `background` pass submits its next event only while no other pass is under way."""
     pool = core_pool()
-    with _under_way(not background):
+    with busy(not background):
         while True:
-            while background and _stepping:
-                time.sleep(BACKGROUND_WAIT_S)
+            if background:
+                _wait_for_idle()
             if (event := pool.submit(next, one, None).result()) is None:
                 return
             yield event
 
 
+def in_background(one: Iterator[Progress]) -> Iterator[Progress]:
+    """The rest of one pass's events, computed in the caller's thread, each once nothing a visitor waits for is
+    under way (a background pass where its students get no core of their own)."""
+    while True:
+        _wait_for_idle()
+        if (event := next(one, None)) is None:
+            return
+        yield event
+
+
+def _wait_for_idle() -> None:
+    while _stepping:
+        time.sleep(BACKGROUND_WAIT_S)
+
+
 @contextmanager
-def _under_way(counted: bool = True):
-    """Count a pass as under way (background passes wait for none to be) until it ends or is dropped."""
+def busy(counted: bool = True):
+    """Count work a visitor waits for (a click, a teacher's turn, a student beside another) as under way until
+    it ends or is dropped: background passes wait for none to be."""
     global _stepping
     with _counting:
         _stepping += counted

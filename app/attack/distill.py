@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from app.attack.field import FieldStudent
 from app.attack.informed import affinity, unamplified
 from app.data.sources import ATTACKER_IMAGES, PairPool
 from app.defense.asvp import FeatureRecord, defend
@@ -31,6 +32,7 @@ ATTACKS = ("output", "feature", "fitnet", "adaptive")
 LOSSES = ("l1", "l2")
 FEATURE_LOSSES = ("l1", "mse", "affinity", "asvp-aware")  # the last two: attackers who know the defense
 MAX_STEPS = 10_000  # the sweep's budget curve trains students far past the app's budget
+FIELD_STEPS = MAX_STEPS  # a field student's budget: a thief who trains as the field does
 MAX_DEPTH = 12  # a quick student stays quick
 
 
@@ -119,6 +121,36 @@ class Attack:
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"student budget must be 1..{MAX_STEPS} steps, got {self.steps}")
 
+    def new_student(self, scale: int) -> nn.Module:
+        """A fresh student for a task of this scale (its weights drawn from torch's current seed)."""
+        return QuickStudent(depth=self.depth, scale=scale, dilated=self.dilated, leak=self.leak)
+
+    @property
+    def stacks(self) -> bool:
+        """Whether students of this attacker can step as one under vmap (`distill`'s `stacked`)."""
+        return True
+
+
+@dataclass(frozen=True)
+class FieldAttack(Attack):
+    """The same threat model with a field architecture as the student (app.attack.field), trained for long:
+    a thief who means it. `depth`, `dilated` and `leak` shape no field student. Its own class, so that rows
+    of quick students keep their keys (a row's key hashes its attacker's fields)."""
+
+    steps: int = FIELD_STEPS
+    field: str = "compact for SR, NAFNet otherwise"
+
+    @property
+    def student(self) -> str:
+        return f"field student ({self.field}), {self.loss.upper()} loss"
+
+    def new_student(self, scale: int) -> nn.Module:
+        return FieldStudent(scale)
+
+    @property
+    def stacks(self) -> bool:
+        return False  # NAFNet's layer norm is a custom autograd function, which vmap does not batch
+
 
 @dataclass
 class Progress:
@@ -137,8 +169,8 @@ class Pupil(nn.Module):
 
     def __init__(self, attack: Attack, scale: int, hints: list[tuple[int, tuple[int, int]]]):
         super().__init__()
-        self.student = QuickStudent(depth=attack.depth, scale=scale, dilated=attack.dilated, leak=attack.leak)
-        width = self.student.tail[0].in_channels
+        self.student = attack.new_student(scale)
+        width = self.student.width
         self.adapters = nn.ModuleList(nn.Conv2d(width, c, 1) for c, _ in hints)
         self.sizes = [size for _, size in hints]
 
@@ -296,7 +328,7 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
         pupils.append(Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)]).to(device))
     feature_kd = attack.reads_features
     if stacked is None:
-        stacked = device.type != "cpu" and len(seeds) > 1
+        stacked = device.type != "cpu" and len(seeds) > 1 and attack.stacks
     step, params, students = (_stacked if stacked else _interleaved)(pupils, feature_kd)
     trains = lambda name: feature_kd or name.startswith("student.")  # adapters serve feature KD only
     opt = torch.optim.Adam([p for name, p in params if trains(name)], lr=attack.lr)  # elementwise: one

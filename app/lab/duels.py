@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from app.attack.cores import on_cores, prepare_students, shares_cores
+from app.attack.cores import busy, on_cores, prepare_students, shares_cores
 from app.attack.distill import Attack, attacker_queries, distill
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
@@ -116,6 +116,11 @@ def duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int,
     budget) and score both on the scene. The twin is kept from an earlier click or look (app.lab.twins), or
     trains now. On a CPU every student trains on one core of its own, kept twin or not: a thread count
     changes a student's weights by float rounding, and a click must give the same students every time."""
+    with busy():  # background students wait for the click
+        yield from _duel(teacher, scene, defense, attack, seed, every)
+
+
+def _duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, every: int) -> Iterator[DuelUpdate]:
     history = {"clean-taught": [], "defended-taught": []}
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)

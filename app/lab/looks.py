@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from torch import nn
 
+from app.attack.cores import busy
 from app.data.metrics import high_frequency_share, radial_spectrum
 from app.defense.asvp import FeatureRecord, defend
 from app.defense.setting import Setting
@@ -35,12 +38,16 @@ class Look:
     scores: TeacherScores
 
 
-def teacher_turn(teacher: nn.Module) -> threading.Lock:
-    """The lock a teacher's forwards take turns on. One session's look, a-sweep and Distill click can
-    overlap, and the defense hooks the module itself: without turns, one event's in-line hook would
-    reach another's forward (a "clean" answer computed under someone else's defense)."""
+@contextmanager
+def teacher_turn(teacher: nn.Module) -> Iterator[None]:
+    """A turn on the lock a teacher's forwards take turns on. One session's look, a-sweep and Distill click
+    can overlap, and the defense hooks the module itself: without turns, one event's in-line hook would
+    reach another's forward (a "clean" answer computed under someone else's defense). A turn is work a
+    visitor waits for: background students wait for it (app.attack.cores.busy)."""
     with _turns_lock:
-        return _turns.setdefault(teacher, threading.Lock())
+        turn = _turns.setdefault(teacher, threading.Lock())
+    with turn, busy():
+        yield
 
 
 def answers(teacher, scene: Scene, defense: Setting, record: FeatureRecord | None = None):

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from app.attack.cores import on_cores, shares_cores
+from app.attack.cores import in_background, on_cores, shares_cores
 from app.attack.distill import Attack, alone, distill, no_theft
 from app.defense.setting import Setting
 from app.lab.looks import teacher_turn
@@ -48,10 +48,13 @@ class Twin:
     student: nn.Module | None = None  # set when trained
 
 
-@lru_cache(maxsize=1)
-def twin_trainer() -> ThreadPoolExecutor:
-    """The threads that drive background twins (their steps run on the core pool), made on first use."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="twins")
+@lru_cache(maxsize=2)
+def twin_trainer(background: bool = False) -> ThreadPoolExecutor:
+    """The threads that drive twins (their steps run on the core pool), made on first use. Background
+    students get a thread of their own, one after another: waiting for a click, they must never hold the
+    thread a click's twin needs."""
+    return ThreadPoolExecutor(1 if background else os.cpu_count() or 1,
+                              thread_name_prefix="no-theft" if background else "twins")
 
 
 def twin_key(task, clean: Setting, attack: Attack, seed: int) -> tuple:
@@ -100,7 +103,7 @@ def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, s
             kept.move_to_end(key)
             return kept[key]
         twin = Twin(attack.steps)
-        job = twin_trainer().submit(_train, started, beside, background, twin)
+        job = twin_trainer(background).submit(_train, started, beside, background, twin)
         kept[key] = twin, job
         while len(kept) > most:
             kept.popitem(last=False)
@@ -116,7 +119,7 @@ def _forget(kept: OrderedDict, key: tuple, job: Future) -> None:
 
 def _train(started: Callable[[], Iterator], beside: bool, background: bool, twin: Twin) -> Twin:
     progress = started()
-    for now in on_cores(progress, background) if beside else progress:
+    for now in on_cores(progress, background) if beside else in_background(progress) if background else progress:
         twin.history.append((now.step, now.losses[0]))
         last = now
     twin.student = last.students[0]

@@ -45,9 +45,10 @@ def _key(what: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stamp(task: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> dict[str, str]:
-    """What makes a teacher's rows current: the recipe's fingerprint for their attackers and the teacher's weights."""
-    return dict(recipe=recipe_of(task, teacher, attackers), teacher_sha=teacher_checksum(teacher))
+def stamp(task: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> dict[str, str]:
+    """What makes a teacher's rows current: the recipe's fingerprint for their attackers and students, and the
+    teacher's weights."""
+    return dict(recipe=recipe_of(task, teacher, attackers, field), teacher_sha=teacher_checksum(teacher))
 
 
 def row_key(row: Row, seed: int) -> str:
@@ -76,14 +77,15 @@ def no_theft_key(task: str, teacher: Source, attack, pairs, seed: int) -> str:
 
 class Store:
     """The per-teacher CSV files of one output folder (sweep_<teacher>.csv, or another `kind`'s): rows on
-    file, by key, appended as they come, current while they carry the fingerprint of `attackers`."""
+    file, by key, appended as they come, current while they carry the fingerprint of `attackers` (and field
+    students: `field`)."""
 
-    def __init__(self, out: Path, kind: str = "sweep", attackers: tuple[str, ...] = SEARCHED):
-        self.out, self.kind, self.attackers = out, kind, attackers
+    def __init__(self, out: Path, kind: str = "sweep", attackers: tuple[str, ...] = SEARCHED, field: bool = False):
+        self.out, self.kind, self.attackers, self.field = out, kind, attackers, field
         self.rows: dict[str, list[dict]] = {}  # teacher -> rows on file
 
     def stamp(self, task: str, teacher: Source) -> dict[str, str]:
-        return stamp(task, teacher, self.attackers)
+        return stamp(task, teacher, self.attackers, self.field)
 
     def path(self, teacher: Source) -> Path:
         return self.out / f"{self.kind}_{file_stem(teacher)}.csv"
@@ -92,7 +94,10 @@ class Store:
         """Read a teacher's rows, keeping those of its current weights and student recipe; the
         stale ones leave the file too unless `keep_stale` (a plan only looks). Returns how many were stale."""
         path = self.path(teacher)
-        frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        if not path.exists():  # nothing to check (the fingerprint's seeded run is not made for nothing)
+            self.rows[teacher] = []
+            return 0
+        frame = pd.read_csv(path)
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")  # empty cells: None
         fresh = self.stamp(task, teacher)
         self.rows[teacher] = [r for r in rows if all(r.get(k) == v for k, v in fresh.items())]
@@ -194,6 +199,11 @@ def streamed(ray, pending: dict, desc: str, unit: str):
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             yield pending.pop(ready), ray.get(ready)
             bar.update()
+
+
+def missing_pairs(rows: list[Row], seeds: list[int], store: Store) -> int:
+    """How many (row, seed) student pairs of `rows` are not on file in `store`."""
+    return sum(row_key(row, seed) not in store.done(row.teacher) for row in rows for seed in seeds)
 
 
 def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),

@@ -19,8 +19,8 @@ from app.defense.setting import Setting
 from app.study.thresholds import MEASURES, negligible, reaches_headline
 
 
-SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "layer_role",
-           "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
+SETTING = ["task", "teacher", "teacher_family", "stage", "defense", "attack", "attacker", "budget", "student",
+           "layer_role", "layout", "layer", "k", "a", "tau", "placement", "directions", "noise_sigma"]
 THREATS = ("in-line, output KD", "in-line, feature KD", "exposed, feature KD")
 EXPOSED_NOTE = ("only against an attacker who reads the exposed features: one that drops them and distils the "
                 "outputs alone gets a student bit-identical to the clean-taught one")
@@ -124,16 +124,21 @@ def with_theft(s: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     return s.merge(values[["teacher"] + columns], on="teacher", how="left")
 
 
+def stage_lines(s: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a stage beside the search (informed, field) as summary lines judged by the search's noise
+    floors (`s`), each with its setting in words (`setting`) to meet the search's lines by."""
+    lines = summarise(rows, floors=s.groupby("teacher", sort=False).noise_floor.first().to_dict())
+    return lines.assign(setting=_setting_keys(lines))
+
+
 def informed_lines(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
-    """The informed stage's rows `aware` as summary lines judged by the search's noise floors (`s`), each
-    beside the searched attacker whose students lost most at the same setting and budget."""
-    lines = summarise(aware, floors=s.groupby("teacher", sort=False).noise_floor.first().to_dict())
-    lines["setting"] = _setting_keys(lines)
+    """The informed stage's rows `aware` as summary lines (`stage_lines`), each beside the searched attacker
+    whose students lost most at the same setting and budget."""
     searched = s[s.attacker.isin(ATTACKERS)].assign(setting=_setting_keys(s)).sort_values("s_dpsnr")
     naive = searched.drop_duplicates(["teacher", "budget", "setting"]).rename(columns={
         "attacker": "searched_attacker", "s_dpsnr": "searched_dpsnr", "s_dpsnr_std": "searched_dpsnr_std"})
-    return lines.merge(naive[["teacher", "budget", "setting", "searched_attacker", "searched_dpsnr",
-                              "searched_dpsnr_std"]], on=["teacher", "budget", "setting"], how="left")
+    return stage_lines(s, aware).merge(naive[["teacher", "budget", "setting", "searched_attacker", "searched_dpsnr",
+                                              "searched_dpsnr_std"]], on=["teacher", "budget", "setting"], how="left")
 
 
 def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
@@ -143,11 +148,28 @@ def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
     columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
     if aware.empty:
         return s.assign(**{c: np.nan for c in columns})
-    lines = informed_lines(s, aware).sort_values("s_dpsnr")
-    strongest = lines.drop_duplicates(["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr
-    found = strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1], "s_dpsnr_std": columns[2],
-                                      "effect": columns[3]})[["teacher", "budget", "setting"] + columns]
-    return (s.assign(setting=_setting_keys(s)).merge(found, on=["teacher", "budget", "setting"], how="left")
+    strongest = informed_lines(s, aware).sort_values("s_dpsnr").drop_duplicates(
+        ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr
+    return _joined(s, strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
+                                                "s_dpsnr_std": columns[2], "effect": columns[3]}),
+                   ["teacher", "budget", "setting"], columns)
+
+
+def with_field(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """`s` with, on each line, what the field stage's rows `long` measured for a field student at its setting
+    and attacker (`field_steps` steps): its mean change, spread and whether that is an effect; empty elsewhere."""
+    columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect"]
+    lines = stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["student"])
+    fields = lines[lines.student.str.startswith("field")]
+    if fields.empty:
+        return s.assign(**{c: np.nan for c in columns})
+    return _joined(s, fields.rename(columns={"budget": columns[0], "s_dpsnr": columns[1], "s_dpsnr_std": columns[2],
+                                             "effect": columns[3]}), ["teacher", "attacker", "setting"], columns)
+
+
+def _joined(s: pd.DataFrame, found: pd.DataFrame, on: list[str], columns: list[str]) -> pd.DataFrame:
+    """`s` with `columns` of the lines `found` that meet each of its lines on `on` (one at most)."""
+    return (s.assign(setting=_setting_keys(s)).merge(found[on + columns], on=on, how="left")
             .drop(columns="setting"))
 
 

@@ -2,7 +2,8 @@
 affinity matching) at every exposed setting whose student drop the search found beyond the noise floor, and
 at every in-line setting on a confirmed frontier, with the first three seeds. Its rows live in
 informed_<teacher>.csv under a fingerprint of their own (app.study.recipe), so the searched attackers' rows
-stay current when these change, and the other way round. It reads the finished search's rows, so it runs last.
+stay current when these change, and the other way round. It reads the finished search's rows, so it runs after
+it (app.study.runner).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from app.attack.attackers import INFORMED, attacker
 from app.defense.setting import Setting
-from app.study.engine import Store, Workers, row_key, run_rows
+from app.study.engine import Store, missing_pairs
 from app.study.findings import best, confirmed, summarise
 from app.study.grid import frontier
 from app.study.protocol import Row
@@ -49,9 +50,9 @@ def informed_rows(search: Search, sweep: pd.DataFrame) -> list[Row]:
             for setting in targets(sweep) for name in ATTACKERS]
 
 
-def wanted(plans: list[Search], sweeps: Store) -> list[Row]:
-    """The informed rows of every teacher whose search has rows on file: every teacher's answer-table picks
-    first (a stop leaves the answer table's column filled), then the rest."""
+def wanted(plans: list[Search], sweeps: Store) -> tuple[list[Row], list[Row]]:
+    """The informed rows of every teacher whose search has rows on file: (those at the answer table's picks,
+    the rest), so that a stop leaves the answer table's column filled first."""
     first, rest = [], []
     for s in plans:
         if sweeps.rows.get(s.source):
@@ -59,16 +60,9 @@ def wanted(plans: list[Search], sweeps: Store) -> list[Row]:
             picks = picked(sweep)
             for row in informed_rows(s, sweep):
                 (first if row.defense in picks else rest).append(row)
-    return first + rest
-
-
-def run_informed(ray, plans: list[Search], seeds: list[int], sweeps: Store, informed: Store,
-                 workers: Workers) -> None:
-    """Measure the informed rows missing from `informed` (each beside its clean twin) from the search's rows."""
-    run_rows(ray, wanted(plans, sweeps), seeds[:SEEDS], informed, workers, desc=KIND)
+    return first, rest
 
 
 def missing(plans: list[Search], seeds: list[int], sweeps: Store, informed: Store) -> int:
     """How many informed student pairs are not on file yet."""
-    return sum(row_key(row, seed) not in informed.done(row.teacher)
-               for row in wanted(plans, sweeps) for seed in seeds[:SEEDS])
+    return missing_pairs(sum(wanted(plans, sweeps), []), seeds[:SEEDS], informed)

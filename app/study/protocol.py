@@ -9,6 +9,7 @@ kernels), so a row rerun on the same kind of CPU matches bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -216,3 +217,18 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
             served_rms=served_rms(teacher, defense, sigma, queries), student_clean_rms=s_clean["rms"],
             student_rms=s_def["rms"], **fidelity_columns(inputs, t_def, s_clean, s_def)))
     return out
+
+
+def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
+    """One student's wall time here: the teacher's answers, a short run's steps scaled to the
+    budget, and scoring the student (distill reports once the teacher has answered, so one run
+    times both parts)."""
+    defense, steps = Setting(layers=(session.default_layer,)).clean, min(attack.steps, 20)
+    train_student(session.model, session.task, defense, dataclasses.replace(attack, steps=1), seed=0)  # queries made
+    marks = [time.perf_counter()]
+    for progress in distill(session.model, session.task, [(defense, 0)], dataclasses.replace(attack, steps=steps),
+                            every=steps):
+        marks.append(time.perf_counter())
+    mean_score(progress.students[0], pairs, session.task)
+    answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
+    return answers + run * attack.steps / steps + scoring

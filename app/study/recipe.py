@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from app.attack.attackers import ATTACKERS, attack_for, attacker
-from app.attack.distill import ask_teacher, attacker_queries, distill
+from app.attack.distill import FieldAttack, ask_teacher, attacker_queries, distill
 from app.data.sources import held_out_image
 from app.defense.baselines import output_noise
 from app.defense.setting import Setting
@@ -55,8 +56,9 @@ def _settings(layer: str) -> list[Setting]:
             Setting(layers=(layer,), k=4, a=2.0, directions="bottom")]
 
 
-def _numbers(session, attackers: tuple[str, ...]) -> dict[str, object]:
-    """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`."""
+def _numbers(session, attackers: tuple[str, ...], field: bool) -> dict[str, object]:
+    """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`
+    (and their field students too with `field`)."""
     teacher, task = session.model, session.task
     probe = dataclasses.replace(attack_for(task.name), **PROBE)
     queries = attacker_queries(task, probe, 0)
@@ -72,13 +74,14 @@ def _numbers(session, attackers: tuple[str, ...]) -> dict[str, object]:
     pairs = [(degraded, clean)]
     out["input scores"] = input_scores(pairs, task)
     out["teacher scores"] = mean_score(teacher, pairs, task)
-    for name in attackers:
-        attack = attacker(probe, name)
+    students = [("", probe)] + ([("field ", FieldAttack(**dataclasses.asdict(probe)))] if field else [])
+    for (kind, base), name in itertools.product(students, attackers):
+        attack = attacker(base, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
         *_, last = distill(teacher, task, runs, attack, every=attack.steps)
         for n, student in enumerate(last.students):
-            out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
-            out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
+            out[f"{kind}{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
+            out[f"{kind}{name}/{n}/scores"] = mean_score(student, pairs, task)
     return out
 
 
@@ -97,17 +100,18 @@ def _update(digest, value) -> None:
         digest.update((np.round(array, DECIMALS) + 0.0).tobytes())
 
 
-def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> str:
+def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> str:
     """The recipe's fingerprint on one teacher (the search's command line admitted it) for the rows of
-    `attackers`: its short seeded run, rounded and hashed. Rows of other attackers (the informed stage's)
-    carry their own, so adding an attacker to one group leaves the other's rows current."""
+    `attackers` (with field students: `field`): its short seeded run, rounded and hashed. Rows of other
+    attackers or students (the informed and field stages') carry their own, so a change to one group
+    leaves the other's rows current."""
     with one_thread():
         digest = hashlib.sha256()
-        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None), attackers))
+        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None), attackers, field))
     return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=None)
-def recipe_of(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED) -> str:
+def recipe_of(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> str:
     """`fingerprint`, once per process (the search and the store ask it for every row)."""
-    return fingerprint(task_name, teacher, attackers)
+    return fingerprint(task_name, teacher, attackers, field)

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.attack.distill import FIELD_STEPS
 from app.defense.bound import DERIVATION
-from app.study import informed, notheft
+from app.study import field, informed, notheft
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, floor_text, headline, informed_lines, setting_words, summarise,
-                                theft_values, with_informed, with_theft)
+                                delta_text, floor_text, headline, informed_lines, setting_words, stage_lines, summarise,
+                                theft_values, with_field, with_informed, with_theft)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import file_stem, teacher_order
@@ -50,19 +51,20 @@ def answer_table(s: pd.DataFrame) -> str:
     lines = ["| task | teacher | threat model | value of theft (dB) | best setting at a negligible teacher cost | "
              "attacker | scored against | student dPSNR (dB) | student SSIM drop | student dPSNR to the teacher (dB) | "
              "clean student vs input (dB) | noise floor (dB) | effect | against the strongest informed attacker (dB) | "
-             "output-KD bound (dB) | paper's headline |", "|---" * 16 + "|"]
+             "field student, long budget (dB) | output-KD bound (dB) | paper's headline |", "|---" * 17 + "|"]
     for (task, teacher), ts in s.groupby(["task", "teacher"], sort=False):
         family, theft = ts.teacher_family.iloc[0], _theft(ts.iloc[0])
         for threat in THREATS:
             if (teacher, threat) not in found.index:
                 lines.append(f"| {task} | {family} | {threat} | {theft} | none: {_why_none(ts[ts.threat == threat])} "
-                             f"| | {ts.measure.iloc[0]} | | | | | {floor_text(ts.noise_floor.iloc[0])} | | | | no |")
+                             f"| | {ts.measure.iloc[0]} | | | | | {floor_text(ts.noise_floor.iloc[0])} | | | | | no |")
                 continue
             r = found.loc[(teacher, threat)]
-            lines.append(f"| {task} | {family} | {threat} | {theft} | {setting_words(r)} | {r.attacker} | {r.measure} | "
+            lines.append(f"| {task} | {family} | {threat} | {theft} | {setting_words(r)} | {r.attacker} | "
+                         f"{r.measure} | "
                          f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
                          f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_informed(r)} | "
-                         f"{_bound(r)} | {'YES' if headline(r) else 'no'} |")
+                         f"{_field(r)} | {_bound(r)} | {'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
 
@@ -79,6 +81,14 @@ def _informed(r) -> str:
         return "-"
     spread = "" if pd.isna(r.informed_dpsnr_std) else f" ± {r.informed_dpsnr_std:.2f}"
     return f"{r.informed_dpsnr:+.2f}{spread} ({r.informed_attacker}{'' if r.informed_effect else ', no effect'})"
+
+
+def _field(r) -> str:
+    """A line's field student at the long budget, or '-' where the field stage has not reached it."""
+    if pd.isna(getattr(r, "field_dpsnr", np.nan)):
+        return "-"
+    spread = "" if pd.isna(r.field_dpsnr_std) else f" ± {r.field_dpsnr_std:.2f}"
+    return f"{r.field_dpsnr:+.2f}{spread} ({int(r.field_steps)} steps{'' if r.field_effect else ', no effect'})"
 
 
 def theft_table(values: pd.DataFrame) -> str:
@@ -124,16 +134,17 @@ def answer_words(s: pd.DataFrame) -> str:
     return f"**The paper's headline ({HEADLINE}) holds at**: {where}."
 
 
-def settings_table(s: pd.DataFrame, bound: bool = True, steps: bool = False) -> str:
+def settings_table(s: pd.DataFrame, bound: bool = True, steps: bool = False, student: bool = False) -> str:
     """Settings as rows: teacher cost, student change beside the noise floor, the bound (and with
-    `steps` the student budget, for the budget curve's rows)."""
-    head = (["setting", "attacker"] + (["student steps"] if steps else []) +
+    `steps` the student budget, for the budget curve's rows; with `student` the student)."""
+    head = (["setting", "attacker"] + (["student"] if student else []) + (["student steps"] if steps else []) +
             ["seeds", "teacher dPSNR / dSSIM", "teacher PSNR to its clean answer (dB)", "student dPSNR (dB)",
              "student SSIM drop", "student dPSNR to the teacher (dB)", "noise floor", "effect",
              "clean student vs input"] + (["output-KD bound (dB)"] if bound else []))
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in s.itertuples():
-        cells = [setting_words(r), r.attacker] + ([str(r.budget)] if steps else []) + [
+        cells = [setting_words(r), r.attacker] + ([r.student] if student else []) + (
+                 [str(r.budget)] if steps else []) + [
                  str(r.seeds), f"{r.t_dpsnr:+.2f} / {r.t_dssim:+.4f}", _to_teacher(r.t_fidelity_psnr).lstrip("+"),
                  delta_text(r), f"{r.ssim_drop_pct:.1f} %", _to_teacher(r.s_fidelity_dpsnr), floor_text(r.noise_floor),
                  _effect(r), f"{r.clean_student_gain:+.2f} dB" + ("" if r.learned else " (NOT learned)")]
@@ -226,6 +237,22 @@ def informed_section(s: pd.DataFrame, aware: pd.DataFrame) -> str:
             f"{informed_table(informed_lines(s, aware))}\n")
 
 
+def field_section(s: pd.DataFrame, long: pd.DataFrame) -> str:
+    """The field stage: each teacher's best in-line and exposed settings against a field student and the quick
+    one at the long budget (empty before the stage ran)."""
+    if long.empty:
+        return ""
+    parts = [f"## A thief who trains as the field does\n\nEach teacher's best in-line setting under output KD and "
+             f"best exposed setting under feature KD (the answer table's picks, each with the attacker it was found "
+             f"with), taught to a field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small "
+             f"NAFNet for the rest) and to the quick student, both for {FIELD_STEPS} steps, the first "
+             f"{field.SEEDS} seeds, each beside its clean twin; judged by the search's noise floor.\n"]
+    lines = stage_lines(s, long)
+    for (task, family), tt in lines.groupby(["task", "teacher_family"], sort=False):
+        parts.append(f"### {task}: {family}\n\n{settings_table(tt, bound=False, steps=True, student=True)}\n")
+    return "\n".join(parts)
+
+
 def _stage_rows(out: Path, kind: str) -> pd.DataFrame:
     """The rows of one of the search's other stages (notheft_*.csv, informed_*.csv), teacher by teacher."""
     files = sorted(out.glob(f"{kind}_*.csv"), key=lambda p: teacher_order(p.stem.split("_", 1)[1]))
@@ -237,8 +264,9 @@ def write_report(out: Path) -> None:
     files = sorted(out.glob("sweep_*.csv"), key=lambda p: teacher_order(p.stem.removeprefix("sweep_")))
     rows = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)  # per task, our U-Net first
     s, free, aware = summarise(rows), _stage_rows(out, notheft.KIND), _stage_rows(out, informed.KIND)
+    long = _stage_rows(out, field.KIND)
     values = theft_values(rows, free, s) if not free.empty else pd.DataFrame()
-    s = with_informed(with_theft(s, values), aware)
+    s = with_field(with_informed(with_theft(s, values), aware), long)
     s.to_csv(out / "summary.csv", index=False)
     (out / "defaults.json").write_text(json.dumps(defaults(s), indent=2))
     parts = ["# ASVP Lab: does the defense stop distillation?\n\nGenerated by `python -m app.experiments` from "
@@ -259,6 +287,7 @@ def write_report(out: Path) -> None:
              f"teacher is shown beside either.\n\n{answer_table(s)}\n",
              theft_section(values),
              informed_section(s, aware),
+             field_section(s, long),
              f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
              f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
     for task, ts in s.groupby("task", sort=False):

@@ -1,27 +1,25 @@
 """The search run and planned: teacher costs (Ray tasks, stored in costs_<teacher>.csv), the no-theft
 students (app.study.notheft), then the stages (app.study.stages) with rows run as Ray tasks (embedded on
 this machine, or on a cluster) that stream into sweep_<teacher>.csv as they finish, a rerun training only the rows missing there
-(app.study.engine), and last the informed attackers at the settings the stages found (app.study.informed);
-or, for a plan, the same walk over the rows on file, changing none.
+(app.study.engine), and last the attackers who know the defense and the field students at the settings the
+stages found (app.study.informed, app.study.field); or, for a plan, the same walk over the rows on file, changing
+none.
 """
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from app.attack.distill import Attack, distill
-from app.defense.setting import Setting
-from app.study import informed, notheft
+from app.attack.distill import FIELD_STEPS
+from app.study import field, informed, notheft
 from app.study.engine import Store, Workers, ray_session, row_key, run_rows, stamp, streamed
 from app.study.grid import grid, teacher_costs
-from app.study.protocol import Pairs, Row, mean_score, teacher_on, train_student
+from app.study.protocol import Pairs, Row, seconds_per_student, teacher_on
 from app.study.stages import BASELINE_DIRECTIONS, Search, budgets_of, screen_rows, searches, stages
 from app.teachers.registry import file_stem
-from app.teachers.sessions import SessionTeacher, Source
+from app.teachers.sessions import Source
 
 
 def costs_path(search: Search, out: Path) -> Path:
@@ -60,10 +58,10 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
 def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
         workers: Workers, address: str | None, pairs: Pairs | None = None) -> None:
     """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
-    store, plans, free, aware = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND), \
-        informed.store(out)
+    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
+    aware, long = informed.store(out), field.store(out)
     for search in plans:
-        for each in (store, free, aware):
+        for each in (store, free, aware, long):
             each.load(search.task, search.source)
     with ray_session(address, workers.threads) as ray:
         grids = costs(ray, plans, out, workers)
@@ -73,8 +71,19 @@ def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None
         for source, keys in order.items():
             by_key = {r["key"]: r for r in store.rows[source]}
             store.write(source, [by_key[k] for k in keys])
-        if not quick:  # the informed attackers need a confirmed frontier: a quick search has none
-            informed.run_informed(ray, plans, seeds, store, aware, workers)
+        if not quick:  # they read the search's confirmed settings: a quick search confirms none
+            after_search(ray, plans, seeds, store, aware, long, workers)
+
+
+def after_search(ray, plans: list[Search], seeds: list[int], store: Store, aware: Store, long: Store,
+                 workers: Workers, steps: int = FIELD_STEPS) -> None:
+    """The stages that read the finished search's rows, in the order the answer table needs them: the informed
+    attackers at its picks, the field students, then the informed attackers elsewhere and the quick students
+    at the field's budget (hours; each rerun trains only what is missing)."""
+    (picks, elsewhere), (fields, quicks) = informed.wanted(plans, store), field.wanted(plans, store, steps)
+    for rows, stage, count in ((picks, aware, informed.SEEDS), (fields, long, field.SEEDS),
+                               (elsewhere, aware, informed.SEEDS), (quicks, long, field.SEEDS)):
+        run_rows(ray, rows, seeds[:count], stage, workers, desc=stage.kind)
 
 
 def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
@@ -83,13 +92,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    store, plans, free, aware = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND), \
-        informed.store(out)
+    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
+    aware, long = informed.store(out), field.store(out)
     lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
              for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
     for s in plans:
-        free.load(s.task, s.source, keep_stale=True)
-        aware.load(s.task, s.source, keep_stale=True)
+        for each in (free, aware, long):
+            each.load(s.task, s.source, keep_stale=True)
     if unfree := notheft.missing(plans, seeds, free):
         lines.append(f"to train first: {unfree} no-theft students (the task's own attacker, no teacher)")
     grids = {s.source: costs_on_file(s, out) for s in plans}
@@ -113,9 +122,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key
     unaware = informed.missing(plans, seeds, store, aware) if done and not quick else 0
     if unaware:
-        lines.append(f"to train last: {unaware} informed student pairs (attackers who know the defense)")
-    if done:  # what is left (no-theft or informed students) is counted above
-        return "\n".join(lines + ([] if unfree or unaware else
+        lines.append(f"to train then: {unaware} informed student pairs (attackers who know the defense)")
+    unfielded = field.missing(plans, seeds, store, long) if done and not quick else ""
+    if unfielded:
+        lines.append(f"to train last: {unfielded}")
+    if done:  # what is left (no-theft, informed or field students) is counted above
+        left = unfree or unaware or unfielded
+        return "\n".join(lines + ([] if left else
                                   ["every row of the search is on file and current: no committed row needs retraining"]))
     lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
     return "\n".join(lines + estimate(plans, grids, len(seeds), workers))
@@ -140,18 +153,3 @@ def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, wo
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
                  f"on {workers.device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
     return lines
-
-
-def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
-    """One student's wall time here: the teacher's answers, a short run's steps scaled to the
-    budget, and scoring the student (distill reports once the teacher has answered, so one run
-    times both parts)."""
-    defense, steps = Setting(layers=(session.default_layer,)).clean, min(attack.steps, 20)
-    train_student(session.model, session.task, defense, dataclasses.replace(attack, steps=1), seed=0)  # queries made
-    marks = [time.perf_counter()]
-    for progress in distill(session.model, session.task, [(defense, 0)], dataclasses.replace(attack, steps=steps),
-                            every=steps):
-        marks.append(time.perf_counter())
-    mean_score(progress.students[0], pairs, session.task)
-    answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
-    return answers + run * attack.steps / steps + scoring

@@ -95,7 +95,7 @@ class QuickStudent(nn.Module, PyTorchModelHubMixin, library_name="pytorch", tags
 
     def __init__(self, width: int = 16, depth: int = 4, scale: int = 1, dilated: bool = True, leak: float = 0.0):
         super().__init__()
-        self.scale = scale
+        self.scale, self.width = scale, width
         layers, c_in = [], 3
         for i in range(depth - 1):
             d = 2 ** (i % 3) if dilated else 1
