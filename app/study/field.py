@@ -14,7 +14,7 @@ from functools import lru_cache
 import pandas as pd
 
 from app.attack.attackers import attacker
-from app.attack.distill import FIELD_STEPS, Attack, FieldAttack, no_theft
+from app.attack.distill import FIELD_STEPS, Attack, FieldAttack, alone, no_theft
 from app.data.tasks import get_task
 from app.defense.setting import Setting
 from app.study.engine import Store, missing_pairs
@@ -60,15 +60,15 @@ def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, 
     defended-taught student and at most one clean twin), or '' when none is missing."""
     rows = [row for row in sum(wanted(plans, sweeps, steps), []) if missing_pairs([row], seeds[:SEEDS], field)]
     pairs = sum(missing_pairs([row], seeds[:SEEDS], field) for row in rows)
-    seconds = sum(2 * missing_pairs([row], seeds[:SEEDS], field) * steps * step_seconds(row.task, row.attack)
-                  for row in rows)
+    seconds = sum(2 * missing_pairs([row], seeds[:SEEDS], field) * steps * step_seconds(row.task, alone(row.attack))
+                  for row in rows)  # one timing per task and student: a feature loss adds little to a step
     return (f"{pairs} field-stage student pairs (field students and quick ones of {steps} steps), about "
             f"{seconds / 3600:.1f} h of training here, one task at a time") if rows else ""
 
 
 @lru_cache(maxsize=None)
 def step_seconds(task_name: str, attack: Attack, timed: int = 10) -> float:
-    """One training step of this attacker's student here, timed on its own patches without a teacher (whose
+    """One training step of this student here, timed on its attacker's own patches without a teacher (whose
     answers, and the scoring, add a few percent to 10,000 steps)."""
     run = no_theft(get_task(task_name), dataclasses.replace(attack, steps=timed), [0], every=timed)
     next(run)  # its patches made

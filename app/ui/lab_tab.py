@@ -4,7 +4,6 @@ beside them (named as the HTTP API shows their parameters)."""
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -16,7 +15,7 @@ from app.attack.distill import Attack
 from app.data.images import MAX_SIDE, to_uint8
 from app.data.tasks import TASKS, get_task
 from app.lab import duels, looks, presets, scenes
-from app.lab.export import METRICS_HEADER, session_zip
+from app.lab.export import METRICS_HEADER, new_export_path, session_zip
 from app.teachers import registry, sessions
 from app.ui import plots
 from app.ui.inputs import MAX_BUDGET, MAX_K, UploadPath, defense_from, read_image, user_errors
@@ -259,8 +258,7 @@ def distilled(lab: Lab, scene, update: duels.DuelUpdate, settings: dict, said: s
     images = {"degraded": scene.degraded, "input": scenes.baseline(scene), "ground_truth": scene.target,
               "teacher": update.teachers[0], "teacher_asvp": update.teachers[1],
               "student_clean_teacher": update.students[0], "student_defended_teacher": update.students[1]}
-    bundle = session_zip(Path(tempfile.mkdtemp(prefix="asvp-session-")) / "asvp-session.zip", settings, images, rows,
-                         said)
+    bundle = session_zip(new_export_path(), settings, images, rows, said)
     return {lab.s_clean: gr.Image(to_uint8(update.students[0])), lab.s_def: gr.Image(to_uint8(update.students[1])),
             lab.table: pd.DataFrame(rows, columns=METRICS_HEADER), lab.verdict: said,
             lab.download: gr.DownloadButton(value=str(bundle), interactive=True),
