@@ -3,7 +3,10 @@ one the report printed, so a rerun of the search that moves a number fails here 
 follows."""
 import re
 
+import pandas as pd
 from helpers import ROOT
+
+from app.study.findings import best, headline
 
 
 def short_verdict() -> str:
@@ -21,3 +24,17 @@ def test_every_number_in_the_readme_verdict_is_in_the_report():
     appears = lambda n: re.search(rf"(?<![\d.]){re.escape(n.lstrip('+'))}(?![\d])", report)
     missing = [n for n in spreads + numbers if not appears(n)]
     assert not missing, f"README numbers not in results/RESULTS.md: {missing}"
+
+
+def test_the_readme_verdict_gives_each_headline_its_new_columns():
+    """Where the answer table says the headline holds, the README's verdict states what the table's later columns
+    say of it: what theft is worth, and what the strongest informed attacker and the field student leave of the
+    drop, where measured (each as the table prints it, mean ± spread)."""
+    s = pd.read_csv(ROOT / "results" / "summary.csv")
+    verdict, hits = short_verdict(), [r for r in best(s, cheap=True).itertuples() if headline(r)]
+    assert hits, "the report names no setting where the headline holds: the README's verdict says otherwise"
+    for r in hits:
+        for value, spread in ((r.theft_value, r.theft_value_std), (r.informed_dpsnr, r.informed_dpsnr_std),
+                              (r.field_dpsnr, r.field_dpsnr_std)):
+            if not pd.isna(value):
+                assert f"{value:+.2f} ± {spread:.2f}" in verdict, (r.teacher, r.threat, value)

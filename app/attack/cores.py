@@ -84,7 +84,7 @@ def distill_on_cores(teacher, task, runs, attack, every: int = 10) -> Iterator[P
 def on_cores(one: Iterator[Progress], background: bool = False) -> Iterator[Progress]:
     """The rest of one pass's events, each computed by a single-threaded core worker (the caller only
     waits): a student that trains beside another, on a core of its own, as `distill_on_cores` trains it.
-    A `background` pass submits its next event only while no other pass is under way."""
+    A `background` pass submits its next event only while nothing a visitor waits for is under way."""
     pool = core_pool()
     with busy(not background):
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -33,6 +32,7 @@ PROBE = dict(steps=3, queries=4, patch=16, variants=1, batch=2)  # an attacker a
 NOISE_SIGMA = 0.01
 HELD_OUT_SIDE = 64  # the scored pair's clean side
 SEARCHED = tuple(ATTACKERS)  # the attackers of the search's stages
+FIELD_PROBED = ("output L1", "feature L1 x1")  # a field student taught from answers, and from features too
 
 
 @contextmanager
@@ -58,7 +58,7 @@ def _settings(layer: str) -> list[Setting]:
 
 def _numbers(session, attackers: tuple[str, ...], field: bool) -> dict[str, object]:
     """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`
-    (and their field students too with `field`)."""
+    (field students with `field`)."""
     teacher, task = session.model, session.task
     probe = dataclasses.replace(attack_for(task.name), **PROBE)
     queries = attacker_queries(task, probe, 0)
@@ -74,14 +74,14 @@ def _numbers(session, attackers: tuple[str, ...], field: bool) -> dict[str, obje
     pairs = [(degraded, clean)]
     out["input scores"] = input_scores(pairs, task)
     out["teacher scores"] = mean_score(teacher, pairs, task)
-    students = [("", probe)] + ([("field ", FieldAttack(**dataclasses.asdict(probe)))] if field else [])
-    for (kind, base), name in itertools.product(students, attackers):
+    base = FieldAttack(**dataclasses.asdict(probe)) if field else probe
+    for name in attackers:
         attack = attacker(base, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
         *_, last = distill(teacher, task, runs, attack, every=attack.steps)
         for n, student in enumerate(last.students):
-            out[f"{kind}{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
-            out[f"{kind}{name}/{n}/scores"] = mean_score(student, pairs, task)
+            out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
+            out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
     return out
 
 
@@ -102,12 +102,16 @@ def _update(digest, value) -> None:
 
 def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> str:
     """The recipe's fingerprint on one teacher (the search's command line admitted it) for the rows of
-    `attackers` (with field students: `field`): its short seeded run, rounded and hashed. Rows of other
-    attackers or students (the informed and field stages') carry their own, so a change to one group
-    leaves the other's rows current."""
+    `attackers`: its short seeded run, rounded and hashed. Rows of other attackers (the informed stage's)
+    carry their own, so a change to one group leaves the other's rows current. With `field`, for rows of
+    field and quick students of `attackers` alike (the field stage's): the quick students' fingerprint and
+    field students of FIELD_PROBED (the field student's own numbers; its losses are the quick one's)."""
     with one_thread():
         digest = hashlib.sha256()
-        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None), attackers, field))
+        if field:
+            digest.update(recipe_of(task_name, teacher, attackers).encode())
+        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None),
+                                 FIELD_PROBED if field else attackers, field))
     return digest.hexdigest()[:12]
 
 

@@ -1,9 +1,12 @@
-"""Write results/RESULTS.md, summary.csv, defaults.json and the figures from the sweep files.
+"""Write results/RESULTS.md, summary.csv, defaults.json and the figures from the search's files (sweep_*,
+and the notheft_*, informed_* and field_* stages beside them).
 
-RESULTS.md opens with the answer (per task, teacher and threat model: the best student drop at a
-negligible teacher cost, its spread, the noise floor, the output-KD bound, and yes/no on the
-paper's headline), derives the bound, then per teacher shows the frontier, every attacker, the
-baselines and the budget curve. app.study.findings computes every number; this module only writes them.
+RESULTS.md opens with the answer (per task, teacher and threat model: what theft is worth, the best student
+drop at a negligible teacher cost, its spread, the noise floor, what the strongest informed attacker and the
+field student leave of it, the output-KD bound, and yes/no on the paper's headline), then the value of theft,
+the informed attackers and the field students, derives the bound, then per teacher shows the frontier, every
+attacker, the baselines and the budget curve. app.study.findings computes every number; this module only
+writes them.
 """
 from __future__ import annotations
 
@@ -260,7 +263,8 @@ def _stage_rows(out: Path, kind: str) -> pd.DataFrame:
 
 
 def write_report(out: Path) -> None:
-    """Rebuild RESULTS.md, summary.csv, defaults.json and the figures from every sweep_<teacher>.csv."""
+    """Rebuild RESULTS.md, summary.csv, defaults.json and the figures from every sweep_<teacher>.csv and the
+    stages' files beside them."""
     files = sorted(out.glob("sweep_*.csv"), key=lambda p: teacher_order(p.stem.removeprefix("sweep_")))
     rows = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)  # per task, our U-Net first
     s, free, aware = summarise(rows), _stage_rows(out, notheft.KIND), _stage_rows(out, informed.KIND)
@@ -284,7 +288,10 @@ def write_report(out: Path) -> None:
              f"input there; a teacher that does not (a GAN teacher, made to look sharp rather than close) is scored "
              f"by fidelity, PSNR/SSIM to its clean answer, which is what a thief copies: then the clean student's "
              f"gain over the input and the noise floor are fidelities too. The student's change in PSNR to the "
-             f"teacher is shown beside either.\n\n{answer_table(s)}\n",
+             f"teacher is shown beside either. The value of theft is the clean-taught student's gain over one that "
+             f"never asked the teacher (the next section); the last columns give what is left of the drop against "
+             f"the strongest attacker who knows the defense and for a field student trained {FIELD_STEPS} steps "
+             f"(their sections below; '-' where not measured yet).\n\n{answer_table(s)}\n",
              theft_section(values),
              informed_section(s, aware),
              field_section(s, long),
