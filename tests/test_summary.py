@@ -7,7 +7,7 @@ from helpers import CLEAN, ROOT, frame, rows
 
 from app.defense.bound import DERIVATION
 from app.study.findings import (THREATS, best, defaults, headline, informed_lines, noise_floors, scenarios, summarise,
-                                theft_values, with_informed, with_theft)
+                                theft_values, with_field, with_informed, with_theft)
 from app.study.informed import targets
 from app.study.report import answer_table, answer_words, measured_verdicts, settings_table, theft_table
 from app.ui.demo import build_demo
@@ -181,7 +181,17 @@ def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_inform
     assert not picked.informed_effect  # 0.2 dB: within the 1 dB floor of the search
     assert np.isnan(s.set_index("threat").loc["in-line, output KD"].informed_dpsnr)  # no informed row there
     table = answer_table(s)
-    assert "| exposed, feature KD | +3.00 ± 1.00 | " in table and "| -0.20 ± 0.00 (feature ASVP-AWARE x1, no effect) |" in table
+    assert "| exposed, feature KD | +3.00 ± 1.00 | " in table
+    assert "| -0.20 ± 0.00 (feature ASVP-AWARE x1, no effect) |" in table
+    field = "field student (compact for SR, NAFNet otherwise), L1 loss"
+    long = frame(rows(dict(exposed, student=field, stage="field", budget=10_000), 0.0, -1.5),
+                 rows(dict(exposed, stage="field", budget=10_000), 0.0, -5.0),  # the quick student at that length
+                 rows(dict(exposed, student=field, stage="field", budget=10_000, a=30.0), 0.0, -4.0, seeds=(0, 1)))
+    fielded = with_field(s, long).set_index("threat")
+    assert fielded.loc["exposed, feature KD"].field_dpsnr == pytest.approx(-1.5)  # the field student's, not the quick
+    assert fielded.loc["exposed, feature KD"].field_steps == 10_000 and fielded.loc["exposed, feature KD"].field_effect
+    assert "| -1.50 ± 0.00 (10000 steps) |" in answer_table(fielded.reset_index())  # beyond the 1 dB floor
     lines = informed_lines(summarise(raw), aware).set_index("attacker")
     assert lines.loc["feature AFFINITY x1"].searched_attacker == "feature L1 x1"
-    assert lines.loc["feature AFFINITY x1"].searched_dpsnr == pytest.approx(-6.0) and lines.loc["feature AFFINITY x1"].effect
+    affinity = lines.loc["feature AFFINITY x1"]
+    assert affinity.searched_dpsnr == pytest.approx(-6.0) and affinity.effect

@@ -142,14 +142,15 @@ def informed_lines(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
-    """`s` with, on each line, the informed attacker its setting withstands worst (`informed_lines`): the one
-    whose students lose least, its mean change, spread and whether that is an effect; empty where no
-    informed attacker met the setting."""
+    """`s` with, on each line, the informed attacker its setting withstands worst (`informed_lines`, measured
+    with MIN_SEEDS or more): the one whose students lose least, its mean change, spread and whether that is an
+    effect; empty where no informed attacker met the setting."""
     columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
     if aware.empty:
         return s.assign(**{c: np.nan for c in columns})
-    strongest = informed_lines(s, aware).sort_values("s_dpsnr").drop_duplicates(
-        ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr
+    lines = informed_lines(s, aware)
+    strongest = lines[lines.seeds >= MIN_SEEDS].sort_values("s_dpsnr").drop_duplicates(
+        ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr, with its spread
     return _joined(s, strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
                                                 "s_dpsnr_std": columns[2], "effect": columns[3]}),
                    ["teacher", "budget", "setting"], columns)
@@ -157,10 +158,11 @@ def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
 
 def with_field(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """`s` with, on each line, what the field stage's rows `long` measured for a field student at its setting
-    and attacker (`field_steps` steps): its mean change, spread and whether that is an effect; empty elsewhere."""
+    and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread and whether that is an
+    effect; empty elsewhere."""
     columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect"]
-    lines = stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["student"])
-    fields = lines[lines.student.str.startswith("field")]
+    lines = stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["student", "seeds"])
+    fields = lines[lines.student.str.startswith("field") & (lines.seeds >= MIN_SEEDS)]
     if fields.empty:
         return s.assign(**{c: np.nan for c in columns})
     return _joined(s, fields.rename(columns={"budget": columns[0], "s_dpsnr": columns[1], "s_dpsnr_std": columns[2],
