@@ -80,18 +80,23 @@ def _theft(r) -> str:
 
 def _informed(r) -> str:
     """What is left of a line's drop against the informed attacker its setting withstands worst, or '-'."""
-    if pd.isna(getattr(r, "informed_dpsnr", np.nan)):
-        return "-"
-    spread = "" if pd.isna(r.informed_dpsnr_std) else f" ± {r.informed_dpsnr_std:.2f}"
-    return f"{r.informed_dpsnr:+.2f}{spread} ({r.informed_attacker}{'' if r.informed_effect else ', no effect'})"
+    return _left(r, "informed", getattr(r, "informed_attacker", ""))
 
 
 def _field(r) -> str:
     """A line's field student at the long budget, or '-' where the field stage has not reached it."""
-    if pd.isna(getattr(r, "field_dpsnr", np.nan)):
+    return _left(r, "field", f"{getattr(r, 'field_steps', 0):.0f} steps")
+
+
+def _left(r, stage: str, what: str) -> str:
+    """A line's change as another stage measured it (mean ± spread, what measured it, whether an effect), or '-'
+    (a summary from before that stage has not its columns)."""
+    value = getattr(r, f"{stage}_dpsnr", np.nan)
+    if pd.isna(value):
         return "-"
-    spread = "" if pd.isna(r.field_dpsnr_std) else f" ± {r.field_dpsnr_std:.2f}"
-    return f"{r.field_dpsnr:+.2f}{spread} ({int(r.field_steps)} steps{'' if r.field_effect else ', no effect'})"
+    spread = getattr(r, f"{stage}_dpsnr_std")
+    effect = getattr(r, f"{stage}_effect")
+    return f"{value:+.2f}{'' if pd.isna(spread) else f' ± {spread:.2f}'} ({what}{'' if effect else ', no effect'})"
 
 
 def theft_table(values: pd.DataFrame) -> str:
