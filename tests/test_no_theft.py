@@ -1,6 +1,9 @@
 """The thief who steals nothing: the same student, queries, initial weights, batch order and budget,
 fitted to the clean patches the attacker degraded its queries from, never to a teacher's answer."""
 import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -45,3 +48,29 @@ def test_a_feature_thief_without_a_teacher_fits_the_outputs_with_its_own_pixel_l
     fitnet, output = attacker(base, "FitNet MSE"), attacker(base, "output L2")
     a, b = (list(no_theft(TASKS["derain"], attack, [6]))[-1].students[0] for attack in (fitnet, output))
     assert torch.equal(weights(a), weights(b))
+
+
+class SlowPupil(distill_module.Pupil):
+    """A student whose making pauses between the seeding and the drawing: another thread gets its chance."""
+
+    def __init__(self, *args, **kwargs):
+        time.sleep(0.01)
+        super().__init__(*args, **kwargs)
+
+
+def test_students_made_at_once_in_several_threads_are_the_students_made_alone(monkeypatch):
+    """torch's global generator is shared by every thread: clicks, twins and background students seed it and
+    draw their weights in turn, so a visitor's student never depends on what another thread does meanwhile."""
+    monkeypatch.setattr(distill_module, "Pupil", SlowPupil)
+    attack, seeds = dataclasses.replace(attack_for("dehaze"), **{**SMALL_RUN, "steps": 1}), range(20, 28)
+    start = threading.Barrier(len(seeds))
+
+    def made(seed):
+        start.wait()
+        return list(no_theft(TASKS["dehaze"], attack, [seed], every=1))[0].students[0]
+
+    with ThreadPoolExecutor(len(seeds)) as threads:
+        together = list(threads.map(made, seeds))
+    for seed, student in zip(seeds, together):
+        alone_made = list(no_theft(TASKS["dehaze"], attack, [seed], every=1))[0].students[0]
+        assert torch.equal(weights(student), weights(alone_made))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -34,6 +35,7 @@ FEATURE_LOSSES = ("l1", "mse", "affinity", "asvp-aware")  # the last two: attack
 MAX_STEPS = 10_000  # the sweep's budget curve trains students far past the app's budget
 FIELD_STEPS = MAX_STEPS  # a field student's budget: a thief who trains as the field does
 MAX_DEPTH = 12  # a quick student stays quick
+_seeding = threading.Lock()  # students made at once in several threads (clicks, twins) draw in turn
 
 
 @dataclass(frozen=True)
@@ -324,8 +326,10 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
     feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
     for seed, t_feat in zip(seeds, feats):
-        torch.manual_seed(seed)
-        pupils.append(Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)]).to(device))
+        with _seeding:  # torch's global generator is every thread's: seed it and draw the weights as one
+            torch.manual_seed(seed)
+            pupil = Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)])
+        pupils.append(pupil.to(device))
     feature_kd = attack.reads_features
     if stacked is None:
         stacked = device.type != "cpu" and len(seeds) > 1 and attack.stacks
