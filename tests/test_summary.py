@@ -164,7 +164,8 @@ def test_informed_attackers_meet_exposed_drops_beyond_the_floor_and_the_in_line_
                 rows(dict(exposed, a=100.0), 0.0, -2.0),  # exposed, beyond the 1 dB floor
                 rows(dict(exposed, a=10.0), 0.0, -0.5),  # exposed, within it
                 rows(dict(exposed, a=30.0), 0.0, -2.0, stage="budget", budget=600))  # the budget curve's own question
-    assert sorted((t.placement, t.a) for t in targets(raw)) == [("exposed", 100.0), ("inline", 2.0), ("inline", 3.0)]
+    found = targets(summarise(raw))
+    assert sorted((t.placement, t.a) for t in found) == [("exposed", 100.0), ("inline", 2.0), ("inline", 3.0)]
 
 
 def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_informed_attacker_leaves():

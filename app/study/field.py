@@ -58,12 +58,13 @@ def wanted(plans: list[Search], sweeps: Store, steps: int = FIELD_STEPS) -> tupl
 def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, steps: int = FIELD_STEPS) -> str:
     """The field stage's student pairs not on file yet, with the time their students take here (each pair a
     defended-taught student and at most one clean twin), or '' when none is missing."""
-    rows = [row for row in sum(wanted(plans, sweeps, steps), []) if missing_pairs([row], seeds[:SEEDS], field)]
-    pairs = sum(missing_pairs([row], seeds[:SEEDS], field) for row in rows)
-    seconds = sum(2 * missing_pairs([row], seeds[:SEEDS], field) * steps * step_seconds(row.task, alone(row.attack))
-                  for row in rows)  # one timing per task and student: a feature loss adds little to a step
+    left = [(row, n) for row in sum(wanted(plans, sweeps, steps), [])
+            if (n := missing_pairs([row], seeds[:SEEDS], field))]
+    pairs = sum(n for _, n in left)
+    seconds = sum(2 * n * steps * step_seconds(row.task, alone(row.attack))
+                  for row, n in left)  # one timing per task and student: a feature loss adds little to a step
     return (f"{pairs} field-stage student pairs (field students and quick ones of {steps} steps), about "
-            f"{seconds / 3600:.1f} h of training here, one task at a time") if rows else ""
+            f"{seconds / 3600:.1f} h of training here, one task at a time") if left else ""
 
 
 @lru_cache(maxsize=None)

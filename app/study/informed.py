@@ -27,10 +27,10 @@ def store(out) -> Store:
     return Store(out, KIND, ATTACKERS)
 
 
-def targets(sweep: pd.DataFrame) -> list[Setting]:
-    """One teacher's settings worth an informed attacker: exposed ones whose drop is beyond the noise floor
-    (under any attacker, at the sweep's budget), then in-line ones on a confirmed frontier of any attacker."""
-    s = summarise(sweep)
+def targets(s: pd.DataFrame) -> list[Setting]:
+    """One teacher's settings worth an informed attacker, from its search's summary `s`: exposed ones whose drop
+    is beyond the noise floor (under any attacker, at the sweep's budget), then in-line ones on a confirmed
+    frontier of any attacker."""
     s = s[(s.defense == "asvp") & (s.stage != "budget")]
     exposed = s[(s.placement == "exposed") & s.beyond_floor & (s.s_dpsnr < 0)]
     sure = confirmed(s[(s.stage == "screen") & (s.placement == "inline")])
@@ -39,15 +39,16 @@ def targets(sweep: pd.DataFrame) -> list[Setting]:
     return list(dict.fromkeys(Setting.from_row(r) for r in pd.concat([exposed, inline]).itertuples()))
 
 
-def picked(sweep: pd.DataFrame) -> set[Setting]:
+def picked(s: pd.DataFrame) -> set[Setting]:
     """The answer table's picks (app.study.findings.best at a negligible teacher cost), measured first."""
-    return {Setting.from_row(r) for r in best(summarise(sweep), cheap=True).itertuples()}
+    return {Setting.from_row(r) for r in best(s, cheap=True).itertuples()}
 
 
-def informed_rows(search: Search, sweep: pd.DataFrame) -> list[Row]:
-    """Every informed attacker (on the task's own student, budget and queries) at every target setting."""
+def informed_rows(search: Search, s: pd.DataFrame) -> list[Row]:
+    """Every informed attacker (on the task's own student, budget and queries) at every target setting of the
+    search's summary `s`."""
     return [search.row(KIND, setting, attacker(search.attack, name))
-            for setting in targets(sweep) for name in ATTACKERS]
+            for setting in targets(s) for name in ATTACKERS]
 
 
 def wanted(plans: list[Search], sweeps: Store) -> tuple[list[Row], list[Row]]:
@@ -56,9 +57,9 @@ def wanted(plans: list[Search], sweeps: Store) -> tuple[list[Row], list[Row]]:
     first, rest = [], []
     for s in plans:
         if sweeps.rows.get(s.source):
-            sweep = pd.DataFrame(sweeps.rows[s.source])
-            picks = picked(sweep)
-            for row in informed_rows(s, sweep):
+            summary = summarise(pd.DataFrame(sweeps.rows[s.source]))
+            picks = picked(summary)
+            for row in informed_rows(s, summary):
                 (first if row.defense in picks else rest).append(row)
     return first, rest
 
