@@ -60,6 +60,19 @@ def test_a_stopped_sweep_resumes_with_only_the_missing_row(ray, tmp_path):
     assert set(on_file.clean_key) == {clean_key(ROWS[0], 0)}  # one clean student, shared by both rows
 
 
+def test_long_rows_reach_the_file_one_seed_at_a_time_and_measure_what_a_whole_row_does(ray, tmp_path):
+    (tmp_path / "split").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_rows(ray, ROWS[:1], [0, 1], StoppedAfterFirstRow(tmp_path / "split"), per_seed=True)
+    assert len(pd.read_csv(tmp_path / "split" / "sweep_dehaze.csv")) == 1  # one seed stored, one lost in flight
+    split = Counting(tmp_path / "split")
+    split.load("dehaze", "dehaze")
+    assert [r["seed"] for r in run_rows(ray, ROWS[:1], [0, 1], split, per_seed=True)] == [0, 1] and split.added == 1
+    whole = run_rows(ray, ROWS[:1], [0, 1], Store(tmp_path))
+    measured = ("student_psnr", "student_clean_psnr", "teacher_psnr", "served_rms")
+    assert [[r[m] for m in measured] for r in whole] == [[r[m] for m in measured] for r in split.rows["dehaze"]]
+
+
 def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
     fresh = dict(key="k1", recipe=recipe_of("dehaze", "dehaze"), teacher_sha="stale-weights", student_clean_psnr=1.0,
                  student_clean_ssim=0.5, clean_key="c1")

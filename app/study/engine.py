@@ -207,9 +207,11 @@ def missing_pairs(rows: list[Row], seeds: list[int], store: Store) -> int:
 
 
 def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),
-             desc: str = "rows") -> list[dict]:
+             desc: str = "rows", per_seed: bool = False) -> list[dict]:
     """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as
-    they finish; returns the rows of `rows` on file afterwards (old and new)."""
+    they finish; returns the rows of `rows` on file afterwards (old and new). A row's missing seeds are one
+    task (its defended teacher is scored once), or with `per_seed` one task each: long students then reach
+    the file one by one, and a stop loses only those in flight."""
     clean_task, row_task = (workers.remote(ray, fn) for fn in (clean_student_scores, measure))
     wanted = {(row, seed): row_key(row, seed) for row in rows for seed in seeds}
     pending, cleans, todo = {}, {}, 0
@@ -223,7 +225,8 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Work
             if key not in on_file and key not in cleans:
                 cleans[key] = clean_task.remote(row, seed)
             refs.append(on_file.get(key) or cleans[key])
-        pending[row_task.remote(row, missing, *refs)] = (row, missing)
+        for group in ([[seed] for seed in missing] if per_seed else [missing]):
+            pending[row_task.remote(row, group, *(refs[missing.index(seed)] for seed in group))] = (row, group)
         todo += len(missing)
     with tqdm(total=todo, desc=desc, unit="student pair") as bar:
         while pending:
