@@ -1,5 +1,7 @@
 """The sweep engine: rows run as Ray tasks on this machine, stream into the teacher's CSV, and a
-sweep stopped after its first row trains only the missing row when run again."""
+sweep stopped after its first row trains only the missing row when run again. Rows measured on another kind of
+CPU: one is measured again here, and only where the teacher's part agrees to float rounding and the students
+within the noise floor does this machine's fingerprint become their recipe."""
 import pandas as pd
 import pytest
 from helpers import frame, rows
@@ -7,7 +9,8 @@ from helpers import frame, rows
 from app.attack.attackers import INFORMED
 from app.attack.distill import Attack
 from app.defense.setting import Setting
-from app.study import field, informed
+from app.study import field, informed, recipe
+from app.study.crosscheck import crosscheck
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
 from app.study.protocol import Pairs, Row
 from app.study.recipe import recipe_of
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
 TINY = Attack(steps=3, queries=8, batch=2, patch=32)
 ROWS = [Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("dec1",), k=1, a=a), TINY, Pairs(n=1, crop=64))
         for a in (2.0, 3.0)]
+SEARCH = Search("dehaze", "dehaze", TINY, ROWS[0].pairs, ["dec1"], quick=False)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +138,46 @@ def test_after_the_search_informed_attackers_and_field_students_meet_its_setting
     assert set(trained.recipe) == {recipe_of("dehaze", "dehaze", field=True)} != {recipe_of("dehaze", "dehaze")}
     assert informed.missing([search], [0, 1, 2], sweeps, aware) == 0
     assert field.missing([search], [0, 1, 2], sweeps, long, steps=4) == ""
+
+
+@pytest.fixture(scope="module")
+def elsewhere(ray, tmp_path_factory):
+    """Three seeds of a row as another machine stored them: its recipe is not this machine's fingerprint."""
+    out = tmp_path_factory.mktemp("elsewhere")
+    run_rows(ray, ROWS[:1], [0, 1, 2], Store(out))
+    return pd.read_csv(out / "sweep_dehaze.csv").assign(recipe="measured-elsewhere")
+
+
+@pytest.fixture
+def aliases(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe, "ALIASES", tmp_path / "recipe_aliases.csv")
+    return recipe.ALIASES
+
+
+def stored(rows: pd.DataFrame, out) -> None:
+    out.mkdir(exist_ok=True)
+    rows.to_csv(out / "sweep_dehaze.csv", index=False)
+
+
+def test_rows_that_measure_the_same_here_keep_their_recipe(elsewhere, aliases, tmp_path):
+    stored(elsewhere, tmp_path / "out")
+    store = Store(tmp_path / "out")
+    store.load("dehaze", "dehaze", keep_stale=True)
+    assert store.rows["dehaze"] == []  # stale here by the fingerprint alone
+
+    said = list(crosscheck([SEARCH], tmp_path / "out"))
+    assert said[0].endswith("the same recipe, alias recorded") and "students within 0.000 dB" in said[0]
+    assert pd.read_csv(aliases).recipe.tolist() == ["measured-elsewhere"]
+    assert recipe.recipe_of("dehaze", "dehaze") == "measured-elsewhere"
+    assert store.load("dehaze", "dehaze") == 0 and len(store.rows["dehaze"]) == 3  # current: the search resumes
+    assert next(crosscheck([SEARCH], tmp_path / "out")).startswith("sweep_dehaze.csv: current here")
+
+
+@pytest.mark.parametrize("column,change", [("teacher_psnr", 0.001), ("student_psnr", 10.0)])
+def test_rows_that_measure_otherwise_stay_stale(elsewhere, aliases, tmp_path, column, change):
+    moved = elsewhere.copy()
+    moved.loc[moved.seed == 0, column] += change  # the row it measures again: other numbers than here
+    stored(moved, tmp_path / "out")
+    said = list(crosscheck([SEARCH], tmp_path / "out"))
+    assert said[0].endswith("the recipe differs; no alias") and not aliases.exists()
+    assert recipe.recipe_of("dehaze", "dehaze") != "measured-elsewhere"

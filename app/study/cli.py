@@ -19,11 +19,12 @@ import torch
 from app.data.benchmarks import PairsError, folder_pairs
 from app.data.tasks import TASKS
 from app.devices import CHOICES, pick_device
+from app.study.crosscheck import crosscheck
 from app.study.engine import Workers
 from app.study.grid import CONFIRM_SEEDS
 from app.study.report import write_report
 from app.study.runner import plan, run
-from app.study.stages import sweep_pairs
+from app.study.stages import searches, sweep_pairs
 from app.teachers.budget import APP_BUDGET, Budget
 from app.teachers.registry import bundled, bundled_for, file_stem, pretrained_for
 from app.teachers.sessions import Source, session_teacher
@@ -91,6 +92,9 @@ def main(argv=None):
     p.add_argument("--report-only", action="store_true", help="rebuild the report from existing sweep files")
     p.add_argument("--plan", action="store_true", help="print how many students the run trains and its estimated "
                    "time here, then stop")
+    p.add_argument("--crosscheck", action="store_true", help="on a new kind of CPU, where the stored rows look "
+                   "stale by their fingerprint alone: re-measure one row per teacher and group of attackers and, "
+                   "where it agrees, record this machine's fingerprint as their recipe")
     p.add_argument("--device", choices=CHOICES, default="auto", help="where teachers and students run (auto: CUDA if "
                    "present; the stored results ran on the CPU, and a GPU's rounding matches them within the spread)")
     p.add_argument("--per-gpu", type=int, default=Workers.per_gpu,
@@ -118,6 +122,12 @@ def main(argv=None):
                     else RUNS / file_stem(teachers[0][1]) if args.teacher else RESULTS)
     print(f"writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.crosscheck:
+        if args.out.resolve() != RESULTS.resolve() or args.quick:
+            p.error(f"--crosscheck checks the stored search in {RESULTS.name}/ (not --quick, --teacher or --out)")
+        for line in crosscheck(searches(teachers, args.budget, False, pairs), args.out):
+            print(line, flush=True)
+        return
     if args.plan:
         print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address, pairs))
         return

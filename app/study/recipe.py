@@ -7,6 +7,11 @@ placement and direction, the output-noise baseline, a few steps of the student o
 and the metrics on a held-out pair. So a refactor that changes no number keeps every committed row,
 and a change of numbers anywhere on that path (a one-pixel change of a resize included) marks them
 stale. Numbers are rounded before hashing, so only a change beyond float rounding counts.
+
+Another kind of CPU rounds differently, and a few students (a normalising attacker's first Adam steps)
+amplify that past any rounding, so the same code has another fingerprint there. app.study.crosscheck
+re-measures stored rows on such a machine; where they come out the same, its fingerprint is recorded in
+ALIASES as the recipe those rows carry.
 """
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ import dataclasses
 import hashlib
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from app.attack.attackers import ATTACKERS, attack_for, attacker
@@ -33,6 +40,7 @@ NOISE_SIGMA = 0.01
 HELD_OUT_SIDE = 64  # the scored pair's clean side
 SEARCHED = tuple(ATTACKERS)  # the attackers of the search's stages
 FIELD_PROBED = ("output L1", "feature L1 x1")  # a field student taught from answers, and from features too
+ALIASES = Path(__file__).resolve().parents[2] / "results" / "recipe_aliases.csv"  # fingerprint here -> rows' recipe
 
 
 @contextmanager
@@ -115,7 +123,21 @@ def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SE
     return digest.hexdigest()[:12]
 
 
+def aliases() -> dict[str, str]:
+    """Fingerprints measured on other kinds of CPU, by the recipe of the rows they were crosschecked against."""
+    if not ALIASES.exists():
+        return {}
+    return dict(zip(*pd.read_csv(ALIASES, dtype=str)[["fingerprint", "recipe"]].T.values))
+
+
 @lru_cache(maxsize=None)
-def recipe_of(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> str:
-    """`fingerprint`, once per process (the search and the store ask it for every row)."""
+def fingerprint_here(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED,
+                     field: bool = False) -> str:
+    """`fingerprint`, once per process (the search and the store ask for it with every row)."""
     return fingerprint(task_name, teacher, attackers, field)
+
+
+def recipe_of(task_name: str, teacher: Source, attackers: tuple[str, ...] = SEARCHED, field: bool = False) -> str:
+    """The recipe of the rows this checkout computes here: its fingerprint, or the recipe that is an alias of."""
+    here = fingerprint_here(task_name, teacher, attackers, field)
+    return aliases().get(here, here)

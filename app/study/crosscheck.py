@@ -1,0 +1,112 @@
+"""Stored rows on another kind of CPU: re-measure one, and where it comes out the same, record this machine's
+fingerprint as an alias of the rows' recipe (app.study.recipe.ALIASES).
+
+The fingerprint is exact on the machine kind that measured the rows, but another CPU rounds differently
+(its vector units, its BLAS), so the same code fingerprints otherwise there and every stored row would look
+stale. Here the cheapest stored row of each teacher and group of attackers is measured again, with its seed,
+and compared to the file. What involves no training (the input, the teacher with and without the defense,
+the served change) must agree to float rounding (EXACT). A student does not: training amplifies rounding
+(measured here: 0.1 dB between one and two torch threads on one machine), so its PSNRs must agree as two
+students of different seeds would: within two standard deviations of their difference, 2 sqrt(2) times the
+teacher's noise floor. Only then is the alias recorded, with the change found; otherwise the rows stay stale
+here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+from collections.abc import Iterator
+
+import pandas as pd
+import torch
+
+from app.attack.attackers import attacker
+from app.attack.distill import FieldAttack
+from app.defense.setting import Setting
+from app.study import field, informed, recipe
+from app.study.engine import Store, row_key
+from app.study.findings import noise_floors
+from app.study.protocol import Row, clean_student_scores, measure
+from app.study.stages import Search
+
+
+EXACT = dict(input_psnr=1e-4, teacher_clean_psnr=1e-4, teacher_psnr=1e-4, teacher_ssim=1e-6, served_rms=1e-7)
+TRAINED = ("student_clean_psnr", "student_psnr")
+SEEDS_APART = 2 * math.sqrt(2)  # two std of the difference of two students with the noise floor's spread
+
+
+def groups(out) -> list[Store]:
+    """The stores whose rows carry a fingerprint of their own (the no-theft rows and the cost grid share the
+    search's)."""
+    return [Store(out), informed.store(out), field.store(out)]
+
+
+def machine() -> str:
+    """This machine's kind, as the alias file states it."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or platform.machine()) if platform.system() == "Linux" else platform.processor()
+    return f"{model}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def stored_row(search: Search, record: dict) -> tuple[Row, int] | None:
+    """The row and seed a stored record measured, rebuilt from its columns: None unless it hashes to the
+    record's key (a baseline, say, records the setting it calibrated, not the one it was asked for)."""
+    quick = attacker(dataclasses.replace(search.attack, steps=int(record["budget"])), record["attacker"])
+    attack = FieldAttack(**dataclasses.asdict(quick)) if record["student"].startswith("field") else quick
+    setting = dataclasses.replace(Setting.from_row(pd.Series(record)), directions=record.get("directions") or "top")
+    row = search.row(record["stage"], setting, attack, record["defense"])
+    return (row, int(record["seed"])) if row_key(row, int(record["seed"])) == record["key"] else None
+
+
+def remeasured(search: Search, records: list[dict]) -> tuple[dict, dict] | None:
+    """(the stored record, the same row measured here) for the cheapest record that can be rebuilt."""
+    for record in sorted(records, key=lambda r: int(r["budget"])):
+        if rebuilt := stored_row(search, record):
+            row, seed = rebuilt
+            return record, measure(row, [seed], clean_student_scores(row, seed))[0]
+    return None
+
+
+def crosscheck(plans: list[Search], out) -> Iterator[str]:
+    """For each teacher and group whose stored rows look stale here only by their fingerprint: re-measure one
+    and, when it agrees, record the alias. Says what it found, a line each, as it goes."""
+    for search in plans:
+        for store in groups(out):
+            path = store.path(search.source)
+            if not path.exists():
+                continue
+            on_file = pd.read_csv(path)
+            stored, here = set(on_file.recipe), store.stamp(search.task, search.source)
+            floor = noise_floors(pd.read_csv(Store(out).path(search.source))).get(str(search.source), math.nan)
+            why = ("current here" if stored == {here["recipe"]} else "rows of several recipes" if len(stored) > 1
+                   else "its teacher's weights changed" if set(on_file.teacher_sha) != {here["teacher_sha"]}
+                   else "no noise floor yet to judge its students by" if math.isnan(floor) else "")
+            if why:
+                yield f"{path.name}: {why} (recipe {', '.join(sorted(stored))}; here {here['recipe']})"
+                continue
+            records = on_file.astype(object).where(on_file.notna(), None).to_dict("records")
+            yield agreement(search, store, records, path.name, floor)
+
+
+def agreement(search: Search, store: Store, records: list[dict], name: str, floor: float) -> str:
+    """Re-measure one of a file's rows; record this machine's fingerprint as an alias of their recipe if it
+    agrees."""
+    found = remeasured(search, records)
+    if found is None:
+        return f"{name}: no stored row could be rebuilt to re-measure"
+    record, measured = found
+    exact = {c: abs(float(record[c]) - measured[c]) for c in EXACT}
+    trained = max(abs(float(record[c]) - measured[c]) for c in TRAINED)
+    what = (f"{name}: a row of its {record['stage']} stage ({record['attacker']}, seed {record['seed']}) measured "
+            f"again: teacher and input within {max(exact.values()):.1e}, students within {trained:.3f} dB "
+            f"(allowed {SEEDS_APART * floor:.3f} dB: the noise floor {floor:.3f} dB, two students apart)")
+    if any(exact[c] > EXACT[c] for c in EXACT) or trained > SEEDS_APART * floor:
+        return f"{what}: the recipe differs; no alias"
+    fingerprint = recipe.fingerprint_here(search.task, search.source, store.attackers, store.field)
+    line = pd.DataFrame([dict(fingerprint=fingerprint, recipe=record["recipe"], teacher=str(search.source),
+                              group=store.kind, machine=machine(), student_change_db=round(trained, 4),
+                              noise_floor_db=round(floor, 4))])
+    line.to_csv(recipe.ALIASES, mode="a", header=not recipe.ALIASES.exists(), index=False)
+    recipe.fingerprint_here.cache_clear()  # a field fingerprint holds the search's recipe, which this may change
+    return f"{what}: the same recipe, alias recorded"
