@@ -3,6 +3,7 @@ reads features) hooked layers, started by a look, reused by every later click, a
 would have trained."""
 import dataclasses
 import gc
+import threading
 import time
 import weakref
 
@@ -137,3 +138,22 @@ def test_no_theft_students_waiting_for_the_cores_never_hold_up_a_clicks_twin(thr
         assert last.students is not None and not any(job.done() for job in waiting)
     for job in waiting:
         assert job.result(timeout=60).student is not None  # they train once the cores are free
+
+
+def test_a_click_keeps_reporting_while_the_teacher_answers_on_the_scene(monkeypatch):
+    """A heavy teacher's two answers on the scene take seconds at the end of a click: the bar keeps moving."""
+    release, waited, real = threading.Event(), [], duels.answers
+
+    def slow(*args):
+        waited.append(release.wait(10))
+        return real(*args)
+
+    monkeypatch.setattr(duels, "answers", slow)
+    monkeypatch.setattr(duels, "HEARTBEAT_S", 0.01)
+    at_the_end = 0
+    for update in duels.duel(fresh_teacher(), SCENE, Setting(layers=("dec1",), k=1, a=3.0), ATTACK, seed=7):
+        if update.step == update.total and update.scores is None:
+            at_the_end += 1
+            if at_the_end == 3:
+                release.set()
+    assert waited == [True] and update.verdict is not None  # the teacher answered once released, not on a timeout

@@ -35,8 +35,8 @@ _queries_lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def query_maker() -> ThreadPoolExecutor:
-    """The threads that prepare a click (the attacker's queries, the teacher's answers to them), made on
-    first use: importing the lab starts none."""
+    """The threads that prepare a click (the attacker's queries, the teacher's answers to them) and score its
+    end, made on first use: importing the lab starts none."""
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="queries")
 
 
@@ -139,7 +139,17 @@ def _duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, ev
         history["clean-taught"] = list(twin.history)
         yield DuelUpdate(now.total, now.total, history)
     history["clean-taught"] = list(twin.history)
-    students = tuple(restore(student, scene.degraded) for student in (trained.result().student, now.students[0]))
+    scoring = query_maker().submit(_scored, teacher, scene, defense, attack, seed,
+                                   (trained.result().student, now.students[0]))
+    while not _ready(scoring):  # a heavy teacher's two answers on the scene take seconds: the bar keeps moving
+        yield DuelUpdate(now.total, now.total, history)
+    yield DuelUpdate(now.total, now.total, history, *scoring.result())
+
+
+def _scored(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, taught: tuple) -> tuple:
+    """(the clean and the defended teacher's answers on the scene, the clean- and defended-taught students'
+    answers, their scores, the verdict): the end of a click."""
+    students = tuple(restore(student, scene.degraded) for student in taught)
     _, alone = no_theft_twin(scene.task, attack, seed)  # started here, shown once trained: no click waits for it
     kept = alone.done() and alone.exception() is None
     free = restore(alone.result().student, scene.degraded) if kept else None
@@ -149,8 +159,7 @@ def _duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, ev
                         reference_quality(students[0], scene), reference_quality(students[1], scene),
                         fidelity(scene, clean, defended, students, free),
                         None if free is None else reference_quality(free, scene), kept)
-    yield DuelUpdate(now.total, now.total, history, (clean, defended), students, scores,
-                     verdict(scores, image_bound(scene, clean, defended, students[0])))
+    return (clean, defended), students, scores, verdict(scores, image_bound(scene, clean, defended, students[0]))
 
 
 def _answered(teacher, task, defense: Setting, attack: Attack, seed: int, every: int):
