@@ -71,10 +71,11 @@ def test_long_rows_reach_the_file_one_seed_at_a_time_and_measure_what_a_whole_ro
     assert len(pd.read_csv(tmp_path / "split" / "sweep_dehaze.csv")) == 1  # one seed stored, one lost in flight
     split = Counting(tmp_path / "split")
     split.load("dehaze", "dehaze")
-    assert [r["seed"] for r in run_rows(ray, ROWS[:1], [0, 1], split, per_seed=True)] == [0, 1] and split.added == 1
+    resumed = run_rows(ray, ROWS[:1], [0, 1], split, per_seed=True)
+    assert [r["seed"] for r in resumed] == [0, 1] and split.added == 1  # in the order asked
     whole = run_rows(ray, ROWS[:1], [0, 1], Store(tmp_path))
-    measured = ("student_psnr", "student_clean_psnr", "teacher_psnr", "served_rms")
-    assert [[r[m] for m in measured] for r in whole] == [[r[m] for m in measured] for r in split.rows["dehaze"]]
+    measured = ("seed", "student_psnr", "student_clean_psnr", "teacher_psnr", "served_rms")
+    assert [[r[m] for m in measured] for r in whole] == [[r[m] for m in measured] for r in resumed]
 
 
 def test_rows_of_another_recipe_or_teacher_are_dropped_on_load(tmp_path):
