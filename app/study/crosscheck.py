@@ -25,7 +25,7 @@ from app.attack.attackers import attacker
 from app.attack.distill import FieldAttack
 from app.defense.setting import Setting
 from app.study import field, informed, recipe
-from app.study.engine import Store, row_key
+from app.study.engine import Store, records, row_key
 from app.study.findings import noise_floors
 from app.study.protocol import Row, clean_student_scores, measure
 from app.study.stages import Search
@@ -59,9 +59,9 @@ def stored_row(search: Search, record: dict) -> tuple[Row, int] | None:
     return (row, int(record["seed"])) if row_key(row, int(record["seed"])) == record["key"] else None
 
 
-def remeasured(search: Search, records: list[dict]) -> tuple[dict, dict] | None:
+def remeasured(search: Search, on_file: list[dict]) -> tuple[dict, dict] | None:
     """(the stored record, the same row measured here) for the cheapest record that can be rebuilt."""
-    for record in sorted(records, key=lambda r: int(r["budget"])):
+    for record in sorted(on_file, key=lambda r: int(r["budget"])):
         if rebuilt := stored_row(search, record):
             row, seed = rebuilt
             return record, measure(row, [seed], clean_student_scores(row, seed))[0]
@@ -85,14 +85,13 @@ def crosscheck(plans: list[Search], out) -> Iterator[str]:
             if why:
                 yield f"{path.name}: {why} (recipe {', '.join(sorted(stored))}; here {here['recipe']})"
                 continue
-            records = on_file.astype(object).where(on_file.notna(), None).to_dict("records")
-            yield agreement(search, store, records, path.name, floor)
+            yield agreement(search, store, records(on_file), path.name, floor)
 
 
-def agreement(search: Search, store: Store, records: list[dict], name: str, floor: float) -> str:
+def agreement(search: Search, store: Store, on_file: list[dict], name: str, floor: float) -> str:
     """Re-measure one of a file's rows; record this machine's fingerprint as an alias of their recipe if it
     agrees."""
-    found = remeasured(search, records)
+    found = remeasured(search, on_file)
     if found is None:
         return f"{name}: no stored row could be rebuilt to re-measure"
     record, measured = found

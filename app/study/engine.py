@@ -75,6 +75,11 @@ def no_theft_key(task: str, teacher: Source, attack, pairs, seed: int) -> str:
                      teacher=teacher_checksum(teacher)))
 
 
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A CSV's rows as dicts, empty cells None."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 class Store:
     """The per-teacher CSV files of one output folder (sweep_<teacher>.csv, or another `kind`'s): rows on
     file, by key, appended as they come, current while they carry the fingerprint of `attackers` (and field
@@ -97,8 +102,7 @@ class Store:
         if not path.exists():  # nothing to check (the fingerprint's seeded run is not made for nothing)
             self.rows[teacher] = []
             return 0
-        frame = pd.read_csv(path)
-        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")  # empty cells: None
+        rows = records(pd.read_csv(path))
         fresh = self.stamp(task, teacher)
         self.rows[teacher] = [r for r in rows if all(r.get(k) == v for k, v in fresh.items())]
         stale = len(rows) - len(self.rows[teacher])
@@ -219,14 +223,14 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Work
         missing = [seed for seed in seeds if wanted[row, seed] not in store.done(row.teacher)]
         if not missing:
             continue
-        on_file, refs = store.clean(row.teacher), []
+        on_file, refs = store.clean(row.teacher), {}
         for seed in missing:
             key = clean_key(row, seed)
             if key not in on_file and key not in cleans:
                 cleans[key] = clean_task.remote(row, seed)
-            refs.append(on_file.get(key) or cleans[key])
+            refs[seed] = on_file.get(key) or cleans[key]
         for group in ([[seed] for seed in missing] if per_seed else [missing]):
-            pending[row_task.remote(row, group, *(refs[missing.index(seed)] for seed in group))] = (row, group)
+            pending[row_task.remote(row, group, *(refs[seed] for seed in group))] = (row, group)
         todo += len(missing)
     with tqdm(total=todo, desc=desc, unit="student pair") as bar:
         while pending:
