@@ -28,7 +28,10 @@ from app.teachers.networks import restore
 
 
 HEARTBEAT_S = 0.5  # how often a Distill click reports while the attacker prepares its queries
-ANSWER_S = 15.0  # the most a slow teacher may spend answering one student's queries in a click
+# the most a slow teacher may spend answering one student's queries: a click right after a look waits for two
+# students' answers (the twin's, which the look started, then the defended one's), then trains both (two SR x4
+# students' 400 steps take ~12 s on 2 cores, python -m app.bench), and the estimate runs up to 15 % short: 30 s
+ANSWER_S = 7.0
 _queries_under_way: dict[tuple, Future] = {}
 _queries_lock = threading.Lock()
 
@@ -55,7 +58,7 @@ class DuelUpdate:
 
 def fitted_queries(attack: Attack, cost: Cost | None) -> Attack:
     """The attacker's queries, fewer for a teacher measured so slow here that answering them all would take
-    over ANSWER_S (never fewer than a batch): a click on a heavy teacher must end in about half a minute."""
+    over ANSWER_S (never fewer than a batch): a click on a heavy teacher must end within half a minute."""
     if cost is None or not cost.timed:
         return attack
     fit = int(ANSWER_S / (cost.seconds_per_pixel * attack.patch ** 2))
