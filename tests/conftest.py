@@ -22,6 +22,10 @@ from app.data.benchmarks import BENCHMARKS  # noqa: E402
 torch.set_num_threads(2)
 
 def pytest_collection_modifyitems(config, items):
+    """Files with slow or browser tests first: the suite's two workers (pytest-xdist, a file each at a time)
+    then end together rather than one waiting for the other's last long file."""
+    heavy = {item.path for item in items if "slow" in item.keywords or "browser" in item.keywords}
+    items.sort(key=lambda item: item.path not in heavy)  # a stable sort: the order within each group stays
     if BENCHMARKS.is_dir():
         return
     skip = pytest.mark.skip(reason=f"benchmark pairs not found at {BENCHMARKS}: set ASVP_BENCHMARKS")

@@ -19,6 +19,7 @@ RESULTS = ROOT / "results"
 pytestmark = pytest.mark.benchmarks  # the plan walks the stored rows, scored on the benchmark pairs
 
 
+@pytest.mark.slow
 def test_the_committed_rows_are_current_and_the_plan_trains_none_of_them(capsys):
     searched = sorted(path.stem.split("_", 1)[1] for path in RESULTS.glob("sweep_*.csv"))
     assert len(searched) >= 13, "results/ holds no search rows"

@@ -59,6 +59,7 @@ def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():
     noisy = summarise(frame(rows({"a": 2.0}, 0.0, {0: -6.0, 1: 0.5, 2: 0.0})))
     assert "| 1.00 | no (within its own spread) |" in answer_table(noisy)  # beyond the floor: the spread says no
     assert "| 1.00 | no (within the floor) |" in answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5))))
+    assert "| no drop to test |" in answer_table(noisy)  # the field stage (app.study.field) leaves such a pick out
 
 
 def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_who_could_drop_the_signal():
@@ -192,6 +193,7 @@ def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_inform
     assert fielded.loc["exposed, feature KD"].field_dpsnr == pytest.approx(-1.5)  # the field student's, not the quick
     assert fielded.loc["exposed, feature KD"].field_steps == 10_000 and fielded.loc["exposed, feature KD"].field_effect
     assert "| -1.50 ± 0.00 (10000 steps) |" in answer_table(fielded.reset_index())  # beyond the 1 dB floor
+    assert "| no drop to test |" not in answer_table(fielded.reset_index())  # both picks' drops are effects
     lines = informed_lines(summarise(raw), aware).set_index("attacker")
     assert lines.loc["feature AFFINITY x1"].searched_attacker == "feature L1 x1"
     affinity = lines.loc["feature AFFINITY x1"]

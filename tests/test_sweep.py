@@ -141,6 +141,24 @@ def test_after_the_search_informed_attackers_and_field_students_meet_its_setting
     assert field.missing([search], [0, 1, 2], sweeps, long, steps=4) == ""
 
 
+def test_the_field_stage_takes_the_largest_drops_that_are_effects(monkeypatch, tmp_path):
+    """A pick within the noise floor (1 dB here) has no damage for a field student to carry; of the rest, the
+    largest drops in noise floors come first, and SETTINGS of them are fielded."""
+    exposed = dict(placement="exposed", attack="feature", attacker="feature L1 x1", a=100.0)
+    search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
+    sweeps = Store(tmp_path)
+
+    def fielded(inline_drop: float) -> list[tuple[str, str]]:
+        sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, inline_drop)).to_dict("records")
+        return [(row.defense.placement, row.attack.label) for row in field.wanted([search], sweeps)[0]]
+
+    assert fielded(-0.5) == [("exposed", "feature L1 x1")]
+    assert fielded(-1.5) == [("exposed", "feature L1 x1"), ("inline", "output L1")]  # 3 floors down, then 1.5
+    assert fielded(-4.0) == [("inline", "output L1"), ("exposed", "feature L1 x1")]
+    monkeypatch.setattr(field, "SETTINGS", 1)
+    assert fielded(-1.5) == [("exposed", "feature L1 x1")]
+
+
 @pytest.fixture(scope="module")
 def elsewhere(ray, tmp_path_factory):
     """Three seeds of a row as another machine stored them: its recipe is not this machine's fingerprint."""

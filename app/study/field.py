@@ -1,9 +1,12 @@
 """The field stage: does the damage survive a thief who trains as the field does? Per teacher, the answer
 table's best in-line setting under output KD and its best exposed setting under feature KD (each with the
-attacker it was found with), taught to a field student (app.attack.field) of FIELD_STEPS steps, and to the
-quick student at the same length (the budget curve extended), first three seeds, each beside its clean
-twin. Rows live in field_<teacher>.csv under a fingerprint that covers both students. Every teacher's field
-students come before the long quick ones (app.study.runner): a stop leaves the answer table's column filled.
+attacker it was found with), where the quick student's drop there is an effect (beyond the noise floor and
+its spread: where there is no damage, none can survive); of these, the SETTINGS largest drops in noise floors
+(fewer settings before fewer seeds: the stage must fit about 12 hours of two cores). Each is taught to a field
+student (app.attack.field) of FIELD_STEPS steps, and to the quick student at the same length (the budget curve
+extended), first three seeds, each beside its clean twin. Rows live in field_<teacher>.csv under a fingerprint
+that covers both students. Every fielded setting's field students come before the long quick ones
+(app.study.runner), the largest drop first: a stop leaves the answer table's column filled where it matters most.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from app.study.stages import Search
 
 KIND = "field"
 SEEDS = 3
+SETTINGS = 12  # fielded settings: each takes ~1 h of two cores (3 seeds of a field and a long quick student pair)
 MEASURED = (THREATS[0], THREATS[2])  # the best in-line setting (output KD) and the best exposed one
 
 
@@ -32,27 +36,36 @@ def store(out) -> Store:
     return Store(out, KIND, field=True)
 
 
-def picks(sweep: pd.DataFrame) -> list[tuple[Setting, str]]:
-    """The answer table's picks of MEASURED (app.study.findings.best at a negligible teacher cost): (setting,
-    attacker), where the search confirmed one."""
+def picks(sweep: pd.DataFrame) -> list[tuple[Setting, str, float]]:
+    """The answer table's picks of MEASURED (app.study.findings.best at a negligible teacher cost) whose drop is
+    an effect: (setting, attacker, the drop in noise floors), where the search confirmed one."""
     chosen = best(summarise(sweep), cheap=True).set_index("threat")
-    return [(Setting.from_row(chosen.loc[t]), chosen.loc[t].attacker) for t in MEASURED if t in chosen.index]
+    return [(Setting.from_row(r), r.attacker, r.s_dpsnr / r.noise_floor) for t in MEASURED if t in chosen.index
+            and damaged(r := chosen.loc[t])]
 
 
-def field_rows(search: Search, sweep: pd.DataFrame, steps: int = FIELD_STEPS) -> tuple[list[Row], list[Row]]:
-    """(the field students' rows, the long quick students' rows) of one teacher."""
-    fields, quicks = [], []
-    for setting, name in picks(sweep):
+def damaged(pick) -> bool:
+    """Whether a summary line's student drop is an effect (a gain beyond the floor is not one to test)."""
+    return bool(pick.effect and pick.s_dpsnr < 0)
+
+
+def field_rows(search: Search, sweep: pd.DataFrame, steps: int = FIELD_STEPS) -> list[tuple[float, Row, Row]]:
+    """(the drop in noise floors, the field student's row, the long quick student's row) of each of one
+    teacher's picks."""
+    out = []
+    for setting, name, floors in picks(sweep):
         quick = dataclasses.replace(attacker(search.attack, name), steps=steps)
-        fields.append(search.row(KIND, setting, FieldAttack(**dataclasses.asdict(quick))))
-        quicks.append(search.row(KIND, setting, quick))
-    return fields, quicks
+        out.append((floors, search.row(KIND, setting, FieldAttack(**dataclasses.asdict(quick))),
+                    search.row(KIND, setting, quick)))
+    return out
 
 
 def wanted(plans: list[Search], sweeps: Store, steps: int = FIELD_STEPS) -> tuple[list[Row], list[Row]]:
-    """(every teacher's field rows, every teacher's long quick rows), of the teachers with search rows on file."""
-    both = [field_rows(s, pd.DataFrame(sweeps.rows[s.source]), steps) for s in plans if sweeps.rows.get(s.source)]
-    return [row for fields, _ in both for row in fields], [row for _, quicks in both for row in quicks]
+    """(the field rows, the long quick rows) of the SETTINGS largest drops, in noise floors, among the picks of
+    the teachers with search rows on file, the largest first."""
+    ranked = sorted((pick for s in plans if sweeps.rows.get(s.source)
+                     for pick in field_rows(s, pd.DataFrame(sweeps.rows[s.source]), steps)), key=lambda p: p[0])
+    return [f for _, f, _ in ranked[:SETTINGS]], [q for _, _, q in ranked[:SETTINGS]]
 
 
 def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, steps: int = FIELD_STEPS) -> str:

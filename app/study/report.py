@@ -84,7 +84,10 @@ def _informed(r) -> str:
 
 
 def _field(r) -> str:
-    """A line's field student at the long budget, or '-' where the field stage has not reached it."""
+    """A line's field student at the long budget, 'no drop to test' where the field stage leaves it out
+    (app.study.field), or '-' where the stage has not reached it."""
+    if pd.isna(getattr(r, "field_dpsnr", np.nan)) and not field.damaged(r):
+        return "no drop to test"
     return _left(r, "field", f"{getattr(r, 'field_steps', 0):.0f} steps")
 
 
@@ -252,9 +255,11 @@ def field_section(s: pd.DataFrame, long: pd.DataFrame) -> str:
         return ""
     parts = [f"## A thief who trains as the field does\n\nEach teacher's best in-line setting under output KD and "
              f"best exposed setting under feature KD (the answer table's picks, each with the attacker it was found "
-             f"with), taught to a field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small "
-             f"NAFNet for the rest) and to the quick student, both for {FIELD_STEPS} steps, the first "
-             f"{field.SEEDS} seeds, each beside its clean twin; judged by the search's noise floor.\n"]
+             f"with) where the quick student's drop there is an effect, the {field.SETTINGS} largest drops in noise "
+             f"floors (fewer settings before fewer seeds: the stage fits about 12 hours of two cores), taught to a "
+             f"field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small NAFNet for the rest) and "
+             f"to the quick student, both for {FIELD_STEPS} steps, the first {field.SEEDS} seeds, each beside its "
+             f"clean twin, the largest drop first; judged by the search's noise floor.\n"]
     lines = stage_lines(s, long)
     for (task, family), tt in lines.groupby(["task", "teacher_family"], sort=False):
         parts.append(f"### {task}: {family}\n\n{settings_table(tt, bound=False, steps=True, student=True)}\n")
@@ -296,7 +301,8 @@ def write_report(out: Path) -> None:
              f"teacher is shown beside either. The value of theft is the clean-taught student's gain over one that "
              f"never asked the teacher (the next section); the last columns give what is left of the drop against "
              f"the strongest attacker who knows the defense and for a field student trained {FIELD_STEPS} steps "
-             f"(their sections below; '-' where not measured yet).\n\n{answer_table(s)}\n",
+             f"(their sections below; '-' where not measured: the field stage takes the {field.SETTINGS} largest "
+             f"drops that are effects).\n\n{answer_table(s)}\n",
              theft_section(values),
              informed_section(s, aware),
              field_section(s, long),
