@@ -28,7 +28,7 @@ from app.study.stages import Search
 
 KIND = "field"
 SEEDS = 3
-SETTINGS = 12  # fielded settings: each takes ~1 h of two cores (3 seeds of a field and a long quick student pair)
+SETTINGS = 12  # fielded settings: about an hour of two cores each (3 seeds of a field and a long quick pair)
 MEASURED = (THREATS[0], THREATS[2])  # the best in-line setting (output KD) and the best exposed one
 
 
@@ -65,7 +65,8 @@ def wanted(plans: list[Search], sweeps: Store, steps: int = FIELD_STEPS) -> tupl
     the teachers with search rows on file, the largest first."""
     ranked = sorted((pick for s in plans if sweeps.rows.get(s.source)
                      for pick in field_rows(s, pd.DataFrame(sweeps.rows[s.source]), steps)), key=lambda p: p[0])
-    return [f for _, f, _ in ranked[:SETTINGS]], [q for _, _, q in ranked[:SETTINGS]]
+    top = ranked[:SETTINGS]
+    return [f for _, f, _ in top], [q for _, _, q in top]
 
 
 def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, steps: int = FIELD_STEPS) -> str:

@@ -256,7 +256,7 @@ def field_section(s: pd.DataFrame, long: pd.DataFrame) -> str:
     parts = [f"## A thief who trains as the field does\n\nEach teacher's best in-line setting under output KD and "
              f"best exposed setting under feature KD (the answer table's picks, each with the attacker it was found "
              f"with) where the quick student's drop there is an effect, the {field.SETTINGS} largest drops in noise "
-             f"floors (fewer settings before fewer seeds: the stage fits about 12 hours of two cores), taught to a "
+             f"floors (fewer settings before fewer seeds, to fit about 12 hours of two cores), taught to a "
              f"field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small NAFNet for the rest) and "
              f"to the quick student, both for {FIELD_STEPS} steps, the first {field.SEEDS} seeds, each beside its "
              f"clean twin, the largest drop first; judged by the search's noise floor.\n"]
