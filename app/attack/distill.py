@@ -269,12 +269,36 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float 
     return err.topk(keep, largest=False).values.mean()
 
 
+@dataclass
+class Answered:
+    """What one seed's attacker got from a teacher: its queries, the answers and the (exposed) features at
+    each hooked layer. Students train on it (`taught`); a study also measures how far the served answers moved."""
+
+    seed: int
+    queries: torch.Tensor
+    answers: torch.Tensor
+    features: list[torch.Tensor]
+
+
+def asked(teacher: nn.Module, task, defense: Setting, attack: Attack, seed: int) -> Answered:
+    """The attacker's queries for `seed`, sent to the teacher under `defense` (the students train where it runs)."""
+    x = attacker_queries(task, attack, seed).to(device_of(teacher))
+    return Answered(seed, x, *ask_teacher(teacher, x, defense))
+
+
 def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: Attack,
             every: int = 10, stacked: bool | None = None) -> Iterator[Progress]:
     """Train one student per (defense, seed) run on the teacher's answers, all in one pass; yield
-    progress once the teacher has answered, then every `every` steps and at the end. Each student
-    sees its seed's queries, initial weights and batch order, so it equals the same student trained
-    alone, and the clean- and defended-taught students of one seed form a fair pair.
+    progress once the teacher has answered, then every `every` steps and at the end (`taught`)."""
+    yield from taught(task, [asked(teacher, task, defense, attack, seed) for defense, seed in runs], attack,
+                      every, stacked)
+
+
+def taught(task, runs: list[Answered], attack: Attack, every: int = 10,
+           stacked: bool | None = None) -> Iterator[Progress]:
+    """Train one student per run on answers already asked, all in one pass. Each student sees its seed's
+    queries, initial weights and batch order, so it equals the same student trained alone, and the clean- and
+    defended-taught students of one seed form a fair pair.
 
     `stacked` (default: on an accelerator, for more than one run) steps all students as one: their
     weights stacked under torch.func.vmap, every convolution one grouped kernel, equal to the lone
@@ -282,16 +306,16 @@ def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: A
     layout, bit for bit what each computes alone: on a CPU a grouped kernel is slower than that, and
     channels-last beats contiguous students for the dilated family (python -m app.bench times both).
     """
-    xs, ys, feats, device = [], [], [], device_of(teacher)  # students train where the teacher runs
-    for defense, seed in runs:
-        x = attacker_queries(task, attack, seed).to(device)
-        y, t_feat = ask_teacher(teacher, x, defense)
+    ys, feats = [], []
+    for run in runs:
+        y, t_feat = run.answers, run.features
         if attack.feature_loss == "asvp-aware":  # matched with L1 once its amplified directions are put back
             t_feat = [unamplified(f) for f in t_feat]
         if attack.kind == "adaptive" and attack.lowpass_sigma > 0:
             y = gaussian_lowpass(y, attack.lowpass_sigma)
-        xs.append(x), ys.append(subpixel_residual(y, x, task.scale)), feats.append(t_feat)
-    yield from _train(task, [seed for _, seed in runs], attack, xs, ys, feats, every, stacked)
+        ys.append(subpixel_residual(y, run.queries, task.scale)), feats.append(t_feat)
+    yield from _train(task, [run.seed for run in runs], attack, [run.queries for run in runs], ys, feats, every,
+                      stacked)
 
 
 def alone(attack: Attack) -> Attack:

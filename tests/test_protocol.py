@@ -1,0 +1,35 @@
+"""One row's measurement: the teacher answers each seed's queries once under the row's defense, and the clean
+answers every row's served change is measured against are asked once per seed, however many rows share them
+(a heavy teacher's search is mostly its answers)."""
+import pytest
+import torch
+
+from app.attack.distill import Attack, asked
+from app.defense.bound import rms
+from app.defense.setting import Setting
+from app.study.protocol import Pairs, Row, clean_answers, clean_student_scores, measure, teacher_on
+
+
+pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
+TINY = Attack(steps=3, queries=8, batch=2, patch=32)
+
+
+def test_a_row_asks_once_a_seed_and_measures_the_served_change_against_the_shared_clean_answers():
+    rows = [Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("dec1",), k=1, a=a), TINY, Pairs(n=1, crop=64))
+            for a in (3.0, 10.0)]
+    cleans = [clean_student_scores(rows[0], seed) for seed in (0, 1)]
+    session, _, _ = teacher_on("dehaze", "dehaze", rows[0].pairs, torch.device("cpu"))
+    clean_answers.cache_clear()
+    batches = []  # the teacher's forwards on the attacker's queries (the scoring pairs go one image at a time)
+    handle = session.model.register_forward_hook(lambda _m, _i, out: batches.append(out.shape[0]))
+    try:
+        measured = [measure(row, [0, 1], *cleans) for row in rows]
+    finally:
+        handle.remove()
+    assert batches.count(TINY.queries) == 2 * 2 + 2  # per row and seed its served answers; per seed the clean ones
+    for row, found in zip(rows, measured):
+        for seed, record in zip((0, 1), found):
+            served = asked(session.model, session.task, row.defense, TINY, seed).answers
+            unmoved = asked(session.model, session.task, row.defense.clean, TINY, seed).answers
+            assert record["served_rms"] == rms(served - unmoved) > 0
+    assert measured[1][0]["served_rms"] > measured[0][0]["served_rms"]  # a stronger factor moves the answers more
