@@ -1,6 +1,9 @@
 """Every bundled teacher loads from its folder (our config.json layout or a bare field checkpoint)
 and restores better than its input."""
+import threading
+
 import pytest
+import torch
 from helpers import COFFEE
 
 from app.data.images import load_rgb
@@ -10,6 +13,7 @@ from app.teachers.evaluate import versus_unet
 from app.teachers.loader import load_teacher
 from app.teachers.networks import restore
 from app.teachers.registry import bundled, bundled_for
+from app.teachers.seeding import GLOBAL_DRAWS
 
 
 CLEAN = load_rgb(COFFEE)[64:192, 64:192]
@@ -47,3 +51,19 @@ def test_a_field_teacher_card_says_why_it_misses_the_unet():
     assert "shift from our synthetic degradation to the real one" in versus_unet("x", shifted, results)
     assert "under-trained" in versus_unet("x", weaker, results)
     assert "beats it" in versus_unet("x", better, results) and "Why" not in versus_unet("x", better, results)
+
+
+@pytest.mark.parametrize("name", ["dehaze", "dehaze-nafnet"])  # our layout built from its config; spandrel's build
+def test_loading_a_teacher_draws_apart_from_the_students(name):
+    """A teacher's random init (overwritten by its weights) leaves torch's global generator as it was, and waits
+    while a student seeds it and draws its weights in another thread: that student keeps its twin's weights."""
+    state = torch.get_rng_state()
+    load_teacher(name)
+    assert torch.equal(torch.get_rng_state(), state)
+    loading = threading.Thread(target=load_teacher, args=(name,))
+    with GLOBAL_DRAWS:  # a student drawing its weights
+        loading.start()
+        loading.join(timeout=2.0)
+        assert loading.is_alive()
+    loading.join(timeout=60)
+    assert not loading.is_alive()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
@@ -27,6 +26,7 @@ from app.defense.asvp import FeatureRecord, defend
 from app.defense.setting import Setting
 from app.devices import device_of
 from app.teachers.networks import QuickStudent, upsample_input
+from app.teachers.seeding import drawn_in_turn
 
 
 ATTACKS = ("output", "feature", "fitnet", "adaptive")
@@ -35,7 +35,6 @@ FEATURE_LOSSES = ("l1", "mse", "affinity", "asvp-aware")  # the last two: attack
 MAX_STEPS = 10_000  # the sweep's budget curve trains students far past the app's budget
 FIELD_STEPS = MAX_STEPS  # a field student's budget: a thief who trains as the field does
 MAX_DEPTH = 12  # a quick student stays quick
-_seeding = threading.Lock()  # students made at once in several threads (clicks, twins) draw in turn
 
 
 @dataclass(frozen=True)
@@ -350,7 +349,7 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
     feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
     for seed, t_feat in zip(seeds, feats):
-        with _seeding:  # torch's global generator is every thread's: seed it and draw the weights as one
+        with drawn_in_turn():  # students made at once in several threads (clicks, twins) draw in turn
             torch.manual_seed(seed)
             pupil = Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)])
         pupils.append(pupil.to(device))

@@ -22,6 +22,7 @@ from torch import nn
 
 from app.teachers.families import (FAMILIES, NOT_ALLOWED, NOT_ALLOWED_REASON, Family, allowed_registry, detect,
                                    import_spandrel)
+from app.teachers.seeding import drawn_aside
 
 
 MAX_PARAMS = 20_000_000  # 80 MB in float32: Real-ESRGAN x4plus (16.7M) fits, HAT-L (40.8M) does not
@@ -167,7 +168,8 @@ def read_checkpoint(path: Path, origin: str, scale: int | None = None) -> Checkp
                                f"{NOT_ALLOWED.get(arch, NOT_ALLOWED_REASON)}. Allowed: "
                                f"{', '.join(f.title for f in FAMILIES.values())}")
     try:
-        descriptor = spandrel.ModelLoader(registry=allowed_registry()).load_from_state_dict(state)
+        with drawn_aside():  # spandrel builds the network (random init) before it loads the weights
+            descriptor = spandrel.ModelLoader(registry=allowed_registry()).load_from_state_dict(state)
     except Exception as e:  # noqa: BLE001 - spandrel raises many kinds on inconsistent shapes
         detail = " ".join(str(e).split())[:200]
         raise TeacherLoadError(f"the weights of {origin} look like {arch} but do not load: {detail}") from None

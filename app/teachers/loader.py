@@ -37,6 +37,7 @@ from app.teachers.ncnn import NcnnError
 from app.teachers.networks import CONFIG_CLASSES, count_params
 from app.teachers.pretrained import PRETRAINED, WHEEL, WHEEL_VERSION, Pretrained, converted
 from app.teachers.registry import CARD, WEIGHTS, bundled
+from app.teachers.seeding import drawn_aside
 
 
 CONFIG = "config.json"
@@ -348,7 +349,8 @@ def _build(config) -> tuple[torch.nn.Module, str, int]:
     if params > MAX_PARAMS:
         raise TeacherLoadError(f"{CONFIG} asks for a {arch} with {params:,} parameters; "
                                f"the limit is {MAX_PARAMS:,}")
-    return cls(**kwargs), arch, params
+    with drawn_aside():  # its random init is overwritten by the weights
+        return cls(**kwargs), arch, params
 
 
 def _setting(arch: str, key: str, value, hint):
