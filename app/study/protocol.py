@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from app.attack.distill import Answered, Attack, ask_teacher, asked, distill, no_theft, query_images, taught
+from app.attack.distill import Answered, Attack, ask_teacher, asked, attacker_queries, no_theft, query_images, taught
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
 from app.data.tasks import TASKS
@@ -230,15 +230,16 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
 
 
 def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
-    """One student's wall time here: the teacher's answers, a short run's steps scaled to the
-    budget, and scoring the student (distill reports once the teacher has answered, so one run
-    times both parts)."""
+    """One student's wall time here: the teacher's answers (a batch of the queries timed, scaled to all: a heavy
+    teacher takes a minute for all of them), a short run's steps scaled to the budget, and scoring the student."""
     defense, steps = Setting(layers=(session.default_layer,)).clean, min(attack.steps, 20)
-    train_student(session.model, session.task, defense, dataclasses.replace(attack, steps=1), seed=0)  # queries made
+    x = attacker_queries(session.task, attack, 0)[:attack.batch]  # made (and cached) before any timing
+    ask_teacher(session.model, x[:1], defense)  # the first forward's set-up, untimed
     marks = [time.perf_counter()]
-    for progress in distill(session.model, session.task, [(defense, 0)], dataclasses.replace(attack, steps=steps),
-                            every=steps):
-        marks.append(time.perf_counter())
-    mean_score(progress.students[0], pairs, session.task)
+    batch = Answered(0, x, *ask_teacher(session.model, x, defense))
+    marks.append(time.perf_counter())
+    *_, last = taught(session.task, [batch], dataclasses.replace(attack, steps=steps), every=steps)
+    marks.append(time.perf_counter())
+    mean_score(last.students[0], pairs, session.task)
     answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
-    return answers + run * attack.steps / steps + scoring
+    return answers * attack.queries / len(x) + run * attack.steps / steps + scoring
