@@ -50,6 +50,14 @@ def test_the_best_setting_is_confirmed_learned_and_cheap_and_an_effect_only_beyo
 def test_a_search_with_one_seed_so_far_says_its_floor_is_not_measured_rather_than_nan():
     table = answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5, seeds=(0,)))))
     assert "| n/a (< 3 seeds) |" in table and "nan" not in table
+    assert "| none: no setting confirmed with 3+ seeds |" in table
+
+
+def test_a_threat_model_measured_with_enough_seeds_but_never_valid_says_so():
+    """Settings with five seeds where some seed's clean-taught student lost to the input: not a missing seed."""
+    table = answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5, learned=False),
+                                         rows({"a": 3.0}, 0.0, -0.5, seeds=(0,)))))
+    assert "| none: at every setting with 3+ seeds a clean-taught student fails to beat the input |" in table
 
 
 def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():

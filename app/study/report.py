@@ -126,8 +126,10 @@ def _why_none(tt: pd.DataFrame) -> str:
         return "not measured"
     if not asvp.learned.any():
         return "its clean-taught students never beat the input"
-    if confirmed(asvp).empty:
+    if (asvp.seeds < MIN_SEEDS).all():
         return f"no setting confirmed with {MIN_SEEDS}+ seeds"
+    if confirmed(asvp).empty:  # measured enough, but not valid: the drop would not count
+        return f"at every setting with {MIN_SEEDS}+ seeds a clean-taught student fails to beat the input"
     return "every confirmed setting costs the teacher more"
 
 
