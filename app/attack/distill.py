@@ -26,7 +26,7 @@ from app.defense.asvp import FeatureRecord, defend
 from app.defense.setting import Setting
 from app.devices import device_of
 from app.teachers.networks import QuickStudent, upsample_input
-from app.teachers.seeding import drawn_in_turn
+from app.teachers.seeding import GLOBAL_DRAWS
 
 
 ATTACKS = ("output", "feature", "fitnet", "adaptive")
@@ -349,7 +349,7 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
     feats = [[pooled(f, size) for f, size in zip(t_feat, sizes)] for t_feat in feats]
     pupils = []
     for seed, t_feat in zip(seeds, feats):
-        with drawn_in_turn():  # students made at once in several threads (clicks, twins) draw in turn
+        with GLOBAL_DRAWS:  # students made at once in several threads (clicks, twins) draw in turn
             torch.manual_seed(seed)
             pupil = Pupil(attack, task.scale, [(f.shape[1], size) for f, size in zip(t_feat, sizes)])
         pupils.append(pupil.to(device))

@@ -9,15 +9,7 @@ from contextlib import contextmanager
 import torch
 
 
-GLOBAL_DRAWS = threading.Lock()
-
-
-@contextmanager
-def drawn_in_turn():
-    """Seed and draw from torch's global generator with no other thread doing so meanwhile (a student's
-    initial weights from its seed)."""
-    with GLOBAL_DRAWS:
-        yield
+GLOBAL_DRAWS = threading.Lock()  # held to seed it and draw (a student's initial weights from its seed)
 
 
 @contextmanager
