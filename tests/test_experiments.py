@@ -88,6 +88,18 @@ def test_a_sweep_of_nothing_is_refused_with_the_reason(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_run_that_would_drop_stale_rows_stops_first_and_keeps_them(capsys, tmp_path):
+    """Rows measured on another kind of CPU look stale by their fingerprint alone: a run says so and drops none."""
+    stale = pd.DataFrame([dict(key="k", teacher="sr_x4", **{**stamp("sr_x4", "sr_x4"), "recipe": "measured-elsewhere"})])
+    stale.to_csv(tmp_path / "sweep_sr_x4.csv", index=False)
+    with pytest.raises(SystemExit):
+        main(["--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "sweep_sr_x4.csv: 1 rows of another recipe or teacher than here" in err and "--crosscheck" in err
+    assert pd.read_csv(tmp_path / "sweep_sr_x4.csv").equals(stale)  # nothing dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep_sr_x4.csv"]  # and nothing measured
+
+
 def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsys, tmp_path):
     main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
           "--out", str(tmp_path)])

@@ -23,7 +23,7 @@ from app.study.crosscheck import crosscheck
 from app.study.engine import Workers
 from app.study.grid import CONFIRM_SEEDS
 from app.study.report import write_report
-from app.study.runner import plan, run
+from app.study.runner import plan, run, stale_on_file
 from app.study.stages import searches, sweep_pairs
 from app.teachers.budget import APP_BUDGET, Budget
 from app.teachers.registry import bundled, bundled_for, file_stem, pretrained_for
@@ -95,6 +95,8 @@ def main(argv=None):
     p.add_argument("--crosscheck", action="store_true", help="on a new kind of CPU, where the stored rows look "
                    "stale by their fingerprint alone: re-measure one row per teacher and group of attackers and, "
                    "where it agrees, record this machine's fingerprint as their recipe")
+    p.add_argument("--remeasure-stale", action="store_true", help="let a run drop the rows on file that look stale "
+                   "here and measure them again (without it, a run with stale rows stops before it starts)")
     p.add_argument("--device", choices=CHOICES, default="auto", help="where teachers and students run (auto: CUDA if "
                    "present; the stored results ran on the CPU, and a GPU's rounding matches them within the spread)")
     p.add_argument("--per-gpu", type=int, default=Workers.per_gpu,
@@ -132,6 +134,10 @@ def main(argv=None):
         print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address, pairs))
         return
     if teachers and not args.report_only:
+        if not args.remeasure_stale and (stale := stale_on_file(teachers, args.out)):
+            p.error("rows on file look stale here, and a run would drop them:\n  " + "\n  ".join(stale)
+                    + "\nOn another kind of CPU, --crosscheck re-measures one of each and keeps them where they agree; "
+                    "after a change of the student recipe or a teacher, --remeasure-stale measures them again")
         start = time.perf_counter()
         run(teachers, args.seeds, args.budget, args.quick, args.out, workers, args.address, pairs)
         print(f"swept {len(teachers)} teacher(s) in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -55,11 +55,30 @@ def costs(ray, plans: list[Search], out: Path, workers: Workers) -> dict[str, pd
     return found
 
 
+def stores(out: Path) -> tuple[Store, Store, Store, Store]:
+    """The search's row files in `out`: the stages', the no-theft students', the informed attackers' and the field
+    students'."""
+    return Store(out), Store(out, notheft.KIND), informed.store(out), field.store(out)
+
+
+def stale_on_file(teachers: list[tuple[str, Source]], out: Path) -> list[str]:
+    """A line per row file in `out` with rows that look stale here (another recipe or teacher weights), changing
+    none: a run would drop them, and on another kind of CPU they may only need --crosscheck."""
+    lines = []
+    for task, source in teachers:
+        for store in stores(out):
+            if stale := store.load(task, source, keep_stale=True):
+                here = store.stamp(task, source)
+                lines.append(f"{store.path(source).name}: {stale} rows of another recipe or teacher than here "
+                             f"(recipe {here['recipe']}, teacher {here['teacher_sha']})")
+    return lines
+
+
 def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
         workers: Workers, address: str | None, pairs: Pairs | None = None) -> None:
-    """The search on Ray, resuming from the rows already in `out`; each CSV ends in the protocol's order."""
-    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
-    aware, long = informed.store(out), field.store(out)
+    """The search on Ray, resuming from the rows already in `out` (stale ones leave their file: `stale_on_file`
+    says which first); each CSV ends in the protocol's order."""
+    plans, (store, free, aware, long) = searches(teachers, budget, quick, pairs), stores(out)
     for search in plans:
         for each in (store, free, aware, long):
             each.load(search.task, search.source)
@@ -92,8 +111,7 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    store, plans, free = Store(out), searches(teachers, budget, quick, pairs), Store(out, notheft.KIND)
-    aware, long = informed.store(out), field.store(out)
+    plans, (store, free, aware, long) = searches(teachers, budget, quick, pairs), stores(out)
     lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
              for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
     for s in plans:
