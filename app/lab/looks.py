@@ -2,10 +2,13 @@
 and the perturbation."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -47,7 +50,27 @@ def teacher_turn(teacher: nn.Module) -> Iterator[None]:
     with _turns_lock:
         turn = _turns.setdefault(teacher, threading.Lock())
     with turn, busy():
-        yield
+        try:
+            yield
+        finally:
+            give_back_freed_memory()
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim (None where the C library is another)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def give_back_freed_memory() -> None:
+    """Hand the pages a teacher's forward freed back to the system. Its activations (tens of MB each) are freed in
+    the arena of the thread that ran it, and each visitor's events run in other threads: glibc keeps those pages
+    for that arena's next allocations, so eight sessions held ~1.5 GB more than their largest forward needs."""
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
 
 
 def answers(teacher, scene: Scene, defense: Setting, record: FeatureRecord | None = None):
