@@ -5,10 +5,12 @@ import pandas as pd
 import pytest
 import torch
 from helpers import ROOT, SMALL_RUN, weights
+from torch import nn
 
 from app.attack.attackers import attack_for
 from app.attack.distill import (Attack, Pupil, ask_teacher, distill, feature_loss, gaussian_lowpass, hint_sizes,
                                 pixel_loss, pooled, subpixel_residual)
+from app.attack.features import teacher_features
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
 from app.study.findings import summarise
@@ -83,6 +85,35 @@ def test_exposed_placement_does_not_touch_an_output_attacker(teacher):
     feature = dataclasses.replace(attack, kind="feature")
     assert not torch.equal(weights(final_student(teacher, defense.clean, feature, 0)),
                            weights(final_student(teacher, defense, feature, 0)))
+
+
+class RunsItsBodyTwice(nn.Module):
+    """A network that runs one layer twice (weights shared), then a tail that counts its runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.tail, self.tail_runs = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1), 0
+
+    def forward(self, x):
+        hidden = self.body(self.body(x))
+        self.tail_runs += 1
+        return self.tail(hidden)
+
+
+@pytest.mark.parametrize("layers,tail_runs", [(("body",), 1), (("tail",), 1 + 3)])
+def test_features_read_off_forwards_cut_short_equal_a_whole_forwards(layers, tail_runs):
+    """What an exposed setting hands over, without the rest of the teacher: where a whole forward leaves a layer
+    run twice (its second run), chunk by chunk."""
+    torch.manual_seed(0)
+    net, x = RunsItsBodyTwice(), torch.rand(40, 3, 16, 16)
+    defense = Setting(k=1, a=5.0, layout="spatial", placement="exposed", layers=layers)
+    whole = ask_teacher(net, x, defense, chunk=16)[1]
+    net.tail_runs = 0
+    cut = teacher_features(net, x, defense, chunk=16)
+    assert all(torch.equal(a, b) for a, b in zip(whole, cut)) and cut[0].shape[0] == 40
+    assert net.tail_runs == tail_runs  # one query counts the layers' runs; the 3 chunks end after them
+    assert not torch.equal(cut[0], ask_teacher(net, x, dataclasses.replace(defense, a=1.0), chunk=16)[1][0])
+    assert not net._forward_hooks and not net.body._forward_hooks  # every hook went
 
 
 def test_fitnet_trains_the_hint_alone_then_the_outputs(teacher):

@@ -1,13 +1,16 @@
 """One row's measurement: the teacher answers each seed's queries once under the row's defense, and the clean
 answers every row's served change is measured against are asked once per seed, however many rows share them
 (a heavy teacher's search is mostly its answers)."""
+import dataclasses
+
 import pytest
 import torch
 
 from app.attack.distill import Attack, asked
 from app.defense.bound import rms
 from app.defense.setting import Setting
-from app.study.protocol import Pairs, Row, clean_answers, clean_student_scores, measure, teacher_on
+from app.study.protocol import (Pairs, Row, clean_answers, clean_student_scores, measure, seed_answers, served_to,
+                                teacher_on)
 
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
@@ -33,3 +36,26 @@ def test_a_row_asks_once_a_seed_and_measures_the_served_change_against_the_share
             unmoved = asked(session.model, session.task, row.defense.clean, TINY, seed).answers
             assert record["served_rms"] == rms(served - unmoved) > 0
     assert measured[1][0]["served_rms"] > measured[0][0]["served_rms"]  # a stronger factor moves the answers more
+
+
+def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_whole_forward_more():
+    """They leave the answers untouched, bit for bit: what they serve is what asking would give, read off the seed's
+    clean answers and forwards cut short at the hooked layer."""
+    attack = dataclasses.replace(TINY, kind="feature")
+    row = Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("enc1",), k=1, a=100.0, placement="exposed"),
+              attack, Pairs(n=1, crop=64))
+    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, torch.device("cpu"))
+    clean_answers.cache_clear()
+    unmoved = seed_answers(row, 0, torch.device("cpu"))
+    whole = []
+    handle = session.model.register_forward_hook(lambda _m, _i, out: whole.append(out.shape[0]))
+    try:
+        served = [served_to(session.model, session.task, d, attack, 0, unmoved) for d in (row.defense, row.defense.clean)]
+    finally:
+        handle.remove()
+    assert whole == [1, 1]  # one query each, to count the hooked layer's runs; no whole forward on the queries
+    for got, defense in zip(served, (row.defense, row.defense.clean)):
+        asking = asked(session.model, session.task, defense, attack, 0)
+        assert torch.equal(got.answers, asking.answers) and torch.equal(got.queries, asking.queries)
+        assert all(torch.equal(a, b) for a, b in zip(got.features, asking.features))
+    assert not torch.equal(served[0].features[0], served[1].features[0])  # the exposed copy is amplified

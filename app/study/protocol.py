@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from app.attack.distill import Answered, Attack, ask_teacher, asked, attacker_queries, no_theft, query_images, taught
+from app.attack.features import teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
 from app.data.tasks import TASKS
@@ -112,8 +113,14 @@ def trained(task, run: Answered, attack: Attack):
     return last.students[0]
 
 
-def train_student(teacher, task, defense, attack, seed):
-    return trained(task, asked(teacher, task, defense, attack, seed), attack)
+def served_to(teacher, task, defense: Setting, attack: Attack, seed: int, unmoved: torch.Tensor | None) -> Answered:
+    """What one seed's attacker gets under `defense`. A setting that leaves the answers untouched, bit for bit (an
+    exposed or a clean one), serves the clean answers `unmoved` where they are given, beside the features read off
+    forwards cut short: a heavy teacher's search is mostly its answers."""
+    if unmoved is None or not (defense.placement == "exposed" or defense.is_identity):
+        return asked(teacher, task, defense, attack, seed)
+    x = attacker_queries(task, attack, seed)
+    return Answered(seed, x.to(unmoved.device), unmoved, teacher_features(teacher, x, defense))
 
 
 @lru_cache(maxsize=5)  # a confirmed point's seeds; an SR x4 teacher's answers to 96 queries are 42 MB
@@ -125,6 +132,12 @@ def clean_answers(task: str, teacher: Source, pairs: Pairs, device: torch.device
     session, _, _ = teacher_on(task, teacher, pairs, device)
     x = query_images(session.task, queries, patch, variants, seed).to(device)
     return ask_teacher(session.model, x, Setting(a=1.0, layers=(session.default_layer,)))[0]
+
+
+def seed_answers(row: Row, seed: int, device: torch.device) -> torch.Tensor:
+    """The clean answers to the queries of `row`'s attacker for `seed` (`clean_answers`)."""
+    return clean_answers(row.task, row.teacher, row.pairs, device, row.attack.queries, row.attack.patch,
+                         row.attack.variants, seed)
 
 
 def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
@@ -158,8 +171,8 @@ def clean_student_scores(row: Row, seed: int, device: torch.device = torch.devic
     """PSNR/SSIM (to the ground truth and to the clean teacher) of the student the undefended teacher of
     `row` teaches with `seed`."""
     session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
-    student = train_student(session.model, session.task, row.defense.clean, row.attack, seed)
-    return mean_score(student, pairs, session.task, answers)
+    served = served_to(session.model, session.task, row.defense.clean, row.attack, seed, seed_answers(row, seed, device))
+    return mean_score(trained(session.task, served, row.attack), pairs, session.task, answers)
 
 
 def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
@@ -208,11 +221,10 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
         t_def = teacher_score(teacher, defense, pairs, task, answers)
     out = []
     for seed, s_clean in zip(seeds, clean):
+        unmoved = seed_answers(row, seed, device)
         with output_noise(teacher, sigma):  # the answers the student learns from are the ones served
-            served = asked(teacher, task, defense, row.attack, seed)
+            served = served_to(teacher, task, defense, row.attack, seed, unmoved if not sigma else None)
         s_def = mean_score(trained(task, served, row.attack), pairs, task, answers)
-        unmoved = clean_answers(row.task, row.teacher, row.pairs, device, row.attack.queries, row.attack.patch,
-                                row.attack.variants, seed)
         out.append(dict(
             task=row.task, teacher=str(row.teacher), teacher_family=session.loaded.family.title, budget=row.attack.steps,
             student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind,
