@@ -12,7 +12,7 @@ from app.defense.setting import Setting
 from app.study import field, informed, recipe
 from app.study.crosscheck import crosscheck
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
-from app.study.protocol import Pairs, Row
+from app.study.protocol import Pairs, Row, clean_student_scores, measure
 from app.study.recipe import recipe_of
 from app.study.runner import after_search
 from app.study.stages import Search
@@ -64,16 +64,17 @@ def test_a_stopped_sweep_resumes_with_only_the_missing_row(ray, tmp_path):
     assert set(on_file.clean_key) == {clean_key(ROWS[0], 0)}  # one clean student, shared by both rows
 
 
-def test_long_rows_reach_the_file_one_seed_at_a_time_and_measure_what_a_whole_row_does(ray, tmp_path):
+def test_rows_reach_the_file_one_seed_at_a_time_and_measure_what_a_whole_row_does(ray, tmp_path):
     (tmp_path / "split").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        run_rows(ray, ROWS[:1], [0, 1], StoppedAfterFirstRow(tmp_path / "split"), per_seed=True)
+        run_rows(ray, ROWS[:1], [0, 1], StoppedAfterFirstRow(tmp_path / "split"))
     assert len(pd.read_csv(tmp_path / "split" / "sweep_dehaze.csv")) == 1  # one seed stored, one lost in flight
     split = Counting(tmp_path / "split")
     split.load("dehaze", "dehaze")
-    resumed = run_rows(ray, ROWS[:1], [0, 1], split, per_seed=True)
+    resumed = run_rows(ray, ROWS[:1], [0, 1], split)
     assert [r["seed"] for r in resumed] == [0, 1] and split.added == 1  # in the order asked
-    whole = run_rows(ray, ROWS[:1], [0, 1], Store(tmp_path))
+    with recipe.one_thread():  # as the Ray tasks ran
+        whole = measure(ROWS[0], [0, 1], *(clean_student_scores(ROWS[0], seed) for seed in (0, 1)))
     measured = ("seed", "student_psnr", "student_clean_psnr", "teacher_psnr", "served_rms")
     assert [[r[m] for m in measured] for r in whole] == [[r[m] for m in measured] for r in resumed]
 
@@ -164,7 +165,7 @@ def elsewhere(ray, tmp_path_factory):
     """Three seeds of a row as another machine stored them: its recipe is not this machine's fingerprint."""
     out = tmp_path_factory.mktemp("elsewhere")
     run_rows(ray, ROWS[:1], [0, 1, 2], Store(out))
-    return pd.read_csv(out / "sweep_dehaze.csv").assign(recipe="measured-elsewhere")
+    return pd.read_csv(out / "sweep_dehaze.csv").sort_values("seed").assign(recipe="measured-elsewhere")
 
 
 @pytest.fixture

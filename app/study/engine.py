@@ -211,11 +211,11 @@ def missing_pairs(rows: list[Row], seeds: list[int], store: Store) -> int:
 
 
 def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Workers = Workers(),
-             desc: str = "rows", per_seed: bool = False) -> list[dict]:
-    """Measure every (row, seed) not yet on file as Ray tasks, streaming results into the store as
-    they finish; returns the rows of `rows` on file afterwards (old and new). A row's missing seeds are one
-    task (its defended teacher is scored once), or with `per_seed` one task each: long students then reach
-    the file one by one, and a stop loses only those in flight."""
+             desc: str = "rows") -> list[dict]:
+    """Measure every (row, seed) not yet on file as Ray tasks, one each, streaming results into the store as
+    they finish; returns the rows of `rows` on file afterwards (old and new). A seed's row reaches the file
+    as soon as it is measured, so a stop loses only those in flight (a heavy teacher's row of five seeds is
+    half an hour; scoring its defended teacher once a seed instead of once a row costs seconds)."""
     clean_task, row_task = (workers.remote(ray, fn) for fn in (clean_student_scores, measure))
     wanted = {(row, seed): row_key(row, seed) for row in rows for seed in seeds}
     pending, cleans, todo = {}, {}, 0
@@ -229,16 +229,16 @@ def run_rows(ray, rows: list[Row], seeds: list[int], store: Store, workers: Work
             if key not in on_file and key not in cleans:
                 cleans[key] = clean_task.remote(row, seed)
             refs[seed] = on_file.get(key) or cleans[key]
-        for group in ([[seed] for seed in missing] if per_seed else [missing]):
-            pending[row_task.remote(row, group, *(refs[seed] for seed in group))] = (row, group)
+        for seed in missing:
+            pending[row_task.remote(row, [seed], refs[seed])] = (row, seed)
         todo += len(missing)
     with tqdm(total=todo, desc=desc, unit="student pair") as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            row, missing = pending.pop(ready)
-            measured = ray.get(ready)
-            store.add(row.teacher, [dict(r, key=wanted[row, seed], clean_key=clean_key(row, seed),
-                                         **store.stamp(row.task, row.teacher)) for r, seed in zip(measured, missing)])
-            bar.update(len(missing))
+            row, seed = pending.pop(ready)
+            (measured,) = ray.get(ready)
+            store.add(row.teacher, [dict(measured, key=wanted[row, seed], clean_key=clean_key(row, seed),
+                                         **store.stamp(row.task, row.teacher))])
+            bar.update()
     on_file = {r["key"]: r for teacher in {row.teacher for row in rows} for r in store.rows[teacher]}
     return [on_file[wanted[row, seed]] for row in rows for seed in seeds]  # in the order asked

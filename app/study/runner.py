@@ -102,7 +102,7 @@ def after_search(ray, plans: list[Search], seeds: list[int], store: Store, aware
     (picks, elsewhere), (fields, quicks) = informed.wanted(plans, store), field.wanted(plans, store, steps)
     for rows, stage, count in ((picks, aware, informed.SEEDS), (fields, long, field.SEEDS),
                                (elsewhere, aware, informed.SEEDS), (quicks, long, field.SEEDS)):
-        run_rows(ray, rows, seeds[:count], stage, workers, desc=stage.kind, per_seed=stage is long)
+        run_rows(ray, rows, seeds[:count], stage, workers, desc=stage.kind)
 
 
 def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, workers: Workers,
