@@ -2,7 +2,8 @@
 
 An exposed setting (and the clean one) leaves the answers untouched, bit for bit, so a study that has the clean
 answers of a seed's queries needs only the features a feature-KD attacker is handed: each forward can end once the
-hooked layers have run. On Real-ESRGAN x4plus, hooked at its first conv, that is a few ms of a minute's forward.
+hooked layers have run. On Real-ESRGAN x4plus hooked at the end of its trunk, the upsampler's half of a forward
+is saved; hooked at an early block, nearly all of it.
 """
 from __future__ import annotations
 
