@@ -24,10 +24,11 @@ import torch
 from app.attack.attackers import attacker
 from app.attack.distill import FieldAttack
 from app.defense.setting import Setting
-from app.study import field, informed, recipe
+from app.study import notheft, recipe
 from app.study.engine import Store, records, row_key
 from app.study.findings import noise_floors
 from app.study.protocol import Row, clean_student_scores, measure
+from app.study.runner import stores
 from app.study.stages import Search
 
 
@@ -39,7 +40,7 @@ SEEDS_APART = 2 * math.sqrt(2)  # two std of the difference of two students with
 def groups(out) -> list[Store]:
     """The stores whose rows carry a fingerprint of their own (the no-theft rows and the cost grid share the
     search's)."""
-    return [Store(out), informed.store(out), field.store(out)]
+    return [store for store in stores(out) if store.kind != notheft.KIND]
 
 
 def machine() -> str:
