@@ -425,6 +425,8 @@ def bench_app(args) -> bool:
                      f"({r['steps']} steps, {r['queries']} of {r['asked']} queries; later click "
                      f"{r['later_s']:.1f} s, {r['cold_s']:.1f} s when it makes the queries and twin itself)")
         ok &= report("  longest gap between progress updates (s)", r["max_gap_s"], "<= 2", r["max_gap_s"] <= 2)
+    from app.lab.twins import settle_background
+    settle_background()  # the clicks' no-theft students would step unseen under the servers timed below
     r = bench_cold_start()
     ok &= report("cold start of python app.py to HTTP 200 (s)", r["wall_s"], "<= 10", r["wall_s"] <= 10)
     r = bench_sessions()

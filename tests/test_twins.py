@@ -140,6 +140,21 @@ def test_no_theft_students_waiting_for_the_cores_never_hold_up_a_clicks_twin(thr
         assert job.result(timeout=60).student is not None  # they train once the cores are free
 
 
+def test_settling_the_background_drops_the_waiting_students_and_a_later_click_starts_them_again():
+    with busy():  # a visitor's work under way: the first steps, the rest wait their turn
+        jobs = [twins.no_theft_twin(TASKS["dehaze"], ATTACK, seed)[1] for seed in range(70, 73)]
+        settling = threading.Thread(target=twins.settle_background)
+        settling.start()
+        time.sleep(0.2)
+        assert settling.is_alive()  # the one under way is waited for
+    settling.join(timeout=60)
+    assert not settling.is_alive() and jobs[0].result().student is not None
+    assert all(job.cancelled() for job in jobs[1:])
+    assert all((TASKS["dehaze"].name, alone(ATTACK), seed) not in twins._alone for seed in (71, 72))
+    twin, again = twins.no_theft_twin(TASKS["dehaze"], ATTACK, 71)
+    assert again.result(timeout=60).student is not None and twin.history[-1][0] == ATTACK.steps
+
+
 def test_a_click_keeps_reporting_while_the_teacher_answers_on_the_scene(monkeypatch):
     """A heavy teacher's two answers on the scene take seconds at the end of a click: the bar keeps moving."""
     release, waited, real = threading.Event(), [], duels.answers

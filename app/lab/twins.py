@@ -107,8 +107,17 @@ def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, s
         kept[key] = twin, job
         while len(kept) > most:
             kept.popitem(last=False)
-    job.add_done_callback(lambda done: done.exception() and _forget(kept, key, job))  # a failed one is tried again
+    job.add_done_callback(lambda done: (done.cancelled() or done.exception()) and _forget(kept, key, job))  # tried again
     return twin, job
+
+
+def settle_background() -> None:
+    """Drop the background students not started yet and wait for the one under way: for a caller that is about to
+    time something in another process, where these would step unseen (app.attack.cores.busy counts this one's
+    work only), or to exit. A later click starts any it needs again."""
+    trainer = twin_trainer(True)
+    twin_trainer.cache_clear()  # the next call makes new threads (a click's twins under way keep theirs)
+    trainer.shutdown(wait=True, cancel_futures=True)
 
 
 def _forget(kept: OrderedDict, key: tuple, job: Future) -> None:
