@@ -6,11 +6,12 @@ import dataclasses
 import pytest
 import torch
 
-from app.attack.distill import Attack, asked
+from app.attack.distill import Attack, asked, attacker_queries
 from app.defense.bound import rms
 from app.defense.setting import Setting
-from app.study.protocol import (Pairs, Row, clean_answers, clean_student_scores, measure, seed_answers, served_to,
-                                teacher_on)
+from app.study import protocol
+from app.study.protocol import (Pairs, Row, clean_answers, clean_student_scores, measure, seed_answers, seed_served,
+                                served_to, teacher_on)
 
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
@@ -38,6 +39,33 @@ def test_a_row_asks_once_a_seed_and_measures_the_served_change_against_the_share
     assert measured[1][0]["served_rms"] > measured[0][0]["served_rms"]  # a stronger factor moves the answers more
 
 
+def test_the_attackers_and_budgets_of_one_setting_share_its_teacher_pass_and_measure_what_they_measured_alone(
+        monkeypatch):
+    """The answers depend on the queries, not on the attacker: a worker asks once a setting and seed, and a row
+    measured after others equals the same row measured first."""
+    setting = Setting(layers=("dec1",), k=1, a=10.0)
+    rows = [Row("dehaze", "dehaze", "attackers", "asvp", setting, attack, Pairs(n=1, crop=64))
+            for attack in (TINY, dataclasses.replace(TINY, kind="feature"), dataclasses.replace(TINY, steps=5))]
+    session, _, _ = teacher_on("dehaze", "dehaze", rows[0].pairs, torch.device("cpu"))
+    alone = []
+    for row in rows:
+        protocol._served.clear()
+        alone.append(measure(row, [0], clean_student_scores(row, 0))[0])
+    protocol._served.clear()
+    clean_answers.cache_clear()
+    batches = []
+    handle = session.model.register_forward_hook(lambda _m, _i, out: batches.append(out.shape[0]))
+    try:
+        shared = [measure(row, [0], clean_student_scores(row, 0))[0] for row in rows]
+    finally:
+        handle.remove()
+    assert batches.count(TINY.queries) == 2  # the clean answers and the defended ones, for all three rows
+    assert shared == alone
+    monkeypatch.setattr(protocol, "SERVED_GB", 1e-9)  # nothing fits but the last: a worker keeps what fits
+    seed_served(rows[0], setting, 1, torch.device("cpu"))
+    assert len(protocol._served) == 1
+
+
 def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_whole_forward_more():
     """They leave the answers untouched, bit for bit: what they serve is what asking would give, read off the seed's
     clean answers and forwards cut short at the hooked layer."""
@@ -50,7 +78,8 @@ def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_who
     whole = []
     handle = session.model.register_forward_hook(lambda _m, _i, out: whole.append(out.shape[0]))
     try:
-        served = [served_to(session.model, session.task, d, attack, 0, unmoved) for d in (row.defense, row.defense.clean)]
+        x = attacker_queries(session.task, attack, 0)
+        served = [served_to(session.model, d, x, 0, unmoved) for d in (row.defense, row.defense.clean)]
     finally:
         handle.remove()
     assert whole == [1, 1]  # one query each, to count the hooked layer's runs; no whole forward on the queries

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from app.attack.distill import Answered, Attack, ask_teacher, asked, attacker_queries, no_theft, query_images, taught
+from app.attack.distill import Answered, Attack, ask_teacher, attacker_queries, no_theft, query_images, taught
 from app.attack.features import teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
@@ -25,6 +26,7 @@ from app.defense.asvp import defend
 from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
+from app.devices import device_of
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
 
@@ -113,14 +115,40 @@ def trained(task, run: Answered, attack: Attack):
     return last.students[0]
 
 
-def served_to(teacher, task, defense: Setting, attack: Attack, seed: int, unmoved: torch.Tensor | None) -> Answered:
-    """What one seed's attacker gets under `defense`. A setting that leaves the answers untouched, bit for bit (an
+def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor | None) -> Answered:
+    """What one seed's queries `x` get under `defense`. A setting that leaves the answers untouched, bit for bit (an
     exposed or a clean one), serves the clean answers `unmoved` where they are given, beside the features read off
     forwards cut short: a heavy teacher's search is mostly its answers."""
     if unmoved is None or not (defense.placement == "exposed" or defense.is_identity):
-        return asked(teacher, task, defense, attack, seed)
-    x = attacker_queries(task, attack, seed)
+        x = x.to(device_of(teacher))
+        return Answered(seed, x, *ask_teacher(teacher, x, defense))
     return Answered(seed, x.to(unmoved.device), unmoved, teacher_features(teacher, x, defense))
+
+
+SERVED_GB = 2.0  # what a worker keeps served: x4plus's answers and late features are ~0.1 GB a seed and setting
+_served: OrderedDict[tuple, Answered] = OrderedDict()
+
+
+def seed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> Answered:
+    """What the queries of `row`'s attacker for `seed` get under `defense` (no output noise), asked once per worker
+    and kept while they fit in SERVED_GB: the answers depend on the queries, never on what an attacker does with
+    them, so the attackers and budgets of one setting (and every clean-taught twin at its layers) share one
+    teacher pass a seed. On a heavy teacher the passes are nearly all of a row's time."""
+    asks = (row.attack.queries, row.attack.patch, row.attack.variants, seed)
+    key = (row.task, row.teacher, row.pairs, device, defense, *asks)
+    if (kept := _served.get(key)) is not None:
+        _served.move_to_end(key)
+        return kept
+    session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
+    _served[key] = served = served_to(session.model, defense, query_images(session.task, *asks), seed,
+                                      seed_answers(row, seed, device))
+    while len(_served) > 1 and sum(map(answered_bytes, _served.values())) > SERVED_GB * 2**30:
+        _served.popitem(last=False)
+    return served
+
+
+def answered_bytes(served: Answered) -> int:
+    return sum(t.numel() * t.element_size() for t in (served.queries, served.answers, *served.features))
 
 
 @lru_cache(maxsize=5)  # a confirmed point's seeds; an SR x4 teacher's answers to 96 queries are 42 MB
@@ -171,8 +199,8 @@ def clean_student_scores(row: Row, seed: int, device: torch.device = torch.devic
     """PSNR/SSIM (to the ground truth and to the clean teacher) of the student the undefended teacher of
     `row` teaches with `seed`."""
     session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
-    served = served_to(session.model, session.task, row.defense.clean, row.attack, seed, seed_answers(row, seed, device))
-    return mean_score(trained(session.task, served, row.attack), pairs, session.task, answers)
+    return mean_score(trained(session.task, seed_served(row, row.defense.clean, seed, device), row.attack), pairs,
+                      session.task, answers)
 
 
 def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
@@ -221,9 +249,12 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
         t_def = teacher_score(teacher, defense, pairs, task, answers)
     out = []
     for seed, s_clean in zip(seeds, clean):
+        if sigma:  # the answers the student learns from are the ones served, noise and all
+            with output_noise(teacher, sigma):
+                served = served_to(teacher, defense, attacker_queries(task, row.attack, seed), seed, None)
+        else:
+            served = seed_served(row, defense, seed, device)
         unmoved = seed_answers(row, seed, device)
-        with output_noise(teacher, sigma):  # the answers the student learns from are the ones served
-            served = served_to(teacher, task, defense, row.attack, seed, unmoved if not sigma else None)
         s_def = mean_score(trained(task, served, row.attack), pairs, task, answers)
         out.append(dict(
             task=row.task, teacher=str(row.teacher), teacher_family=session.loaded.family.title, budget=row.attack.steps,
