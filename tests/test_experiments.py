@@ -109,8 +109,8 @@ def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsy
                          "0 current rows on file that no stage reached so far asks for"]
     assert re.fullmatch(r"to train next: \d+ student pairs of the screen stage \(later stages follow from their "
                         r"results\)", lines[4])
-    assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve, about \d+\.\d "
-                        r"min", lines[5])
+    assert re.fullmatch(r"sr_x4: \d+ screen students of 5 steps, at most \d+ before the budget curve and \d+ "
+                        r"teacher passes, about \d+\.\d min", lines[5])
     assert re.fullmatch(r"total: at most \d+ students before the budget curve, about \d+\.\d min on cpu with \d+ "
                         r"thread\(s\) and one task at a time", lines[-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["costs_sr_x4.csv"]  # the run that follows reuses them

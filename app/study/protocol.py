@@ -272,9 +272,10 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
     return out
 
 
-def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float:
-    """One student's wall time here: the teacher's answers (a batch of the queries timed, scaled to all: a heavy
-    teacher takes a minute for all of them), a short run's steps scaled to the budget, and scoring the student."""
+def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> tuple[float, float]:
+    """One student's wall time here, in two parts: the teacher's answers to its queries (a batch timed, scaled to all:
+    a heavy teacher takes a minute for all of them; rows of one setting share them, `seed_served`), and its steps
+    (a short run's scaled to the budget) with its scoring."""
     defense, steps = Setting(layers=(session.default_layer,)).clean, min(attack.steps, 20)
     x = attacker_queries(session.task, attack, 0)[:attack.batch]  # made (and cached) before any timing
     ask_teacher(session.model, x[:1], defense)  # the first forward's set-up, untimed
@@ -285,4 +286,4 @@ def seconds_per_student(session: SessionTeacher, pairs, attack: Attack) -> float
     marks.append(time.perf_counter())
     mean_score(last.students[0], pairs, session.task)
     answers, run, scoring = marks[1] - marks[0], marks[2] - marks[1], time.perf_counter() - marks[2]
-    return answers * attack.queries / len(x) + run * attack.steps / steps + scoring
+    return answers * attack.queries / len(x), run * attack.steps / steps + scoring

@@ -153,7 +153,8 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
 
 
 def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, workers: Workers) -> list[str]:
-    """Per teacher, the screen's students (exact) and an upper bound on the rest, with their time here."""
+    """Per teacher, the screen's students (exact) and an upper bound on the rest, with their time here: each
+    student's steps, and a teacher pass per setting and seed (rows of one setting share it)."""
     lines, total_students, total_s = [], 0, 0.0
     for search in plans:
         screen = screen_rows(search, grids[search.source])
@@ -163,10 +164,14 @@ def estimate(plans: list[Search], grids: dict[str, pd.DataFrame], seeds: int, wo
         rows = 2 * attackers + 1 + len(BASELINE_DIRECTIONS) + 1  # attackers in-line and exposed, every stage, baselines
         later = (rows + 2 * attackers + 1) * seeds  # + their clean twins (the baselines share the in-line ones)
         n = len(screen) + cleans + confirm + later
+        screened = len({row.defense for row in screen}) + len({row.defense.layers for row in screen})
+        # in-line, exposed and every stage exposed, the baselines (output noise among them) and three layers' twins:
+        passes = screened * seeds + (3 + len(BASELINE_DIRECTIONS) + 1 + 3) * seeds
         session, pairs, _ = teacher_on(search.task, search.source, search.pairs, workers.device)
-        seconds = n * seconds_per_student(session, pairs, search.attack)
+        answers_s, student_s = seconds_per_student(session, pairs, search.attack)
+        seconds = n * student_s + passes * answers_s
         lines.append(f"{search.source}: {len(screen) + cleans} screen students of {search.attack.steps} steps, "
-                     f"at most {n} before the budget curve, about {seconds / 60:.1f} min")
+                     f"at most {n} before the budget curve and {passes} teacher passes, about {seconds / 60:.1f} min")
         total_students, total_s = total_students + n, total_s + seconds
     lines.append(f"total: at most {total_students} students before the budget curve, about {total_s / 60:.1f} min "
                  f"on {workers.device.type} with {torch.get_num_threads()} thread(s) and one task at a time")
