@@ -61,9 +61,13 @@ def test_the_attackers_and_budgets_of_one_setting_share_its_teacher_pass_and_mea
         handle.remove()
     assert batches.count(TINY.queries) == 2  # the clean answers and the defended ones, for all three rows
     assert shared == alone
-    monkeypatch.setattr(protocol, "SERVED_GB", 1e-9)  # nothing fits but the last: a worker keeps what fits
-    seed_served(rows[0], setting, 1, torch.device("cpu"))
-    assert len(protocol._served) == 1
+    kept = list(protocol._served.values())
+    assert protocol.kept_bytes(kept) < sum(protocol.kept_bytes([k]) for k in kept)  # shared clean answers count once
+    monkeypatch.setattr(protocol, "served_budget", lambda: protocol.kept_bytes(kept) + 1)
+    oldest = next(iter(protocol._served))
+    newest = seed_served(rows[0], setting, 1, torch.device("cpu"))  # the next seed's no longer fits beside them all
+    assert oldest not in protocol._served and list(protocol._served.values())[-1] is newest
+    assert protocol.kept_bytes(protocol._served.values()) <= protocol.served_budget()
 
 
 def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_whole_forward_more():

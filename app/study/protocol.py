@@ -9,6 +9,7 @@ kernels), so a row rerun on the same kind of CPU matches bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: to
     return Answered(seed, x.to(unmoved.device), unmoved, teacher_features(teacher, x, defense))
 
 
-SERVED_GB = 2.0  # what a worker keeps served: x4plus's answers and late features are ~0.1 GB a seed and setting
+SERVED_SHARE = 0.4  # of this machine's memory, over its cores, that a worker keeps served (at most SERVED_MOST_GB)
+SERVED_MOST_GB = 4.0  # x4plus: ~0.1 GB a seed and setting, 0.3 GB exposed at all its stages
 _served: OrderedDict[tuple, Answered] = OrderedDict()
 
 
@@ -142,13 +144,23 @@ def seed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> 
     session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
     _served[key] = served = served_to(session.model, defense, query_images(session.task, *asks), seed,
                                       seed_answers(row, seed, device))
-    while len(_served) > 1 and sum(map(answered_bytes, _served.values())) > SERVED_GB * 2**30:
+    while len(_served) > 1 and kept_bytes(_served.values()) > served_budget():
         _served.popitem(last=False)
     return served
 
 
-def answered_bytes(served: Answered) -> int:
-    return sum(t.numel() * t.element_size() for t in (served.queries, served.answers, *served.features))
+def kept_bytes(kept) -> int:
+    """The memory of what is kept served, each tensor once (the clean answers are shared by many settings)."""
+    tensors = {t.untyped_storage().data_ptr(): t for served in kept
+               for t in (served.queries, served.answers, *served.features)}
+    return sum(t.untyped_storage().nbytes() for t in tensors.values())
+
+
+@lru_cache(maxsize=1)
+def served_budget() -> int:
+    """Bytes a worker may keep served: a share of this machine's memory over its cores, every core a worker."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(SERVED_SHARE * memory / (os.cpu_count() or 1), SERVED_MOST_GB * 2**30))
 
 
 @lru_cache(maxsize=5)  # a confirmed point's seeds; an SR x4 teacher's answers to 96 queries are 42 MB
