@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from app.attack.distill import Attack, asked, attacker_queries
+from app.attack.features import teacher_features
 from app.defense.bound import rms
 from app.defense.setting import Setting
 from app.study import protocol
 from app.study.protocol import (Pairs, Row, clean_answers, clean_student_scores, measure, seed_answers, seed_served,
-                                served_to, teacher_on)
+                                served_key, served_to, teacher_on)
 
 
 pytestmark = pytest.mark.benchmarks  # rows are scored on the benchmark pairs
 TINY = Attack(steps=3, queries=8, batch=2, patch=32)
+CPU = torch.device("cpu")
 
 
 def test_a_row_asks_once_a_seed_and_measures_the_served_change_against_the_shared_clean_answers():
@@ -92,3 +94,22 @@ def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_who
         assert torch.equal(got.answers, asking.answers) and torch.equal(got.queries, asking.queries)
         assert all(torch.equal(a, b) for a, b in zip(got.features, asking.features))
     assert not torch.equal(served[0].features[0], served[1].features[0])  # the exposed copy is amplified
+
+
+@pytest.mark.parametrize("defense", [Setting(layers=("enc1",), k=1, a=100.0, placement="exposed"),
+                                     Setting(layers=("enc1", "dec1"), k=4, a=10.0, layout="spatial", tau=0.9,
+                                             placement="exposed"),
+                                     Setting(layers=("mid",), k=2, a=30.0, directions="random", placement="exposed")])
+def test_an_exposed_setting_serves_its_clean_maps_amplified_bit_for_bit_as_its_own_forwards_would(defense):
+    attack = dataclasses.replace(TINY, kind="feature", queries=40)  # two chunks of queries: the op runs on each
+    row = Row("dehaze", "dehaze", "attackers", "asvp", defense, attack, Pairs(n=1, crop=64))
+    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, torch.device("cpu"))
+    protocol._served.clear()
+    served = seed_served(row, defense, 3, torch.device("cpu"))
+    assert list(protocol._served) == [served_key(row, defense.clean, 3, CPU), served_key(row, defense, 3, CPU)]
+    own = teacher_features(session.model, attacker_queries(session.task, attack, 3), defense)
+    assert len(served.features) == len(defense.layers)
+    assert all(torch.equal(a, b) for a, b in zip(served.features, own))
+    clean = protocol._served[served_key(row, defense.clean, 3, CPU)]
+    assert served.answers is clean.answers and not torch.equal(served.features[0], clean.features[0])
+

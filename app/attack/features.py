@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from app.defense.asvp import FeatureRecord, defend
+from app.defense.asvp import FeatureRecord, amplify, defend
 from app.defense.setting import Setting
 from app.devices import device_of
 
@@ -63,3 +63,10 @@ def teacher_features(teacher: nn.Module, x: torch.Tensor, defense: Setting, chun
             for name, seen in feats.items():
                 seen.append(record.exposed[name])
     return [torch.cat(seen) for seen in feats.values()]
+
+
+def exposed_from_clean(clean: list[torch.Tensor], defense: Setting, chunk: int = 32) -> list[torch.Tensor]:
+    """`teacher_features`'s exposed maps, made from the clean ones of the same queries without a forward: an exposed
+    setting changes nothing a later layer sees, so each hooked map is the op on that layer's clean map, chunk by
+    chunk as the hooks amplify each forward's."""
+    return [torch.cat([amplify(part, defense) for part in feat.split(chunk)]) for feat in clean]

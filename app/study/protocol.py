@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from app.attack.distill import Answered, Attack, ask_teacher, attacker_queries, no_theft, query_images, taught
-from app.attack.features import teacher_features
+from app.attack.features import exposed_from_clean, teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
 from app.data.tasks import TASKS
@@ -133,20 +133,31 @@ _served: OrderedDict[tuple, Answered] = OrderedDict()
 
 def seed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> Answered:
     """What the queries of `row`'s attacker for `seed` get under `defense` (no output noise), asked once per worker
-    and kept while they fit in SERVED_GB: the answers depend on the queries, never on what an attacker does with
-    them, so the attackers and budgets of one setting (and every clean-taught twin at its layers) share one
-    teacher pass a seed. On a heavy teacher the passes are nearly all of a row's time."""
-    asks = (row.attack.queries, row.attack.patch, row.attack.variants, seed)
-    key = (row.task, row.teacher, row.pairs, device, defense, *asks)
+    and kept while they fit in `served_budget`: the answers depend on the queries, never on what an attacker does
+    with them, so the attackers and budgets of one setting (and every clean-taught twin at its layers) share one
+    teacher pass a seed, and an exposed setting needs none beyond its layers' clean one. On a heavy teacher the
+    passes are nearly all of a row's time."""
+    key = served_key(row, defense, seed, device)
     if (kept := _served.get(key)) is not None:
         _served.move_to_end(key)
         return kept
-    session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
-    _served[key] = served = served_to(session.model, defense, query_images(session.task, *asks), seed,
-                                      seed_answers(row, seed, device))
+    if defense.placement == "exposed" and not defense.is_identity:  # the clean maps, amplified: no forward at all
+        clean = seed_served(row, defense.clean, seed, device)
+        served = Answered(seed, clean.queries, clean.answers, exposed_from_clean(clean.features, defense))
+    else:
+        session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
+        x = query_images(session.task, row.attack.queries, row.attack.patch, row.attack.variants, seed)
+        served = served_to(session.model, defense, x, seed, seed_answers(row, seed, device))
+    _served[key] = served
     while len(_served) > 1 and kept_bytes(_served.values()) > served_budget():
         _served.popitem(last=False)
     return served
+
+
+def served_key(row: Row, defense: Setting, seed: int, device: torch.device) -> tuple:
+    """What served answers depend on: the teacher, the setting and the queries (not what an attacker does with them)."""
+    return (row.task, row.teacher, row.pairs, device, defense, row.attack.queries, row.attack.patch,
+            row.attack.variants, seed)
 
 
 def kept_bytes(kept) -> int:
