@@ -141,8 +141,11 @@ def test_no_theft_students_waiting_for_the_cores_never_hold_up_a_clicks_twin(thr
 
 
 def test_settling_the_background_drops_the_waiting_students_and_a_later_click_starts_them_again():
+    twins.settle_background()  # none of another test's ahead of these
     with busy():  # a visitor's work under way: the first steps, the rest wait their turn
         jobs = [twins.no_theft_twin(TASKS["dehaze"], ATTACK, seed)[1] for seed in range(70, 73)]
+        while not jobs[0].running():  # its thread has taken it (the rest stay queued)
+            time.sleep(0.01)
         settling = threading.Thread(target=twins.settle_background)
         settling.start()
         time.sleep(0.2)
