@@ -48,7 +48,7 @@ def test_the_attackers_and_budgets_of_one_setting_share_its_teacher_pass_and_mea
     setting = Setting(layers=("dec1",), k=1, a=10.0)
     rows = [Row("dehaze", "dehaze", "attackers", "asvp", setting, attack, Pairs(n=1, crop=64))
             for attack in (TINY, dataclasses.replace(TINY, kind="feature"), dataclasses.replace(TINY, steps=5))]
-    session, _, _ = teacher_on("dehaze", "dehaze", rows[0].pairs, torch.device("cpu"))
+    session, _, _ = teacher_on("dehaze", "dehaze", rows[0].pairs, CPU)
     alone = []
     for row in rows:
         protocol._served.clear()
@@ -67,7 +67,7 @@ def test_the_attackers_and_budgets_of_one_setting_share_its_teacher_pass_and_mea
     assert protocol.kept_bytes(kept) < sum(protocol.kept_bytes([k]) for k in kept)  # shared clean answers count once
     monkeypatch.setattr(protocol, "served_budget", lambda: protocol.kept_bytes(kept) + 1)
     oldest = next(iter(protocol._served))
-    newest = seed_served(rows[0], setting, 1, torch.device("cpu"))  # the next seed's no longer fits beside them all
+    newest = seed_served(rows[0], setting, 1, CPU)  # the next seed's no longer fits beside them all
     assert oldest not in protocol._served and list(protocol._served.values())[-1] is newest
     assert protocol.kept_bytes(protocol._served.values()) <= protocol.served_budget()
 
@@ -78,9 +78,9 @@ def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_who
     attack = dataclasses.replace(TINY, kind="feature")
     row = Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("enc1",), k=1, a=100.0, placement="exposed"),
               attack, Pairs(n=1, crop=64))
-    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, torch.device("cpu"))
+    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, CPU)
     clean_answers.cache_clear()
-    unmoved = seed_answers(row, 0, torch.device("cpu"))
+    unmoved = seed_answers(row, 0, CPU)
     whole = []
     handle = session.model.register_forward_hook(lambda _m, _i, out: whole.append(out.shape[0]))
     try:
@@ -103,9 +103,9 @@ def test_an_exposed_setting_and_the_clean_one_serve_the_clean_answers_and_no_who
 def test_an_exposed_setting_serves_its_clean_maps_amplified_bit_for_bit_as_its_own_forwards_would(defense):
     attack = dataclasses.replace(TINY, kind="feature", queries=40)  # two chunks of queries: the op runs on each
     row = Row("dehaze", "dehaze", "attackers", "asvp", defense, attack, Pairs(n=1, crop=64))
-    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, torch.device("cpu"))
+    session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, CPU)
     protocol._served.clear()
-    served = seed_served(row, defense, 3, torch.device("cpu"))
+    served = seed_served(row, defense, 3, CPU)
     assert list(protocol._served) == [served_key(row, defense.clean, 3, CPU), served_key(row, defense, 3, CPU)]
     own = teacher_features(session.model, attacker_queries(session.task, attack, 3), defense)
     assert len(served.features) == len(defense.layers)

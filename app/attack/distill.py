@@ -280,8 +280,13 @@ class Answered:
 
 
 def asked(teacher: nn.Module, task, defense: Setting, attack: Attack, seed: int) -> Answered:
-    """The attacker's queries for `seed`, sent to the teacher under `defense` (the students train where it runs)."""
-    x = attacker_queries(task, attack, seed).to(device_of(teacher))
+    """The attacker's queries for `seed`, sent to the teacher under `defense`."""
+    return answered(teacher, attacker_queries(task, attack, seed), defense, seed)
+
+
+def answered(teacher: nn.Module, x: torch.Tensor, defense: Setting, seed: int) -> Answered:
+    """Seed `seed`'s queries `x`, sent to the teacher under `defense` (the students train where it runs)."""
+    x = x.to(device_of(teacher))
     return Answered(seed, x, *ask_teacher(teacher, x, defense))
 
 

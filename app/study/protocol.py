@@ -18,7 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from app.attack.distill import Answered, Attack, ask_teacher, attacker_queries, no_theft, query_images, taught
+from app.attack.distill import (Answered, Attack, answered, ask_teacher, asked, attacker_queries, no_theft,
+                                query_images, taught)
 from app.attack.features import exposed_from_clean, teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.metrics import score
@@ -27,7 +28,6 @@ from app.defense.asvp import defend
 from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
-from app.devices import device_of
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
 
@@ -116,13 +116,12 @@ def trained(task, run: Answered, attack: Attack):
     return last.students[0]
 
 
-def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor | None) -> Answered:
+def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor) -> Answered:
     """What one seed's queries `x` get under `defense`. A setting that leaves the answers untouched, bit for bit (an
-    exposed or a clean one), serves the clean answers `unmoved` where they are given, beside the features read off
-    forwards cut short: a heavy teacher's search is mostly its answers."""
-    if unmoved is None or not (defense.placement == "exposed" or defense.is_identity):
-        x = x.to(device_of(teacher))
-        return Answered(seed, x, *ask_teacher(teacher, x, defense))
+    exposed or a clean one), serves the clean answers `unmoved`, beside the features read off forwards cut short: a
+    heavy teacher's search is mostly its answers."""
+    if not (defense.placement == "exposed" or defense.is_identity):
+        return answered(teacher, x, defense, seed)
     return Answered(seed, x.to(unmoved.device), unmoved, teacher_features(teacher, x, defense))
 
 
@@ -274,7 +273,7 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
     for seed, s_clean in zip(seeds, clean):
         if sigma:  # the answers the student learns from are the ones served, noise and all
             with output_noise(teacher, sigma):
-                served = served_to(teacher, defense, attacker_queries(task, row.attack, seed), seed, None)
+                served = asked(teacher, task, defense, row.attack, seed)
         else:
             served = seed_served(row, defense, seed, device)
         unmoved = seed_answers(row, seed, device)
