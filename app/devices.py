@@ -7,6 +7,7 @@ back to the CPU with a note rather than failing a long run at its first step.
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -40,3 +41,10 @@ def app_device() -> tuple[torch.device, str]:
 def device_of(model: torch.nn.Module) -> torch.device:
     """The device a model's weights live on (the CPU for a model without any)."""
     return next(model.parameters(), torch.empty(0)).device
+
+
+def machine() -> str:
+    """This machine's kind, as the alias file states it (another kind rounds floats otherwise)."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or platform.machine()) if platform.system() == "Linux" else platform.processor()
+    return f"{model}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"

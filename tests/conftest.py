@@ -7,11 +7,13 @@ benchmark pairs and skips, with the reason, where they are absent (CI has them, 
 """
 import os
 import socket
+import tempfile
 
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["ASVP_DEVICE"] = "cpu"  # the app's sessions stay on the CPU, also where a GPU is present
+os.environ["ASVP_PASSES"] = tempfile.mkdtemp(prefix="asvp-passes-")  # teacher passes the tests keep stay theirs
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 from collections.abc import Iterator
 
 import pandas as pd
-import torch
 
 from app.attack.attackers import attacker
 from app.attack.distill import FieldAttack
 from app.defense.setting import Setting
+from app.devices import machine
 from app.study import notheft, recipe
 from app.study.engine import Store, records, row_key
 from app.study.findings import noise_floors
@@ -41,13 +40,6 @@ def groups(out) -> list[Store]:
     """The stores whose rows carry a fingerprint of their own (the no-theft rows and the cost grid share the
     search's)."""
     return [store for store in stores(out) if store.kind != notheft.KIND]
-
-
-def machine() -> str:
-    """This machine's kind, as the alias file states it."""
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor() or platform.machine()) if platform.system() == "Linux" else platform.processor()
-    return f"{model}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def stored_row(search: Search, record: dict) -> tuple[Row, int] | None:

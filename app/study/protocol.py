@@ -22,12 +22,13 @@ from app.attack.distill import (Answered, Attack, answered, ask_teacher, asked, 
                                 query_images, taught)
 from app.attack.features import exposed_from_clean, teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
-from app.data.metrics import score
 from app.data.tasks import TASKS
 from app.defense.asvp import defend
 from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
+from app.study.passes import kept_pass
+from app.study.scores import input_scores, mean_score
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
 
@@ -79,32 +80,6 @@ def eval_pairs(task, pairs: Pairs) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _average(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim")}
-
-
-def _fidelity(outs: list[np.ndarray], answers: list[np.ndarray] | None, task) -> dict[str, float]:
-    """PSNR/SSIM to the clean teacher's `answers` (none without them): how closely a copy matches the teacher."""
-    if answers is None:
-        return {}
-    return {f"fidelity_{m}": v for m, v in _average([score(o, a, task) for o, a in zip(outs, answers)]).items()}
-
-
-def mean_score(model, pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
-    """PSNR/SSIM by the task's conventions, the plain RGB RMS error the output-KD bound speaks of, and given
-    the clean teacher's `answers` on the pairs, the fidelity to them."""
-    outs = [restore(model, x) for x, _ in pairs]
-    return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]),
-            "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)])),
-            **_fidelity(outs, answers, task)}
-
-
-def input_scores(pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
-    """What the user already has: the degraded input (bicubic-upsampled for SR), scored alike."""
-    outs = [task.input_baseline(x, y.shape) for x, y in pairs]
-    return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]), **_fidelity(outs, answers, task)}
-
-
 def teacher_score(teacher, defense: Setting, pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
     with defend(teacher, defense):
         return mean_score(teacher, pairs, task, answers)
@@ -144,13 +119,30 @@ def seed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> 
         clean = seed_served(row, defense.clean, seed, device)
         served = Answered(seed, clean.queries, clean.answers, exposed_from_clean(clean.features, defense))
     else:
-        session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
-        x = query_images(session.task, row.attack.queries, row.attack.patch, row.attack.variants, seed)
-        served = served_to(session.model, defense, x, seed, seed_answers(row, seed, device))
+        served = filed_served(row, defense, seed, device)
     _served[key] = served
     while len(_served) > 1 and kept_bytes(_served.values()) > served_budget():
         _served.popitem(last=False)
     return served
+
+
+def filed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> Answered:
+    """`served_to` the queries of `row`'s attacker for `seed`, read back where this machine has filed the pass
+    (app.study.passes); the clean answers it shares are filed once, apart."""
+    session, _, _ = teacher_on(row.task, row.teacher, row.pairs, device)
+    x = query_images(session.task, row.attack.queries, row.attack.patch, row.attack.variants, seed)
+    unmoved = seed_answers(row, seed, device)
+
+    def ask() -> dict[str, torch.Tensor]:
+        served = served_to(session.model, defense, x, seed, unmoved)
+        moved = {} if served.answers is unmoved else {"answers": served.answers}
+        return {**moved, **{f"features.{i}": f for i, f in enumerate(served.features)}}
+
+    asked = dict(served=dataclasses.asdict(defense), device=str(device), queries=row.attack.queries,
+                 patch=row.attack.patch, variants=row.attack.variants, seed=seed)
+    tensors = kept_pass(row.task, row.teacher, asked, ask, device)
+    features = [tensors[f"features.{i}"] for i in range(len(tensors) - ("answers" in tensors))]
+    return Answered(seed, x.to(device), tensors.get("answers", unmoved), features)
 
 
 def served_key(row: Row, defense: Setting, seed: int, device: torch.device) -> tuple:
@@ -178,10 +170,12 @@ def clean_answers(task: str, teacher: Source, pairs: Pairs, device: torch.device
                   variants: int, seed: int) -> torch.Tensor:
     """The clean teacher's answers to one seed's queries, asked once per worker: every row of the teacher that
     sends these queries measures its served answers against them (the clean setting serves the answers
-    untouched, bit for bit, whichever layer it hooks)."""
+    untouched, bit for bit, whichever layer it hooks), and filed on this machine (app.study.passes)."""
     session, _, _ = teacher_on(task, teacher, pairs, device)
     x = query_images(session.task, queries, patch, variants, seed).to(device)
-    return ask_teacher(session.model, x, Setting(a=1.0, layers=(session.default_layer,)))[0]
+    ask = lambda: {"answers": ask_teacher(session.model, x, Setting(a=1.0, layers=(session.default_layer,)))[0]}
+    asked = dict(answers="clean", device=str(device), queries=queries, patch=patch, variants=variants, seed=seed)
+    return kept_pass(task, teacher, asked, ask, device)["answers"]
 
 
 def seed_answers(row: Row, seed: int, device: torch.device) -> torch.Tensor:

@@ -30,7 +30,7 @@ from app.attack.distill import FieldAttack, ask_teacher, attacker_queries, disti
 from app.data.sources import held_out_image
 from app.defense.baselines import output_noise
 from app.defense.setting import Setting
-from app.study.protocol import input_scores, mean_score
+from app.study.scores import input_scores, mean_score
 from app.teachers.sessions import Source, session_teacher
 
 

