@@ -68,7 +68,8 @@ def summarise(df: pd.DataFrame, floors: dict[str, float] | None = None) -> pd.Da
     floors = floors or noise_floors(df.assign(student_clean_psnr=scored.student_clean_psnr))  # each row's measure
     out["noise_floor"] = out.teacher.map(floors)
     out["beyond_floor"] = out.s_dpsnr.abs() > out.noise_floor
-    out["effect"] = out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
+    out["effect"] = (out.beyond_floor & (out.s_dpsnr.abs() > out.s_dpsnr_std.fillna(0))
+                     & (out.seeds >= MIN_SEEDS))  # a screen, or a row still landing, has no spread to judge by
     return out
 
 

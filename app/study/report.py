@@ -35,7 +35,10 @@ def _bound(r) -> str:
 
 
 def _effect(r) -> str:
-    """Which test a drop fails: the teacher's noise floor, or its own spread over seeds."""
+    """Which test a drop fails: the teacher's noise floor, or its own spread over seeds (none yet with fewer than
+    MIN_SEEDS: a row whose seeds are still landing)."""
+    if r.seeds < MIN_SEEDS:
+        return f"not yet ({r.seeds} of {MIN_SEEDS}+ seeds)"
     if r.effect:
         return "yes"
     return "no (within its own spread)" if r.beyond_floor else "no (within the floor)"
