@@ -22,6 +22,19 @@ def folder(tmp_path, monkeypatch):
     return tmp_path
 
 
+def new_worker() -> None:
+    """A worker of its own: nothing kept in memory from other tests or rows."""
+    protocol._served.clear()
+    clean_answers.cache_clear()
+
+
+@pytest.fixture
+def fresh():
+    new_worker()
+    yield
+    new_worker()  # the passes read back from this test's folder stay out of later tests
+
+
 def asking(tensor: torch.Tensor, calls: list):
     def ask():
         calls.append(1)
@@ -30,15 +43,14 @@ def asking(tensor: torch.Tensor, calls: list):
 
 
 @pytest.mark.benchmarks
-def test_a_row_measured_by_a_worker_that_never_asked_reads_the_filed_passes_and_equals_the_first(folder,
+def test_a_row_measured_by_a_worker_that_never_asked_reads_the_filed_passes_and_equals_the_first(folder, fresh,
                                                                                                   monkeypatch):
     monkeypatch.setattr(passes, "KEEP_AFTER_S", 0.0)  # every pass counts as slow
     row = Row("dehaze", "dehaze", "screen", "asvp", Setting(layers=("dec1",), k=1, a=10.0), TINY, Pairs(n=1, crop=64))
     first = measure(row, [0], clean_student_scores(row, 0))
     filed = list(folder.glob("*/*.safetensors"))
     assert len(filed) == 3  # the clean answers, the clean setting's features and the defended answers
-    protocol._served.clear()  # a worker of its own: nothing kept in memory
-    clean_answers.cache_clear()
+    new_worker()
     session, _, _ = teacher_on("dehaze", "dehaze", row.pairs, CPU)
     batches = []
     handle = session.model.register_forward_hook(lambda _m, _i, out: batches.append(out.shape[0]))

@@ -26,6 +26,7 @@ def test_a_row_asks_once_a_seed_and_measures_the_served_change_against_the_share
     cleans = [clean_student_scores(rows[0], seed) for seed in (0, 1)]
     session, _, _ = teacher_on("dehaze", "dehaze", rows[0].pairs, torch.device("cpu"))
     clean_answers.cache_clear()
+    protocol._served.clear()  # whatever earlier tests in this process kept
     batches = []  # the teacher's forwards on the attacker's queries (the scoring pairs go one image at a time)
     handle = session.model.register_forward_hook(lambda _m, _i, out: batches.append(out.shape[0]))
     try:

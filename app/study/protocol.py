@@ -28,7 +28,7 @@ from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
 from app.study.passes import kept_pass
-from app.study.scores import input_scores, mean_score
+from app.study.scores import input_scores, mean_score, scored
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
 
@@ -184,13 +184,13 @@ def seed_answers(row: Row, seed: int, device: torch.device) -> torch.Tensor:
                          row.attack.variants, seed)
 
 
-def served_distortion(teacher, defense, pairs, sigma: float = 0.0) -> float:
-    """Mean squared change of the served output (ASVP `defense`, or output noise `sigma`).
+def served_distortion(teacher, defense, pairs, clean: list[np.ndarray], sigma: float = 0.0) -> float:
+    """Mean squared change of the served output (ASVP `defense`, or output noise `sigma`) from the teacher's
+    `clean` answers on the pairs.
 
     The cost the baselines are matched on: unlike the PSNR against ground truth, which a
     perturbation can even raise, it grows with the strength of any defense.
     """
-    clean = [restore(teacher, x) for x, _ in pairs]
     with output_noise(teacher, sigma), defend(teacher, defense):
         return float(np.mean([np.mean((restore(teacher, x) - c) ** 2) for (x, _), c in zip(pairs, clean)]))
 
@@ -219,18 +219,33 @@ def clean_student_scores(row: Row, seed: int, device: torch.device = torch.devic
                       session.task, answers)
 
 
-def resolved(row: Row, teacher, pairs) -> tuple[Setting, float]:
-    """The defense a row serves and its output-noise sigma: a baseline is calibrated to the served
-    distortion of the row's ASVP setting (bisection: deterministic)."""
-    if row.kind == "asvp":
-        return row.defense, 0.0
-    cost = served_distortion(teacher, row.defense, pairs)
-    if row.kind == "output-noise":
-        identity = dataclasses.replace(row.defense, a=1.0)  # recorded as the setting whose cost the noise matches
-        return identity, calibrate(lambda s: served_distortion(teacher, identity, pairs, s), cost, 1e-4, 0.5)
-    directions = row.kind.removeprefix("asvp-")
-    probe = lambda a: served_distortion(teacher, dataclasses.replace(row.defense, directions=directions, a=a), pairs)
-    return dataclasses.replace(row.defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
+@lru_cache(maxsize=64)
+def resolved(task: str, teacher: Source, pairs: Pairs, kind: str, defense: Setting,
+             device: torch.device) -> tuple[Setting, float]:
+    """The defense a row of `kind` serves and its output-noise sigma: a baseline is calibrated to the served
+    distortion of the row's ASVP setting (bisection: deterministic), once per worker for all its attackers and
+    seeds (a dozen teacher passes over the pairs)."""
+    if kind == "asvp":
+        return defense, 0.0
+    session, pairs, clean = teacher_on(task, teacher, pairs, device)
+    model = session.model
+    cost = served_distortion(model, defense, pairs, clean)
+    if kind == "output-noise":
+        identity = dataclasses.replace(defense, a=1.0)  # recorded as the setting whose cost the noise matches
+        return identity, calibrate(lambda s: served_distortion(model, identity, pairs, clean, s), cost, 1e-4, 0.5)
+    directions = kind.removeprefix("asvp-")
+    probe = lambda a: served_distortion(model, dataclasses.replace(defense, directions=directions, a=a), pairs, clean)
+    return dataclasses.replace(defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
+
+
+@lru_cache(maxsize=64)
+def defended_scores(task: str, teacher: Source, pairs: Pairs, defense: Setting, sigma: float,
+                    device: torch.device) -> dict[str, float]:
+    """The defended teacher's scores on the pairs (to the ground truth and to its clean answers), once per worker
+    for all the attackers and seeds of its setting."""
+    session, scored_pairs, answers = teacher_on(task, teacher, pairs, device)
+    with output_noise(session.model, sigma):
+        return teacher_score(session.model, defense, scored_pairs, session.task, answers)
 
 
 def no_theft_scores(task_name: str, teacher: Source, pairs: Pairs, attack: Attack, seed: int,
@@ -257,12 +272,11 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
     clean-taught students' scores of the same seeds."""
     session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
     teacher, task = session.model, session.task
-    defense, sigma = resolved(row, teacher, pairs)
+    defense, sigma = resolved(row.task, row.teacher, row.pairs, row.kind, row.defense, device)
     role = {layer: name for name, layer in hook_roles(session).items()}
     inputs = input_scores(pairs, task, answers)
-    t_clean = teacher_score(teacher, defense.clean, pairs, task)
-    with output_noise(teacher, sigma):
-        t_def = teacher_score(teacher, defense, pairs, task, answers)
+    t_clean = scored(answers, pairs, task)  # the clean setting serves the answers untouched, bit for bit
+    t_def = defended_scores(row.task, row.teacher, row.pairs, defense, sigma, device)
     out = []
     for seed, s_clean in zip(seeds, clean):
         if sigma:  # the answers the student learns from are the ones served, noise and all

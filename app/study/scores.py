@@ -22,9 +22,13 @@ def _fidelity(outs: list[np.ndarray], answers: list[np.ndarray] | None, task) ->
 
 
 def mean_score(model, pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
-    """PSNR/SSIM by the task's conventions, the plain RGB RMS error the output-KD bound speaks of, and given
-    the clean teacher's `answers` on the pairs, the fidelity to them."""
-    outs = [restore(model, x) for x, _ in pairs]
+    """`scored`: the model's outputs on the pairs."""
+    return scored([restore(model, x) for x, _ in pairs], pairs, task, answers)
+
+
+def scored(outs: list[np.ndarray], pairs, task, answers: list[np.ndarray] | None = None) -> dict[str, float]:
+    """PSNR/SSIM of outputs on the pairs by the task's conventions, the plain RGB RMS error the output-KD bound
+    speaks of, and given the clean teacher's `answers` on the pairs, the fidelity to them."""
     return {**_average([score(out, y, task) for out, (_, y) in zip(outs, pairs)]),
             "rms": rms(torch.cat([torch.from_numpy(out - y).flatten() for out, (_, y) in zip(outs, pairs)])),
             **_fidelity(outs, answers, task)}
