@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from app.attack.distill import Attack
 from app.defense.setting import Setting
 from app.study import passes, protocol
+from app.study.cli import main
 from app.study.protocol import Pairs, Row, clean_answers, clean_student_scores, measure, teacher_on
 
 
@@ -114,3 +115,22 @@ def test_the_least_recently_read_passes_go_first_and_the_newest_stays(folder):
     assert [f.exists() for f in files] == [False, False, True, True]
     passes.keep_within(folder, 10)
     assert [f.exists() for f in files] == [False, False, False, True]
+
+
+def test_no_pass_is_filed_under_a_limit_of_zero(folder, monkeypatch):
+    monkeypatch.setattr(passes, "fingerprint_here", lambda *_: "r1")
+    monkeypatch.setattr(passes, "KEEP_AFTER_S", 0.0)
+    monkeypatch.setenv("ASVP_PASSES_GB", "0")
+    calls = []
+    for _ in range(2):
+        passes.kept_pass("dehaze", "dehaze", dict(seed=0), asking(torch.ones(2), calls), CPU)
+    assert len(calls) == 2 and not list(folder.glob("*/*.safetensors"))
+
+
+@pytest.mark.parametrize("limit", ["twenty", "-1", "nan", ""])
+def test_a_mistyped_limit_stops_the_search_before_it_starts_with_the_reason(monkeypatch, capsys, limit):
+    monkeypatch.setenv("ASVP_PASSES_GB", limit)
+    with pytest.raises(SystemExit):
+        main(["--quick", "--tasks", "dehaze", "--plan"])
+    assert f"ASVP_PASSES_GB must be a number of gigabytes (0 files no teacher pass), got {limit!r}" in \
+        capsys.readouterr().err

@@ -19,6 +19,7 @@ import torch
 from app.data.benchmarks import PairsError, folder_pairs
 from app.data.tasks import TASKS
 from app.devices import CHOICES, pick_device
+from app.study import passes
 from app.study.crosscheck import crosscheck
 from app.study.engine import Workers
 from app.study.grid import CONFIRM_SEEDS
@@ -110,6 +111,7 @@ def main(argv=None):
     device, note = pick_device(args.device)
     try:
         workers = Workers(args.threads, device, args.per_gpu)
+        passes.most_bytes()  # a mistyped limit is said now, not by the first worker that files a pass
     except ValueError as e:
         p.error(str(e))
     if note:

@@ -29,7 +29,19 @@ from app.teachers.pretrained import LAB_CACHE
 
 FOLDER = Path(os.environ.get("ASVP_PASSES", LAB_CACHE / "passes"))
 KEEP_AFTER_S = 5.0  # a pass that took less is asked again: reading it back would not save much
-MOST_GB = float(os.environ.get("ASVP_PASSES_GB", "20"))  # x4plus: ~35 MB a pass, a few hundred a stage
+MOST_GB = "20"  # unless ASVP_PASSES_GB says otherwise; x4plus: ~40 MB a pass, a few hundred a stage
+
+
+def most_bytes() -> float:
+    """How much the filed passes may take: ASVP_PASSES_GB gigabytes (0 files none)."""
+    given = os.environ.get("ASVP_PASSES_GB", MOST_GB)
+    try:
+        gb = float(given)
+    except ValueError:
+        gb = float("nan")
+    if not gb >= 0:
+        raise ValueError(f"ASVP_PASSES_GB must be a number of gigabytes (0 files no teacher pass), got {given!r}")
+    return gb * 2**30
 
 
 def _digest(what: dict) -> str:
@@ -63,7 +75,7 @@ def kept_pass(task: str, teacher: str, asked: dict, ask: Callable[[], dict[str, 
             path.unlink(missing_ok=True)
     start = time.perf_counter()
     tensors = ask()
-    if time.perf_counter() - start >= KEEP_AFTER_S:
+    if time.perf_counter() - start >= KEEP_AFTER_S and most_bytes() > 0:
         _file(pass_file(task, teacher, asked), tensors)
     return tensors
 
@@ -76,7 +88,7 @@ def _file(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         partial.replace(path)
     except OSError:  # a full disk only costs asking again later
         partial.unlink(missing_ok=True)
-    keep_within(FOLDER, MOST_GB * 2**30)
+    keep_within(FOLDER, most_bytes())
 
 
 def keep_within(folder: Path, most_bytes: float) -> None:
