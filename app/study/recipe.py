@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from app.attack.attackers import ATTACKERS, attack_for, attacker
-from app.attack.distill import FieldAttack, ask_teacher, attacker_queries, distill
+from app.attack.distill import FieldAttack, ask_teacher, asked, attacker_queries, taught
 from app.data.sources import held_out_image
 from app.defense.baselines import output_noise
 from app.defense.setting import Setting
@@ -83,10 +83,14 @@ def _numbers(session, attackers: tuple[str, ...], field: bool) -> dict[str, obje
     out["input scores"] = input_scores(pairs, task)
     out["teacher scores"] = mean_score(teacher, pairs, task)
     base = FieldAttack(**dataclasses.asdict(probe)) if field else probe
+    served = {}  # (setting, seed) -> the teacher's answers: every attacker sends the probe's queries
     for name in attackers:
         attack = attacker(base, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
-        *_, last = distill(teacher, task, runs, attack, every=attack.steps)
+        for defense, seed in runs:
+            if (defense, seed) not in served:
+                served[defense, seed] = asked(teacher, task, defense, base, seed)
+        *_, last = taught(task, [served[run] for run in runs], attack, every=attack.steps)
         for n, student in enumerate(last.students):
             out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
             out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
