@@ -92,10 +92,10 @@ def trained(task, run: Answered, attack: Attack):
 
 
 def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor) -> Answered:
-    """What one seed's queries `x` get under `defense`. A setting that leaves the answers untouched, bit for bit (an
-    exposed or a clean one), serves the clean answers `unmoved`, beside the features read off forwards cut short: a
-    heavy teacher's search is mostly its answers."""
-    if not (defense.placement == "exposed" or defense.is_identity):
+    """What one seed's queries `x` get under `defense`. The clean setting serves the clean answers `unmoved`, untouched
+    bit for bit, beside the features read off forwards cut short at its layers: a heavy teacher's search is mostly
+    its answers (an exposed setting amplifies these features, `seed_served`)."""
+    if not defense.is_identity:
         return answered(teacher, x, defense, seed)
     return Answered(seed, x.to(unmoved.device), unmoved, teacher_features(teacher, x, defense))
 
