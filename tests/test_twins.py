@@ -15,12 +15,13 @@ from helpers import COFFEE, SMALL_RUN
 
 from app.attack.attackers import attack_for
 from app.attack.cores import busy
-from app.attack.distill import alone, distill, no_theft
+from app.attack.distill import alone, asked, distill, no_theft, taught
 from app.data.images import load_rgb
 from app.data.tasks import TASKS
 from app.defense.setting import Setting
 from app.lab import duels, scenes, twins
 from app.lab.presets import preset
+from app.study.recipe import one_thread
 from app.teachers.networks import UNetTeacher, restore
 from app.teachers.sessions import shared_teacher
 from app.ui.texts import score_rows
@@ -35,11 +36,11 @@ def counted(monkeypatch):
     """The twins' training, counted (each call trains one clean-taught student)."""
     calls = []
 
-    def counting(*args, **kwargs):
-        calls.append(args[2][0])  # its one run: (clean setting, seed)
-        return distill(*args, **kwargs)
+    def counting(teacher, task, defense, attack, seed):
+        calls.append((defense, seed))  # its one run
+        return asked(teacher, task, defense, attack, seed)
 
-    monkeypatch.setattr(twins, "distill", counting)
+    monkeypatch.setattr(twins, "asked", counting)
     return calls
 
 
@@ -74,15 +75,36 @@ def test_the_twin_is_the_clean_student_of_one_pass_beside_its_defended_one():
         np.testing.assert_allclose(shown, restore(student, SCENE.degraded), atol=2e-3)
 
 
+@pytest.mark.parametrize("after", [0, 1])  # clicked while the twin trains, and once it has (its answers let go)
+def test_an_exposed_click_shares_the_twins_answers_and_trains_the_student_its_own_pass_would(after):
+    """The feature thief's defended answers are the twin's clean ones with their maps amplified: one teacher pass on
+    the queries for both students, and the very student a pass of its own gives."""
+    teacher, feature = fresh_teacher(), dataclasses.replace(ATTACK, kind="feature")
+    defense = Setting(layers=("enc1", "dec1"), k=2, a=30.0, layout="spatial", placement="exposed")
+    task, seed = TASKS["dehaze"], 11 + after
+    if after:
+        twins.clean_twin(teacher, task, defense.clean, feature, seed)[1].result()
+    passes = []
+    handle = teacher.register_forward_hook(lambda _m, _i, out: passes.append(out.shape[0]))
+    try:
+        *_, last = duels.duel(teacher, SCENE, defense, feature, seed)
+    finally:
+        handle.remove()
+    assert passes.count(feature.queries) == 1  # the twin's alone, or (it trained before) the click's own
+    with one_thread():  # as each student trains on a core (app.attack.cores)
+        *_, own = taught(task, [asked(teacher, task, defense, feature, seed)], feature, every=feature.steps)
+    assert np.array_equal(last.students[1], restore(own.students[0], SCENE.degraded))
+
+
 def test_a_failed_twin_surfaces_at_the_click_and_is_tried_again(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory while the twin trained")
 
     teacher = fresh_teacher()
-    monkeypatch.setattr(twins, "distill", broken)
+    monkeypatch.setattr(twins, "taught", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         list(duels.duel(teacher, SCENE, Setting(layers=("dec1",), a=3.0), ATTACK, seed=8))
-    monkeypatch.setattr(twins, "distill", distill)
+    monkeypatch.setattr(twins, "taught", taught)
     *_, last = duels.duel(teacher, SCENE, Setting(layers=("dec1",), a=3.0), ATTACK, seed=8)
     assert last.verdict is not None
 

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from app.attack.cores import busy, on_cores, prepare_students, shares_cores
-from app.attack.distill import Attack, attacker_queries, distill
+from app.attack.distill import Answered, Attack, attacker_queries, distill, taught
+from app.attack.features import exposed_from_clean
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
 from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
-from app.lab.twins import clean_twin, no_theft_twin
+from app.lab.twins import Twin, clean_twin, no_theft_twin
 from app.lab.verdicts import Verdict, image_bound, verdict
 from app.teachers.budget import Cost
 from app.teachers.networks import restore
@@ -128,7 +129,7 @@ def _duel(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, ev
     for _ in queries_ready(scene.task, attack, seed):
         yield DuelUpdate(0, attack.steps, history)
     twin, trained = clean_twin(teacher, scene.task, defense.clean, attack, seed, every)
-    answering = query_maker().submit(_answered, teacher, scene.task, defense, attack, seed, every)
+    answering = query_maker().submit(_answered, teacher, scene.task, defense, attack, seed, every, twin, trained)
     while not _ready(answering):  # a slow teacher, or one answering the twin's queries first
         history["clean-taught"] = list(twin.history)
         yield DuelUpdate(0, attack.steps, history)
@@ -165,8 +166,17 @@ def _scored(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, 
     return (clean, defended), students, scores, verdict(scores, image_bound(scene, clean, defended, students[0]))
 
 
-def _answered(teacher, task, defense: Setting, attack: Attack, seed: int, every: int):
-    """The defended student's pass, once the teacher has answered its queries (on its turn), and that event."""
+def _answered(teacher, task, defense: Setting, attack: Attack, seed: int, every: int, twin: Twin, trained: Future):
+    """The defended student's pass, once the teacher has answered its queries (on its turn), and that event. An
+    exposed setting leaves the answers untouched, so a feature thief's defended answers are the twin's clean ones
+    with their maps amplified (app.attack.features.exposed_from_clean, bit for bit): no second teacher pass."""
+    if defense.placement == "exposed" and not defense.is_identity and attack.reads_features:
+        while not twin.asked.wait(HEARTBEAT_S) and not trained.done():
+            pass  # the twin is asking (or waits for a thread of its own)
+        if (clean := twin.served) is not None:  # read once: the twin lets go of it when trained
+            progress = taught(task, [Answered(seed, clean.queries, clean.answers,
+                                              exposed_from_clean(clean.features, defense))], attack, every)
+            return progress, next(progress)
     with teacher_turn(teacher):
         progress = distill(teacher, task, [(defense, seed)], attack, every)
         return progress, next(progress)

@@ -5,7 +5,8 @@ for an attacker who reads features, the hooked layers: never on k, a, the layout
 is trained once per such key, in the background from the look that precedes a click, and every later
 click at another defense setting trains its defended student alone: on a heavy teacher the clean answers
 are half of a click's teacher time, and on every teacher its student is half of the training (a core
-left to another visitor). It trains as it would beside its defended twin (one single-threaded core per
+left to another visitor); while it trains, a feature thief's click at an exposed setting shares its answers (the
+maps amplified: no second pass). It trains as it would beside its defended twin (one single-threaded core per
 student on a CPU, app.attack.cores), so a kept twin is the student the click would have trained.
 
 The student that steals nothing (app.attack.distill.no_theft) is kept alike, per task, attacker and seed:
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from app.attack.cores import in_background, on_cores, shares_cores
-from app.attack.distill import Attack, alone, distill, no_theft
+from app.attack.distill import Answered, Attack, alone, asked, no_theft, taught
 from app.defense.setting import Setting
 from app.lab.looks import teacher_turn
 
@@ -46,6 +47,8 @@ class Twin:
     total: int
     history: list[tuple[int, float]] = field(default_factory=list)
     student: nn.Module | None = None  # set when trained
+    served: Answered | None = None  # what a clean-taught twin was served, while it trains (a click may share it)
+    asked: threading.Event = field(default_factory=threading.Event)  # set once `served` is (or never will be)
 
 
 @lru_cache(maxsize=2)
@@ -69,10 +72,14 @@ def clean_twin(teacher: nn.Module, task, clean: Setting, attack: Attack, seed: i
     with _kept_lock:
         kept = _kept.setdefault(teacher, OrderedDict())
 
-    def answered():
-        with teacher_turn(teacher):  # the teacher answers the queries first, on every core
-            progress = distill(teacher, task, [(clean, seed)], attack, every)
-            next(progress)
+    def answered(twin: Twin):
+        try:
+            with teacher_turn(teacher):  # the teacher answers the queries first, on every core
+                twin.served = asked(teacher, task, clean, attack, seed)
+                progress = taught(task, [twin.served], attack, every)
+                next(progress)
+        finally:
+            twin.asked.set()  # a click waiting to share the answers goes on, without them if asking failed
         return progress
 
     return _kept_or_started(kept, twin_key(task, clean, attack, seed), KEPT_PER_TEACHER, attack, answered,
@@ -84,7 +91,7 @@ def no_theft_twin(task, attack: Attack, seed: int, every: int = 5) -> tuple[Twin
     under way, or started now in the background. It needs no teacher, so every teacher of the task shares it."""
     plain = alone(attack)
 
-    def ready():
+    def ready(_: Twin):
         progress = no_theft(task, plain, [seed], every)
         next(progress)
         return progress
@@ -93,10 +100,10 @@ def no_theft_twin(task, attack: Attack, seed: int, every: int = 5) -> tuple[Twin
                             background=True)
 
 
-def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, started: Callable[[], Iterator],
+def _kept_or_started(kept: OrderedDict, key: tuple, most: int, attack: Attack, started: Callable[[Twin], Iterator],
                      beside: bool, background: bool = False) -> tuple[Twin, Future]:
     """The student of `key` in `kept` (its oldest beyond `most` dropped), or one trained now in the background:
-    `started()` makes its pass's first event and returns the pass, stepped on a core of its own if `beside`
+    `started(twin)` makes its pass's first event and returns the pass, stepped on a core of its own if `beside`
     (only while no click's student steps, if `background`: app.attack.cores)."""
     with _kept_lock:
         if key in kept:
@@ -126,10 +133,10 @@ def _forget(kept: OrderedDict, key: tuple, job: Future) -> None:
             del kept[key]
 
 
-def _train(started: Callable[[], Iterator], beside: bool, background: bool, twin: Twin) -> Twin:
-    progress = started()
+def _train(started: Callable[[Twin], Iterator], beside: bool, background: bool, twin: Twin) -> Twin:
+    progress = started(twin)
     for now in on_cores(progress, background) if beside else in_background(progress) if background else progress:
         twin.history.append((now.step, now.losses[0]))
         last = now
-    twin.student = last.students[0]
+    twin.student, twin.served = last.students[0], None  # a click from now on asks its own answers
     return twin
