@@ -29,12 +29,12 @@ from app.teachers.pretrained import LAB_CACHE
 
 FOLDER = Path(os.environ.get("ASVP_PASSES", LAB_CACHE / "passes"))
 KEEP_AFTER_S = 5.0  # a pass that took less is asked again: reading it back would not save much
-MOST_GB = "20"  # unless ASVP_PASSES_GB says otherwise; x4plus: ~40 MB a pass, a few hundred a stage
+DEFAULT_GB = "20"  # unless ASVP_PASSES_GB says otherwise; x4plus: ~40 MB a pass, a few hundred a stage
 
 
 def most_bytes() -> float:
     """How much the filed passes may take: ASVP_PASSES_GB gigabytes (0 files none)."""
-    given = os.environ.get("ASVP_PASSES_GB", MOST_GB)
+    given = os.environ.get("ASVP_PASSES_GB", DEFAULT_GB)
     try:
         gb = float(given)
     except ValueError:
@@ -91,8 +91,8 @@ def _file(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     keep_within(FOLDER, most_bytes())
 
 
-def keep_within(folder: Path, most_bytes: float) -> None:
-    """Remove the least recently read passes until the folder's fit in `most_bytes` (another worker may be
+def keep_within(folder: Path, limit: float) -> None:
+    """Remove the least recently read passes until the folder's fit in `limit` bytes (another worker may be
     removing them too)."""
     sizes = {}
     for f in folder.glob("*/*.safetensors"):
@@ -102,7 +102,7 @@ def keep_within(folder: Path, most_bytes: float) -> None:
             continue
     total = sum(s.st_size for s in sizes.values())
     for oldest in sorted(sizes, key=lambda f: sizes[f].st_mtime)[:-1]:  # the newest stays, whatever its size
-        if total <= most_bytes:
+        if total <= limit:
             return
         total -= sizes[oldest].st_size
         oldest.unlink(missing_ok=True)
