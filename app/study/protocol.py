@@ -227,15 +227,15 @@ def resolved(task: str, teacher: Source, pairs: Pairs, kind: str, defense: Setti
     seeds (a dozen teacher passes over the pairs)."""
     if kind == "asvp":
         return defense, 0.0
-    session, pairs, clean = teacher_on(task, teacher, pairs, device)
+    session, scored_pairs, clean = teacher_on(task, teacher, pairs, device)
     model = session.model
-    cost = served_distortion(model, defense, pairs, clean)
+    cost = lambda setting, sigma=0.0: served_distortion(model, setting, scored_pairs, clean, sigma)
     if kind == "output-noise":
         identity = dataclasses.replace(defense, a=1.0)  # recorded as the setting whose cost the noise matches
-        return identity, calibrate(lambda s: served_distortion(model, identity, pairs, clean, s), cost, 1e-4, 0.5)
+        return identity, calibrate(lambda s: cost(identity, s), cost(defense), 1e-4, 0.5)
     directions = kind.removeprefix("asvp-")
-    probe = lambda a: served_distortion(model, dataclasses.replace(defense, directions=directions, a=a), pairs, clean)
-    return dataclasses.replace(defense, directions=directions, a=calibrate(probe, cost, 1.0, 50.0)), 0.0
+    probe = lambda a: cost(dataclasses.replace(defense, directions=directions, a=a))
+    return dataclasses.replace(defense, directions=directions, a=calibrate(probe, cost(defense), 1.0, 50.0)), 0.0
 
 
 @lru_cache(maxsize=64)
