@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import lru_cache
 
 import torch
 
@@ -43,8 +44,10 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
+@lru_cache(maxsize=1)
 def machine() -> str:
-    """This machine's kind, as the alias file states it (another kind rounds floats otherwise)."""
+    """This machine's kind, as the alias file states it (another kind rounds floats otherwise); read once (every
+    filed teacher pass is keyed by it)."""
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                  platform.processor() or platform.machine()) if platform.system() == "Linux" else platform.processor()
     return f"{model}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"

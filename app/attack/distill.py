@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from app.attack.features import exposed_from_clean
 from app.attack.field import FieldStudent
 from app.attack.informed import affinity, unamplified
 from app.data.sources import ATTACKER_IMAGES, PairPool
@@ -288,6 +289,12 @@ def answered(teacher: nn.Module, x: torch.Tensor, defense: Setting, seed: int) -
     """Seed `seed`'s queries `x`, sent to the teacher under `defense` (the students train where it runs)."""
     x = x.to(device_of(teacher))
     return Answered(seed, x, *ask_teacher(teacher, x, defense))
+
+
+def exposed_answered(clean: Answered, defense: Setting) -> Answered:
+    """What the exposed setting `defense` serves, made from what its clean setting served: the answers untouched, the
+    maps at its layers amplified as its hooks would amplify them (exposed_from_clean, bit for bit): no teacher pass."""
+    return Answered(clean.seed, clean.queries, clean.answers, exposed_from_clean(clean.features, defense))
 
 
 def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: Attack,

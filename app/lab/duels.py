@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from app.attack.cores import busy, on_cores, prepare_students, shares_cores
-from app.attack.distill import Answered, Attack, attacker_queries, distill, taught
-from app.attack.features import exposed_from_clean
+from app.attack.distill import Attack, attacker_queries, distill, exposed_answered, taught
 from app.defense.setting import Setting
 from app.lab.looks import answers, teacher_turn
 from app.lab.scenes import DuelScores, Scene, fidelity, reference_quality, teacher_scores
@@ -169,13 +168,12 @@ def _scored(teacher, scene: Scene, defense: Setting, attack: Attack, seed: int, 
 def _answered(teacher, task, defense: Setting, attack: Attack, seed: int, every: int, twin: Twin, trained: Future):
     """The defended student's pass, once the teacher has answered its queries (on its turn), and that event. An
     exposed setting leaves the answers untouched, so a feature thief's defended answers are the twin's clean ones
-    with their maps amplified (app.attack.features.exposed_from_clean, bit for bit): no second teacher pass."""
+    with their maps amplified (app.attack.distill.exposed_answered, bit for bit): no second teacher pass."""
     if defense.placement == "exposed" and not defense.is_identity and attack.reads_features:
         while not twin.asked.wait(HEARTBEAT_S) and not trained.done():
             pass  # the twin is asking (or waits for a thread of its own)
         if (clean := twin.served) is not None:  # read once: the twin lets go of it when trained
-            progress = taught(task, [Answered(seed, clean.queries, clean.answers,
-                                              exposed_from_clean(clean.features, defense))], attack, every)
+            progress = taught(task, [exposed_answered(clean, defense)], attack, every)
             return progress, next(progress)
     with teacher_turn(teacher):
         progress = distill(teacher, task, [(defense, seed)], attack, every)

@@ -18,9 +18,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from app.attack.distill import (Answered, Attack, answered, ask_teacher, asked, attacker_queries, no_theft,
-                                query_images, taught)
-from app.attack.features import exposed_from_clean, teacher_features
+from app.attack.distill import (Answered, Attack, answered, ask_teacher, asked, attacker_queries, exposed_answered,
+                                no_theft, query_images, taught)
+from app.attack.features import teacher_features
 from app.data.benchmarks import benchmark_pairs, folder_pairs, pairs_checksum
 from app.data.tasks import TASKS
 from app.defense.asvp import defend
@@ -116,8 +116,7 @@ def seed_served(row: Row, defense: Setting, seed: int, device: torch.device) -> 
         _served.move_to_end(key)
         return kept
     if defense.placement == "exposed" and not defense.is_identity:  # the clean maps, amplified: no forward at all
-        clean = seed_served(row, defense.clean, seed, device)
-        served = Answered(seed, clean.queries, clean.answers, exposed_from_clean(clean.features, defense))
+        served = exposed_answered(seed_served(row, defense.clean, seed, device), defense)
     else:
         served = filed_served(row, defense, seed, device)
     _served[key] = served
@@ -141,7 +140,7 @@ def filed_served(row: Row, defense: Setting, seed: int, device: torch.device) ->
     asked = dict(served=dataclasses.asdict(defense), device=str(device), queries=row.attack.queries,
                  patch=row.attack.patch, variants=row.attack.variants, seed=seed)
     tensors = kept_pass(row.task, row.teacher, asked, ask, device)
-    features = [tensors[f"features.{i}"] for i in range(len(tensors) - ("answers" in tensors))]
+    features = [tensors[f"features.{i}"] for i in range(len(defense.layers))]
     return Answered(seed, x.to(device), tensors.get("answers", unmoved), features)
 
 
