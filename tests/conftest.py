@@ -5,7 +5,9 @@ Markers (declared in pytest.ini): `browser` drives Debian's chromium, `benchmark
 benchmark pairs and skips, with the reason, where they are absent (CI has them, so runs all),
 `slow` takes more than about 20 s on 2 cores. `pytest -m "not browser and not slow"` is the quick loop.
 """
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 
@@ -13,7 +15,9 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["ASVP_DEVICE"] = "cpu"  # the app's sessions stay on the CPU, also where a GPU is present
-os.environ["ASVP_PASSES"] = tempfile.mkdtemp(prefix="asvp-passes-")  # teacher passes the tests keep stay theirs
+KEPT = tempfile.mkdtemp(prefix="asvp-kept-")  # teacher passes and students the tests file stay theirs
+os.environ["ASVP_PASSES"], os.environ["ASVP_STUDENTS"] = f"{KEPT}/passes", f"{KEPT}/students"
+atexit.register(shutil.rmtree, KEPT, ignore_errors=True)  # and go with the process
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

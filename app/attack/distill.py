@@ -22,6 +22,7 @@ from torch.func import functional_call, stack_module_state
 from app.attack.features import exposed_from_clean
 from app.attack.field import FieldStudent
 from app.attack.informed import affinity, unamplified
+from app.attack.resume import Resumable, file_state, resumed
 from app.data.sources import ATTACKER_IMAGES, PairPool
 from app.defense.asvp import FeatureRecord, defend
 from app.defense.setting import Setting
@@ -305,8 +306,8 @@ def distill(teacher: nn.Module, task, runs: list[tuple[Setting, int]], attack: A
                       every, stacked)
 
 
-def taught(task, runs: list[Answered], attack: Attack, every: int = 10,
-           stacked: bool | None = None) -> Iterator[Progress]:
+def taught(task, runs: list[Answered], attack: Attack, every: int = 10, stacked: bool | None = None,
+           resumable: Resumable | None = None) -> Iterator[Progress]:
     """Train one student per run on answers already asked, all in one pass. Each student sees its seed's
     queries, initial weights and batch order, so it equals the same student trained alone, and the clean- and
     defended-taught students of one seed form a fair pair.
@@ -316,6 +317,9 @@ def taught(task, runs: list[Answered], attack: Attack, every: int = 10,
     student within float rounding. Otherwise the students step one after another in channels-last
     layout, bit for bit what each computes alone: on a CPU a grouped kernel is slower than that, and
     channels-last beats contiguous students for the dilated family (python -m app.bench times both).
+
+    With `resumable`, the run files its state as it goes and, given a filed state of itself, goes on from there
+    (app.attack.resume): its first progress is then the step it resumed at.
     """
     ys, feats = [], []
     for run in runs:
@@ -326,7 +330,7 @@ def taught(task, runs: list[Answered], attack: Attack, every: int = 10,
             y = gaussian_lowpass(y, attack.lowpass_sigma)
         ys.append(subpixel_residual(y, run.queries, task.scale)), feats.append(t_feat)
     yield from _train(task, [run.seed for run in runs], attack, [run.queries for run in runs], ys, feats, every,
-                      stacked)
+                      stacked, resumable)
 
 
 def alone(attack: Attack) -> Attack:
@@ -353,7 +357,8 @@ def no_theft(task, attack: Attack, seeds: list[int], every: int = 10,
 
 
 def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: list[torch.Tensor],
-           feats: list[list[torch.Tensor]], every: int, stacked: bool | None) -> Iterator[Progress]:
+           feats: list[list[torch.Tensor]], every: int, stacked: bool | None,
+           resumable: Resumable | None = None) -> Iterator[Progress]:
     """One student per seed, fitted to its targets `ys` (sub-pixel residuals) and features `feats` (per
     run, one map per hooked layer): `distill`'s training, whatever the targets came from."""
     device = xs[0].device
@@ -374,8 +379,9 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=attack.steps, eta_min=attack.lr / 20)  # Adam each
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     nan = [float("nan")] * len(seeds)
-    yield Progress(0, attack.steps, nan, nan, students())  # the teacher has answered
-    for now in range(1, attack.steps + 1):
+    start = resumed(resumable, params, opt, sched, orders, attack.steps) if resumable else 0
+    yield Progress(start, attack.steps, nan, nan, students())  # the teacher has answered (or the run resumed)
+    for now in range(start + 1, attack.steps + 1):
         idx = [torch.randint(len(x), (attack.batch,), generator=order) for x, order in zip(xs, orders)]
         preds, hidden = step([x[i] for x, i in zip(xs, idx)])
         fits = [pixel_loss(pred, y[i], attack.loss, attack.trim if attack.kind == "adaptive" else 0.0)
@@ -392,6 +398,8 @@ def _train(task, seeds: list[int], attack: Attack, xs: list[torch.Tensor], ys: l
         loss.backward()
         opt.step()
         sched.step()
+        if resumable and (now % resumable.every == 0 or now == attack.steps):
+            file_state(resumable, now, attack.steps, params, opt, sched, orders)
         if now % every == 0 or now == attack.steps:
             yield Progress(now, attack.steps, [f.item() for f in fits], [f.item() for f in feat_losses], students())
 

@@ -11,6 +11,7 @@ that covers both students. Every fielded setting's field students come before th
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from functools import lru_cache
 
@@ -28,7 +29,8 @@ from app.study.stages import Search
 
 KIND = "field"
 SEEDS = 3
-SETTINGS = 12  # fielded settings: about an hour of two cores each (3 seeds of a field and a long quick pair)
+SETTINGS = 9  # fielded settings: 3 seeds of a field and a long quick pair take about 80 minutes of two cores (an
+# AMD EPYC with AVX2, quiet: a field student of 10,000 steps 13 to 25 min of a core, a quick one 3 to 7), so 9 fit ~12 h
 MEASURED = (THREATS[0], THREATS[2])  # the best in-line setting (output KD) and the best exposed one
 
 
@@ -77,8 +79,10 @@ def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, 
     pairs = sum(n for _, n in left)
     seconds = sum(2 * n * steps * step_seconds(row.task, alone(row.attack))
                   for row, n in left)  # one timing per task and student: a feature loss adds little to a step
+    cores = os.cpu_count() or 1  # the embedded Ray runs a task per core
     return (f"{pairs} field-stage student pairs (field students and quick ones of {steps} steps), about "
-            f"{seconds / 3600:.1f} h of training here, one task at a time") if left else ""
+            f"{seconds / 3600:.1f} h of training on one core here, {seconds / 3600 / cores:.1f} h on its {cores} "
+            "cores") if left else ""
 
 
 @lru_cache(maxsize=None)

@@ -28,6 +28,7 @@ from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
 from app.study.passes import kept_pass
+from app.study.resumes import resumable
 from app.study.scores import input_scores, mean_score, scored
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
@@ -85,10 +86,16 @@ def teacher_score(teacher, defense: Setting, pairs, task, answers: list[np.ndarr
         return mean_score(teacher, pairs, task, answers)
 
 
-def trained(task, run: Answered, attack: Attack):
-    """The student of one seed's answers at the attacker's budget."""
-    *_, last = taught(task, [run], attack, every=attack.steps)
-    return last.students[0]
+def student_scores(row: Row, served: Answered, device: torch.device) -> dict[str, float]:
+    """The scores of the student `row`'s attacker trains on `served`: a long one resumes from its filed state, if a
+    stopped search left one (app.study.resumes), and its file goes once it is scored."""
+    session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
+    keep = resumable(row.task, row.teacher, row.attack, served, device)
+    *_, last = taught(session.task, [served], row.attack, every=row.attack.steps, resumable=keep)
+    found = mean_score(last.students[0], pairs, session.task, answers)
+    if keep:
+        keep.path.unlink(missing_ok=True)
+    return found
 
 
 def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor) -> Answered:
@@ -213,9 +220,7 @@ def teacher_on(task: str, teacher: Source, pairs: Pairs,
 def clean_student_scores(row: Row, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """PSNR/SSIM (to the ground truth and to the clean teacher) of the student the undefended teacher of
     `row` teaches with `seed`."""
-    session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
-    return mean_score(trained(session.task, seed_served(row, row.defense.clean, seed, device), row.attack), pairs,
-                      session.task, answers)
+    return student_scores(row, seed_served(row, row.defense.clean, seed, device), device)
 
 
 @lru_cache(maxsize=64)
@@ -284,7 +289,7 @@ def measure(row: Row, seeds: list[int], *clean: dict[str, float],
         else:
             served = seed_served(row, defense, seed, device)
         unmoved = seed_answers(row, seed, device)
-        s_def = mean_score(trained(task, served, row.attack), pairs, task, answers)
+        s_def = student_scores(row, served, device)
         out.append(dict(
             task=row.task, teacher=str(row.teacher), teacher_family=session.loaded.family.title, budget=row.attack.steps,
             student=row.attack.student, stage=row.stage, defense=row.kind, attack=row.attack.kind,
