@@ -9,7 +9,7 @@ from helpers import frame, rows
 from app.attack.attackers import INFORMED
 from app.attack.distill import Attack
 from app.defense.setting import Setting
-from app.study import field, informed, recipe
+from app.study import field, informed, recipe, runner
 from app.study.crosscheck import crosscheck
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
 from app.study.protocol import Pairs, Row, clean_student_scores, measure
@@ -124,7 +124,7 @@ def test_after_the_search_informed_attackers_and_field_students_meet_its_setting
     sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, -1.5)).to_dict("records")
     search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
     aware, long = informed.store(tmp_path), field.store(tmp_path)
-    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 2 * 2 * 3  # two settings, two attackers
+    assert informed.missing([search], [0, 1, 2], sweeps, aware) == (2 * 2 * 3, 0)  # two picks, two attackers
     assert field.missing([search], [0, 1, 2], sweeps, long, steps=4).startswith("12 field-stage student pairs")
     after_search(ray, [search], [0, 1, 2, 3], sweeps, aware, long, Workers(), steps=4)
     assert not (tmp_path / "sweep_dehaze.csv").exists()  # the search's own rows were only read
@@ -138,7 +138,7 @@ def test_after_the_search_informed_attackers_and_field_students_meet_its_setting
         (p, a, who, f) for p, a, who in (("exposed", 100.0, "feature L1 x1"), ("inline", 3.0, "output L1"))
         for f in (True, False)}  # the answer table's two picks, each with the attacker it was found with
     assert set(trained.recipe) == {recipe_of("dehaze", "dehaze", field=True)} != {recipe_of("dehaze", "dehaze")}
-    assert informed.missing([search], [0, 1, 2], sweeps, aware) == 0
+    assert informed.missing([search], [0, 1, 2], sweeps, aware) == (0, 0)
     assert field.missing([search], [0, 1, 2], sweeps, long, steps=4) == ""
 
 
@@ -158,6 +158,23 @@ def test_the_field_stage_takes_the_largest_drops_that_are_effects(monkeypatch, t
     assert fielded(-4.0) == [("inline", "output L1"), ("exposed", "feature L1 x1")]
     monkeypatch.setattr(field, "SETTINGS", 1)
     assert fielded(-1.5) == [("exposed", "feature L1 x1")]
+
+
+def test_after_the_search_the_budget_curve_extended_comes_before_the_informed_attackers_elsewhere(monkeypatch,
+                                                                                                    tmp_path):
+    """The informed attackers at the answer table's picks, the field students, the quick ones at their budget
+    (hours), and last the informed attackers at every other setting they measure (a day of two cores)."""
+    exposed = dict(placement="exposed", attack="feature", attacker="feature L1 x1")
+    sweeps = Store(tmp_path)
+    sweeps.rows["dehaze"] = frame(rows({**exposed, "a": 100.0}, 0.0, -3.0), rows({**exposed, "a": 50.0}, 0.0, -2.0),
+                                  rows({"a": 3.0}, -0.05, -1.5)).to_dict("records")
+    search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
+    ran = []
+    monkeypatch.setattr(runner, "run_rows", lambda _ray, rows, seeds, store, workers, desc: ran.append(
+        (desc, sorted({(row.defense.a, row.attack.student.startswith("field")) for row in rows}))))
+    runner.after_search(None, [search], [0, 1, 2], sweeps, informed.store(tmp_path), field.store(tmp_path), Workers())
+    assert ran == [("informed", [(3.0, False), (100.0, False)]), ("field", [(3.0, True), (100.0, True)]),
+                   ("field", [(3.0, False), (100.0, False)]), ("informed", [(50.0, False)])]
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,7 @@ def wanted(plans: list[Search], sweeps: Store) -> tuple[list[Row], list[Row]]:
     return first, rest
 
 
-def missing(plans: list[Search], seeds: list[int], sweeps: Store, informed: Store) -> int:
-    """How many informed student pairs are not on file yet."""
-    return missing_pairs(sum(wanted(plans, sweeps), []), seeds[:SEEDS], informed)
+def missing(plans: list[Search], seeds: list[int], sweeps: Store, informed: Store) -> tuple[int, int]:
+    """How many informed student pairs are not on file yet: (at the answer table's picks, elsewhere)."""
+    first, rest = wanted(plans, sweeps)
+    return missing_pairs(first, seeds[:SEEDS], informed), missing_pairs(rest, seeds[:SEEDS], informed)

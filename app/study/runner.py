@@ -97,11 +97,12 @@ def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None
 def after_search(ray, plans: list[Search], seeds: list[int], store: Store, aware: Store, long: Store,
                  workers: Workers, steps: int = FIELD_STEPS) -> None:
     """The stages that read the finished search's rows, in the order the answer table needs them: the informed
-    attackers at its picks, the field students, then the informed attackers elsewhere and the quick students
-    at the field's budget (hours; each rerun trains only what is missing)."""
+    attackers at its picks, the field students, the quick students at the field's budget (the budget curve
+    extended: hours), then the informed attackers elsewhere (a day of two cores: each rerun trains only what is
+    missing)."""
     (picks, elsewhere), (fields, quicks) = informed.wanted(plans, store), field.wanted(plans, store, steps)
     for rows, stage, count in ((picks, aware, informed.SEEDS), (fields, long, field.SEEDS),
-                               (elsewhere, aware, informed.SEEDS), (quicks, long, field.SEEDS)):
+                               (quicks, long, field.SEEDS), (elsewhere, aware, informed.SEEDS)):
         run_rows(ray, rows, seeds[:count], stage, workers, desc=stage.kind)
 
 
@@ -138,14 +139,17 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
     unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
     lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key
-    unaware = informed.missing(plans, seeds, store, aware) if done and not quick else 0
-    if unaware:
-        lines.append(f"to train then: {unaware} informed student pairs (attackers who know the defense)")
+    at_picks, elsewhere = informed.missing(plans, seeds, store, aware) if done and not quick else (0, 0)
+    if at_picks:
+        lines.append(f"to train then: {at_picks} informed student pairs at the answer table's picks (attackers who "
+                     "know the defense)")
     unfielded = field.missing(plans, seeds, store, long) if done and not quick else ""
     if unfielded:
-        lines.append(f"to train last: {unfielded}")
+        lines.append(f"to train then: {unfielded}")
+    if elsewhere:
+        lines.append(f"to train last: {elsewhere} informed student pairs at the other settings they measure")
     if done:  # what is left (no-theft, informed or field students) is counted above
-        left = unfree or unaware or unfielded
+        left = unfree or at_picks or elsewhere or unfielded
         return "\n".join(lines + ([] if left else
                                   ["every row of the search is on file and current: no committed row needs retraining"]))
     lines.append(f"to train next: {missing[0]} (later stages follow from their results)")
