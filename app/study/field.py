@@ -11,20 +11,17 @@ that covers both students. Every fielded setting's field students come before th
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-from functools import lru_cache
 
 import pandas as pd
 
 from app.attack.attackers import attacker
-from app.attack.distill import FIELD_STEPS, Attack, FieldAttack, alone, no_theft
-from app.data.tasks import get_task
+from app.attack.distill import FIELD_STEPS, FieldAttack
 from app.defense.setting import Setting
-from app.study.engine import Store, missing_pairs
+from app.study.engine import Store
 from app.study.findings import THREATS, best, summarise
 from app.study.protocol import Row
 from app.study.stages import Search
+from app.study.timing import left_to_train
 
 
 KIND = "field"
@@ -72,25 +69,6 @@ def wanted(plans: list[Search], sweeps: Store, steps: int = FIELD_STEPS) -> tupl
 
 
 def missing(plans: list[Search], seeds: list[int], sweeps: Store, field: Store, steps: int = FIELD_STEPS) -> str:
-    """The field stage's student pairs not on file yet, with the time their students take here (each pair a
-    defended-taught student and at most one clean twin), or '' when none is missing."""
-    left = [(row, n) for row in sum(wanted(plans, sweeps, steps), [])
-            if (n := missing_pairs([row], seeds[:SEEDS], field))]
-    pairs = sum(n for _, n in left)
-    seconds = sum(2 * n * steps * step_seconds(row.task, alone(row.attack))
-                  for row, n in left)  # one timing per task and student: a feature loss adds little to a step
-    cores = os.cpu_count() or 1  # the embedded Ray runs a task per core
-    return (f"{pairs} field-stage student pairs (field students and quick ones of {steps} steps), about "
-            f"{seconds / 3600:.1f} h of training on one core here, {seconds / 3600 / cores:.1f} h on its {cores} "
-            "cores") if left else ""
-
-
-@lru_cache(maxsize=None)
-def step_seconds(task_name: str, attack: Attack, timed: int = 10) -> float:
-    """One training step of this student here, timed on its attacker's own patches without a teacher (whose
-    answers, and the scoring, add a few percent to 10,000 steps)."""
-    run = no_theft(get_task(task_name), dataclasses.replace(attack, steps=timed), [0], every=timed)
-    next(run)  # its patches made
-    start = time.perf_counter()
-    next(run)
-    return (time.perf_counter() - start) / timed
+    """The field stage's student pairs not on file yet and the time they take here (app.study.timing), or ''."""
+    left = left_to_train(sum(wanted(plans, sweeps, steps), []), seeds[:SEEDS], field, "field-stage")
+    return f"{left} (field students and quick ones of {steps} steps)" if left else ""

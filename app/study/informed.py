@@ -11,11 +11,12 @@ import pandas as pd
 
 from app.attack.attackers import INFORMED, attacker
 from app.defense.setting import Setting
-from app.study.engine import Store, missing_pairs
+from app.study.engine import Store
 from app.study.findings import best, confirmed, summarise
 from app.study.grid import frontier
 from app.study.protocol import Row
 from app.study.stages import Search
+from app.study.timing import left_to_train
 
 
 KIND = "informed"
@@ -64,7 +65,7 @@ def wanted(plans: list[Search], sweeps: Store) -> tuple[list[Row], list[Row]]:
     return first, rest
 
 
-def missing(plans: list[Search], seeds: list[int], sweeps: Store, informed: Store) -> tuple[int, int]:
-    """How many informed student pairs are not on file yet: (at the answer table's picks, elsewhere)."""
-    first, rest = wanted(plans, sweeps)
-    return missing_pairs(first, seeds[:SEEDS], informed), missing_pairs(rest, seeds[:SEEDS], informed)
+def missing(plans: list[Search], seeds: list[int], sweeps: Store, informed: Store) -> tuple[str, str]:
+    """The informed student pairs not on file yet and the time they take here (app.study.timing), at the answer
+    table's picks and elsewhere ('' where none)."""
+    return tuple(left_to_train(rows, seeds[:SEEDS], informed, "informed") for rows in wanted(plans, sweeps))

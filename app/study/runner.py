@@ -139,15 +139,14 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     done = stages(plans, seeds, budgets_of(plans, quick), grids, on_file) is not None
     unasked = sum(r["key"] not in asked for s in plans for r in store.rows[s.source])
     lines.append(f"{unasked} current rows on file that no stage reached so far asks for")  # a changed row key
-    at_picks, elsewhere = informed.missing(plans, seeds, store, aware) if done and not quick else (0, 0)
+    at_picks, elsewhere = informed.missing(plans, seeds, store, aware) if done and not quick else ("", "")
     if at_picks:
-        lines.append(f"to train then: {at_picks} informed student pairs at the answer table's picks (attackers who "
-                     "know the defense)")
+        lines.append(f"to train then: {at_picks} (attackers who know the defense, at the answer table's picks)")
     unfielded = field.missing(plans, seeds, store, long) if done and not quick else ""
     if unfielded:
         lines.append(f"to train then: {unfielded}")
     if elsewhere:
-        lines.append(f"to train last: {elsewhere} informed student pairs at the other settings they measure")
+        lines.append(f"to train last: {elsewhere} (at the other settings they measure)")
     if done:  # what is left (no-theft, informed or field students) is counted above
         left = unfree or at_picks or elsewhere or unfielded
         return "\n".join(lines + ([] if left else
