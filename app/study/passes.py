@@ -91,11 +91,11 @@ def _file(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     keep_within(FOLDER, most_bytes())
 
 
-def keep_within(folder: Path, limit: float) -> None:
-    """Remove the least recently read passes until the folder's fit in `limit` bytes (another worker may be
-    removing them too)."""
+def keep_within(folder: Path, limit: float, pattern: str = "*/*.safetensors") -> None:
+    """Remove the least recently read files of `pattern` (passes by default) until the folder's fit in `limit` bytes
+    (another worker may be removing them too)."""
     sizes = {}
-    for f in folder.glob("*/*.safetensors"):
+    for f in folder.glob(pattern):
         try:
             sizes[f] = f.stat()
         except FileNotFoundError:

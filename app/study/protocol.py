@@ -28,7 +28,7 @@ from app.defense.baselines import calibrate, output_noise
 from app.defense.bound import rms
 from app.defense.setting import Setting
 from app.study.passes import kept_pass
-from app.study.resumes import resumable
+from app.study.resumes import keep_students_within, resumable
 from app.study.scores import input_scores, mean_score, scored
 from app.teachers.networks import restore
 from app.teachers.sessions import SessionTeacher, Source, session_teacher
@@ -87,15 +87,14 @@ def teacher_score(teacher, defense: Setting, pairs, task, answers: list[np.ndarr
 
 
 def student_scores(row: Row, served: Answered, device: torch.device) -> dict[str, float]:
-    """The scores of the student `row`'s attacker trains on `served`: a long one resumes from its filed state, if a
-    stopped search left one (app.study.resumes), and its file goes once it is scored."""
+    """The scores of the student `row`'s attacker trains on `served`: a long one goes on from its filed state, if a
+    stopped search left one (app.study.resumes; a finished one trains no step)."""
     session, pairs, answers = teacher_on(row.task, row.teacher, row.pairs, device)
     keep = resumable(row.task, row.teacher, row.attack, served, device)
     *_, last = taught(session.task, [served], row.attack, every=row.attack.steps, resumable=keep)
-    found = mean_score(last.students[0], pairs, session.task, answers)
     if keep:
-        keep.path.unlink(missing_ok=True)
-    return found
+        keep_students_within()
+    return mean_score(last.students[0], pairs, session.task, answers)
 
 
 def served_to(teacher, defense: Setting, x: torch.Tensor, seed: int, unmoved: torch.Tensor) -> Answered:
