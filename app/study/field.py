@@ -26,8 +26,9 @@ from app.study.timing import left_to_train
 
 KIND = "field"
 SEEDS = 3
-SETTINGS = 9  # fielded settings: 3 seeds of a field and a long quick pair take about 80 minutes of two cores (an
-# AMD EPYC with AVX2, quiet: a field student of 10,000 steps 13 to 25 min of a core, a quick one 3 to 7), so 9 fit ~12 h
+# fielded settings: 3 seeds of a field and a long quick pair take about 80 minutes of two cores (an AMD EPYC with
+# AVX2, quiet: a field student of 10,000 steps 13 to 25 min of a core, a quick one 3 to 7), so 9 fit about 12 hours
+SETTINGS = 9
 MEASURED = (THREATS[0], THREATS[2])  # the best in-line setting (output KD) and the best exposed one
 
 
