@@ -9,7 +9,7 @@ from helpers import ROOT
 
 import app.attack.distill
 import app.data.sources
-from app.study import informed
+from app.study import field, informed
 from app.study.cli import main
 from app.study.engine import stamp
 from app.study.recipe import fingerprint
@@ -26,12 +26,15 @@ def test_the_committed_rows_are_current_and_the_plan_trains_none_of_them(capsys)
     files = [RESULTS / f"{kind}_{teacher}.csv" for teacher in searched for kind in ("sweep", "costs")]
     files += sorted(RESULTS.glob("notheft_*.csv"))  # the no-theft stage, where it has run
     files += sorted(RESULTS.glob(f"{informed.KIND}_*.csv"))  # the informed attackers: a fingerprint of their own
+    files += sorted(RESULTS.glob(f"{field.KIND}_*.csv"))  # the field stage's: one that covers both its students
     for path in files:
         rows = pd.read_csv(path)
         teacher = path.stem.split("_", 1)[1]
         assert len(set(rows.task)) == 1 if "task" in rows else True
         task = rows.task[0] if "task" in rows else pd.read_csv(RESULTS / f"sweep_{teacher}.csv").task[0]
-        expected = stamp(task, teacher, *([informed.ATTACKERS] if path.stem.startswith(informed.KIND) else []))
+        group = path.stem.split("_", 1)[0]
+        expected = stamp(task, teacher, *([informed.ATTACKERS] if group == informed.KIND else []),
+                         field=group == field.KIND)
         assert set(rows.recipe) == {expected["recipe"]}, (
             f"{path.name} was measured with a student recipe that computes other numbers than this checkout's: "
             "undo the change, or rerun the search on purpose (python -m app.experiments)")
