@@ -32,15 +32,16 @@ def test_quick_search_end_to_end_leaves_the_stored_results_alone(request):
     planned = subprocess.run([sys.executable, "-m", "app.experiments", "--plan", *QUICK], cwd=ROOT, capture_output=True,
                              text=True, timeout=300)
     assert planned.returncode == 0, planned.stderr[-2000:]
+    out = Path(re.search(r"writing to (\S+)", planned.stdout).group(1))  # a new temporary folder, left to the run
+    request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
+    assert ROOT not in out.resolve().parents
+    assert sorted(p.name for p in out.iterdir()) == ["costs_sr_x4-compact.csv", "costs_sr_x4.csv"]  # the run reuses them
     promised = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^(\S+): (\d+) screen students of 5 steps, at most "
                                                                   r"(\d+) before the budget curve", planned.stdout, re.M)}
-    run = subprocess.run([sys.executable, "-m", "app.experiments", *QUICK], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run([sys.executable, "-m", "app.experiments", *QUICK, "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert git_status() == before  # nothing under results/ (or anywhere else in the checkout) changed
-    out = Path(re.search(r"writing to (\S+)", run.stdout).group(1))
-    assert ROOT not in out.resolve().parents
-    request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
     assert set(promised) == {"sr_x4", "sr_x4-compact"}
     for teacher, late in {"sr_x4": "dec1", "sr_x4-compact": "net.body.25"}.items():
         rows = pd.read_csv(out / f"sweep_{teacher}.csv")
