@@ -82,7 +82,8 @@ def main(argv=None):
                    help="the screen trains the first, the frontier and attackers all, the budget curve the first three")
     p.add_argument("--budget", type=int, default=None,
                    help="student steps, the same for every student of a task (default: the task's own)")
-    p.add_argument("--quick", action="store_true", help="two settings, small crops, few queries: minutes, for tests")
+    p.add_argument("--quick", action="store_true",
+                   help="two settings, small crops, few and small queries: minutes, for tests")
     p.add_argument("--out", type=Path, default=None,
                    help=f"output folder (default: {RESULTS.name}/ for a full run, a new temporary folder for --quick)")
     p.add_argument("--threads", type=int, default=1,

@@ -49,9 +49,10 @@ class Search:
 
 
 def sweep_attack(task_name: str, budget: int | None, quick: bool) -> Attack:
-    """The task's own attacker at the sweep's budget (None: the task's default)."""
+    """The task's own attacker at the sweep's budget (None: the task's default); a quick one sends fewer and
+    smaller queries (its students' steps and the teacher's passes are most of a quick run)."""
     own = attack_for(task_name)
-    return dataclasses.replace(own, steps=budget or own.steps, queries=16 if quick else own.queries)
+    return dataclasses.replace(own, steps=budget or own.steps, **(dict(queries=16, patch=24) if quick else {}))
 
 
 def sweep_pairs(quick: bool, folder: str = "", count: int = 0) -> Pairs:
