@@ -89,9 +89,14 @@ def test_a_sweep_of_nothing_is_refused_with_the_reason(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def measured_elsewhere() -> pd.DataFrame:
+    """A row of sr_x4 stamped with a recipe that no machine here fingerprints."""
+    return pd.DataFrame([dict(key="k", teacher="sr_x4", **{**stamp("sr_x4", "sr_x4"), "recipe": "measured-elsewhere"})])
+
+
 def test_a_run_that_would_drop_stale_rows_stops_first_and_keeps_them(capsys, tmp_path):
     """Rows measured on another kind of CPU look stale by their fingerprint alone: a run says so and drops none."""
-    stale = pd.DataFrame([dict(key="k", teacher="sr_x4", **{**stamp("sr_x4", "sr_x4"), "recipe": "measured-elsewhere"})])
+    stale = measured_elsewhere()
     stale.to_csv(tmp_path / "sweep_sr_x4.csv", index=False)
     with pytest.raises(SystemExit):
         main(["--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--out", str(tmp_path)])
@@ -122,3 +127,10 @@ def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsy
     main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
           "--out", str(tmp_path)])
     assert "1 current rows on file that no stage reached so far asks for" in capsys.readouterr().out
+    # a stale row in any of the teacher's files is counted and its file named: the run would drop it
+    measured_elsewhere().to_csv(tmp_path / "field_sr_x4.csv", index=False)
+    main(["--plan", "--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--seeds", "0", "1",
+          "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "sr_x4: 1 rows on file are current, 1 stale" in lines
+    assert any(line.startswith("field_sr_x4.csv: 1 rows of another recipe or teacher than here") for line in lines)

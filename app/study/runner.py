@@ -112,12 +112,14 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     current (and those the recipe or the teacher's weights made stale); then the first stage with
     rows to train, its students exactly (from the teacher costs, computed and stored in `out` for the
     run), an upper bound on the rest and the estimated time of the students here."""
-    plans, (store, free, aware, long) = searches(teachers, budget, quick, pairs), stores(out)
-    lines = [f"{s.source}: {len(store.rows[s.source])} rows on file are current, {stale} stale"
-             for s in plans for stale in [store.load(s.task, s.source, keep_stale=True)]]
-    for s in plans:
-        for each in (free, aware, long):
-            each.load(s.task, s.source, keep_stale=True)
+    plans, files = searches(teachers, budget, quick, pairs), stores(out)
+    store, free, aware, long = files
+    lines = []
+    for s in plans:  # every file of the teacher: a run drops the stale rows of each
+        stale = sum(each.load(s.task, s.source, keep_stale=True) for each in files)
+        lines.append(f"{s.source}: {sum(len(each.rows[s.source]) for each in files)} rows on file are current, "
+                     f"{stale} stale")
+    lines += stale_on_file(teachers, out)  # which files, so that a new kind of CPU is crosschecked first
     if unfree := notheft.missing(plans, seeds, free):
         lines.append(f"to train first: {unfree} no-theft students (the task's own attacker, no teacher)")
     grids = {s.source: costs_on_file(s, out) for s in plans}
