@@ -9,7 +9,7 @@ from helpers import ROOT
 
 import app.attack.distill
 import app.data.sources
-from app.study import field, informed
+from app.study import field, informed, recipe
 from app.study.cli import main
 from app.study.engine import stamp
 from app.study.recipe import fingerprint
@@ -66,7 +66,8 @@ ORIGINAL = app.data.sources.cap_size
 @pytest.mark.parametrize("replacement,changes", [(shifted_resize, True), (renamed_resize, False)])
 def test_the_fingerprint_follows_numbers_not_names(monkeypatch, replacement, changes):
     before = fingerprint("dehaze", "dehaze")
-    caches = (app.data.sources.clean_image, app.data.sources.held_out_image, app.attack.distill.query_pairs)
+    caches = (app.data.sources.clean_image, app.data.sources.held_out_image, app.attack.distill.query_pairs,
+              recipe._teacher_numbers, recipe._asked)  # what the run computed once per process
     for cache in caches:
         cache.cache_clear()
     monkeypatch.setattr(app.data.sources, "cap_size", replacement)

@@ -28,6 +28,7 @@ import torch
 from app.attack.attackers import ATTACKERS, attack_for, attacker
 from app.attack.distill import FieldAttack, ask_teacher, asked, attacker_queries, taught
 from app.data.sources import held_out_image
+from app.data.tasks import get_task
 from app.defense.baselines import output_noise
 from app.defense.setting import Setting
 from app.study.scores import input_scores, mean_score
@@ -64,36 +65,56 @@ def _settings(layer: str) -> list[Setting]:
             Setting(layers=(layer,), k=4, a=2.0, directions="bottom")]
 
 
-def _numbers(session, attackers: tuple[str, ...], field: bool) -> dict[str, object]:
-    """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`
-    (field students with `field`)."""
-    teacher, task = session.model, session.task
-    probe = dataclasses.replace(attack_for(task.name), **PROBE)
-    queries = attacker_queries(task, probe, 0)
+@lru_cache(maxsize=None)
+def _teacher_numbers(task_name: str, teacher: Source) -> dict[str, object]:
+    """The run's teacher passes and the held-out pair's scores, once per process: the search's, the informed
+    attackers' and the field stage's fingerprints all ask the same (on Real-ESRGAN x4plus they are most of each)."""
+    session = session_teacher(task_name, teacher, budget=None)
+    model, task = session.model, session.task
+    queries = attacker_queries(task, _probe(task_name), 0)
     out: dict[str, object] = {"queries": queries}
     for layer in dict.fromkeys((session.early_layer, session.default_layer)):
         for n, defense in enumerate([_settings(layer)[0].clean] + _settings(layer)):
-            answers, feats = ask_teacher(teacher, queries, defense)
-            out[f"{layer}/{n}/answers"], out[f"{layer}/{n}/features"] = answers, feats
-    inline, exposed = _settings(session.default_layer)[0], _settings(session.default_layer)[3]
-    with output_noise(teacher, NOISE_SIGMA):
-        out["output noise"], _ = ask_teacher(teacher, queries, inline.clean)
-    degraded, clean = task.make_pair(held_out_image("chelsea")[:HELD_OUT_SIDE, :HELD_OUT_SIDE], 0)
-    pairs = [(degraded, clean)]
-    out["input scores"] = input_scores(pairs, task)
-    out["teacher scores"] = mean_score(teacher, pairs, task)
-    base = FieldAttack(**dataclasses.asdict(probe)) if field else probe
-    served = {}  # (setting, seed) -> the teacher's answers: every attacker sends the probe's queries
+            out[f"{layer}/{n}/answers"], out[f"{layer}/{n}/features"] = ask_teacher(model, queries, defense)
+    with output_noise(model, NOISE_SIGMA):
+        out["output noise"], _ = ask_teacher(model, queries, _settings(session.default_layer)[0].clean)
+    out["input scores"] = input_scores(_held_out_pairs(task_name), task)
+    out["teacher scores"] = mean_score(model, _held_out_pairs(task_name), task)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _asked(task_name: str, teacher: Source, defense: Setting, base, seed: int):
+    """The teacher's answers to a probe student's queries, once per process (shared as `_teacher_numbers`)."""
+    session = session_teacher(task_name, teacher, budget=None)
+    return asked(session.model, session.task, defense, base, seed)
+
+
+def _probe(task_name: str):
+    """The task's attacker at PROBE's size."""
+    return dataclasses.replace(attack_for(task_name), **PROBE)
+
+
+def _held_out_pairs(task_name: str) -> list:
+    """The scored pair: a held-out crop and its degradation by the task (seed 0)."""
+    return [get_task(task_name).make_pair(held_out_image("chelsea")[:HELD_OUT_SIDE, :HELD_OUT_SIDE], 0)]
+
+
+def _numbers(task_name: str, teacher: Source, attackers: tuple[str, ...], field: bool) -> dict[str, object]:
+    """Every measured part of the run, by name (tensors, arrays and floats), with the students of `attackers`
+    (field students with `field`)."""
+    task, layer = get_task(task_name), session_teacher(task_name, teacher, budget=None).default_layer
+    inline, exposed = _settings(layer)[0], _settings(layer)[3]
+    base = FieldAttack(**dataclasses.asdict(_probe(task_name))) if field else _probe(task_name)
+    out = dict(_teacher_numbers(task_name, teacher))
     for name in attackers:
         attack = attacker(base, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
-        for defense, seed in runs:
-            if (defense, seed) not in served:
-                served[defense, seed] = asked(teacher, task, defense, base, seed)
-        *_, last = taught(task, [served[run] for run in runs], attack, every=attack.steps)
+        *_, last = taught(task, [_asked(task_name, teacher, defense, base, seed) for defense, seed in runs], attack,
+                          every=attack.steps)
         for n, student in enumerate(last.students):
             out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
-            out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
+            out[f"{name}/{n}/scores"] = mean_score(student, _held_out_pairs(task_name), task)
     return out
 
 
@@ -122,8 +143,7 @@ def fingerprint(task_name: str, teacher: Source, attackers: tuple[str, ...] = SE
         digest = hashlib.sha256()
         if field:
             digest.update(recipe_of(task_name, teacher, attackers).encode())
-        _update(digest, _numbers(session_teacher(task_name, teacher, budget=None),
-                                 FIELD_PROBED if field else attackers, field))
+        _update(digest, _numbers(task_name, teacher, FIELD_PROBED if field else attackers, field))
     return digest.hexdigest()[:12]
 
 
