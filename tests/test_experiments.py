@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from helpers import ROOT
 
+import app.study.cli
 from app.study.cli import main
 from app.study.engine import stamp
 from app.study.findings import defaults
@@ -104,6 +105,17 @@ def test_a_run_that_would_drop_stale_rows_stops_first_and_keeps_them(capsys, tmp
     assert "sweep_sr_x4.csv: 1 rows of another recipe or teacher than here" in err and "--crosscheck" in err
     assert pd.read_csv(tmp_path / "sweep_sr_x4.csv").equals(stale)  # nothing dropped
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep_sr_x4.csv"]  # and nothing measured
+
+
+def test_remeasuring_stale_rows_says_which_it_drops(capsys, tmp_path, monkeypatch):
+    measured_elsewhere().to_csv(tmp_path / "sweep_sr_x4.csv", index=False)
+    ran = []
+    monkeypatch.setattr(app.study.cli, "run", lambda *args: ran.append(args))
+    monkeypatch.setattr(app.study.cli, "write_report", lambda out: None)
+    main(["--quick", "--budget", "5", "--tasks", "sr_x4", "--teachers", "sr_x4", "--out", str(tmp_path),
+          "--remeasure-stale"])
+    assert "measuring again: sweep_sr_x4.csv: 1 rows of another recipe or teacher than here" in capsys.readouterr().out
+    assert len(ran) == 1
 
 
 def test_the_plan_counts_students_and_stores_the_costs_before_training_any(capsys, tmp_path):

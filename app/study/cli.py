@@ -98,7 +98,8 @@ def main(argv=None):
                    "stale by their fingerprint alone: re-measure one row per teacher and group of attackers and, "
                    "where it agrees, record this machine's fingerprint as their recipe")
     p.add_argument("--remeasure-stale", action="store_true", help="let a run drop the rows on file that look stale "
-                   "here and measure them again (without it, a run with stale rows stops before it starts)")
+                   "here and measure them again (without it, a run with stale rows stops before it starts; on a "
+                   "new kind of CPU, --crosscheck first keeps those that measure the same)")
     p.add_argument("--device", choices=CHOICES, default="auto", help="where teachers and students run (auto: CUDA if "
                    "present; the stored results ran on the CPU, and a GPU's rounding matches them within the spread)")
     p.add_argument("--per-gpu", type=int, default=Workers.per_gpu,
@@ -137,10 +138,13 @@ def main(argv=None):
         print(plan(teachers, args.seeds, args.budget, args.quick, workers, args.out, args.address, pairs))
         return
     if teachers and not args.report_only:
-        if not args.remeasure_stale and (stale := stale_on_file(teachers, args.out)):
+        stale = stale_on_file(teachers, args.out)
+        if stale and not args.remeasure_stale:
             p.error("rows on file look stale here, and a run would drop them:\n  " + "\n  ".join(stale)
                     + "\nOn another kind of CPU, --crosscheck re-measures one of each and keeps them where they agree; "
                     "after a change of the student recipe or a teacher, --remeasure-stale measures them again")
+        for line in stale:  # dropped as asked, and said
+            print(f"measuring again: {line}", flush=True)
         start = time.perf_counter()
         run(teachers, args.seeds, args.budget, args.quick, args.out, workers, args.address, pairs)
         print(f"swept {len(teachers)} teacher(s) in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
