@@ -10,8 +10,9 @@ from app.attack.attackers import INFORMED
 from app.attack.distill import Attack
 from app.defense.setting import Setting
 from app.study import field, informed, recipe, runner
-from app.study.crosscheck import crosscheck
+from app.study.crosscheck import SEEDS_APART, crosscheck
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
+from app.study.findings import noise_floors
 from app.study.protocol import Pairs, Row, clean_student_scores, measure
 from app.study.recipe import recipe_of
 from app.study.runner import after_search
@@ -214,8 +215,20 @@ def test_rows_that_measure_the_same_here_keep_their_recipe(elsewhere, aliases, t
 @pytest.mark.parametrize("column,change", [("teacher_psnr", 0.001), ("student_psnr", 10.0)])
 def test_rows_that_measure_otherwise_stay_stale(elsewhere, aliases, tmp_path, column, change):
     moved = elsewhere.copy()
-    moved.loc[moved.seed == 0, column] += change  # the row it measures again: other numbers than here
+    moved[column] += change  # a recipe that computes other numbers moves every seed of the row
     stored(moved, tmp_path / "out")
     said = list(crosscheck([SEARCH], tmp_path / "out"))
     assert said[0].endswith("the recipe differs; no alias") and not aliases.exists()
     assert recipe.recipe_of("dehaze", "dehaze") != "measured-elsewhere"
+
+
+def test_a_row_whose_students_vary_with_the_seed_is_judged_by_its_own_spread(elsewhere, aliases, tmp_path):
+    """Students taught from features amplified a hundredfold, or field students, vary with their seed far more
+    than the clean quick students the noise floor is made of: the re-measured student may differ as much."""
+    floor = noise_floors(elsewhere)["dehaze"]
+    wide = elsewhere.copy()
+    wide.student_psnr += wide.seed.map({0: 2, 1: -6, 2: 0}) * SEEDS_APART * floor  # the re-measured seed 0 moved too
+    stored(wide, tmp_path / "out")
+    said = next(crosscheck([SEARCH], tmp_path / "out"))
+    assert said.endswith("the same recipe, alias recorded"), said
+    assert "student_psnr" in said and "the row's spread over its 3 seed(s) on file" in said
