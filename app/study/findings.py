@@ -159,15 +159,16 @@ def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
 
 def with_field(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """`s` with, on each line, what the field stage's rows `long` measured for a field student at its setting
-    and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread and whether that is an
-    effect; empty elsewhere."""
-    columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect"]
+    and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread, whether that is an effect and
+    whether its clean twins learned (else the drop does not count); empty elsewhere."""
+    columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect", "field_learned"]
     lines = stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["student", "seeds"])
     fields = lines[lines.student.str.startswith("field") & (lines.seeds >= MIN_SEEDS)]
     if fields.empty:
         return s.assign(**{c: np.nan for c in columns})
     return _joined(s, fields.rename(columns={"budget": columns[0], "s_dpsnr": columns[1], "s_dpsnr_std": columns[2],
-                                             "effect": columns[3]}), ["teacher", "attacker", "setting"], columns)
+                                             "effect": columns[3], "learned": columns[4]}),
+                   ["teacher", "attacker", "setting"], columns)
 
 
 def _joined(s: pd.DataFrame, found: pd.DataFrame, on: list[str], columns: list[str]) -> pd.DataFrame:

@@ -87,11 +87,14 @@ def _informed(r) -> str:
 
 
 def _field(r) -> str:
-    """A line's field student at the long budget, 'no drop to test' where the field stage leaves it out
-    (app.study.field), or '-' where the stage has not reached it."""
+    """A line's field student at the long budget (saying so where its clean twins did not learn: then its drop
+    does not count), 'no drop to test' where the field stage leaves it out (app.study.field), or '-' where the
+    stage has not reached it."""
     if pd.isna(getattr(r, "field_dpsnr", np.nan)) and not field.damaged(r):
         return "no drop to test"
-    return _left(r, "field", f"{getattr(r, 'field_steps', 0):.0f} steps")
+    learned = getattr(r, "field_learned", np.nan)
+    unlearned = "" if pd.isna(learned) or learned else "; its clean twin did not learn: no count"
+    return _left(r, "field", f"{getattr(r, 'field_steps', 0):.0f} steps{unlearned}")
 
 
 def _left(r, stage: str, what: str) -> str:
