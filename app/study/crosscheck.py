@@ -68,9 +68,9 @@ def remeasured(search: Search, on_file: list[dict]) -> tuple[dict, dict, list[di
 
 
 def seed_spread(records: list[dict], column: str) -> float:
-    """The std over seeds of `column` among one row's records (nan with fewer than two)."""
+    """The std over seeds of `column` among one row's records (0 with fewer than two: the floor alone judges)."""
     values = [float(r[column]) for r in records]
-    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def crosscheck(plans: list[Search], out) -> Iterator[str]:
@@ -102,7 +102,7 @@ def agreement(search: Search, store: Store, on_file: list[dict], name: str, floo
     record, measured, seeds = found
     exact = {c: abs(float(record[c]) - measured[c]) for c in EXACT}
     apart = {c: abs(float(record[c]) - measured[c]) for c in TRAINED}
-    own = {c: np.nan_to_num(seed_spread(seeds, c)) for c in TRAINED}
+    own = {c: seed_spread(seeds, c) for c in TRAINED}
     allowed = {c: SEEDS_APART * max(floor, own[c]) for c in TRAINED}
     worst = max(TRAINED, key=lambda c: apart[c] / allowed[c] if allowed[c] else math.inf)  # the nearest to failing
     trained = max(apart.values())

@@ -78,8 +78,8 @@ def _teacher_numbers(task_name: str, teacher: Source) -> dict[str, object]:
             out[f"{layer}/{n}/answers"], out[f"{layer}/{n}/features"] = ask_teacher(model, queries, defense)
     with output_noise(model, NOISE_SIGMA):
         out["output noise"], _ = ask_teacher(model, queries, _settings(session.default_layer)[0].clean)
-    out["input scores"] = input_scores(_held_out_pairs(task_name), task)
-    out["teacher scores"] = mean_score(model, _held_out_pairs(task_name), task)
+    pairs = _held_out_pairs(task_name)
+    out["input scores"], out["teacher scores"] = input_scores(pairs, task), mean_score(model, pairs, task)
     return out
 
 
@@ -106,7 +106,7 @@ def _numbers(task_name: str, teacher: Source, attackers: tuple[str, ...], field:
     task, layer = get_task(task_name), session_teacher(task_name, teacher, budget=None).default_layer
     inline, exposed = _settings(layer)[0], _settings(layer)[3]
     base = FieldAttack(**dataclasses.asdict(_probe(task_name))) if field else _probe(task_name)
-    out = dict(_teacher_numbers(task_name, teacher))
+    out, pairs = dict(_teacher_numbers(task_name, teacher)), _held_out_pairs(task_name)
     for name in attackers:
         attack = attacker(base, name)
         runs = [(inline.clean, 0), (inline, 0)] + ([(exposed, 1)] if attack.reads_features else [])
@@ -114,7 +114,7 @@ def _numbers(task_name: str, teacher: Source, attackers: tuple[str, ...], field:
                           every=attack.steps)
         for n, student in enumerate(last.students):
             out[f"{name}/{n}/weights"] = [p.detach() for p in student.state_dict().values()]
-            out[f"{name}/{n}/scores"] = mean_score(student, _held_out_pairs(task_name), task)
+            out[f"{name}/{n}/scores"] = mean_score(student, pairs, task)
     return out
 
 

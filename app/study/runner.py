@@ -61,17 +61,24 @@ def stores(out: Path) -> tuple[Store, Store, Store, Store]:
     return Store(out), Store(out, notheft.KIND), informed.store(out), field.store(out)
 
 
+def stale_lines(files: tuple[Store, ...], task: str, source: Source) -> tuple[int, list[str]]:
+    """Load a teacher's rows into each of `files`, keeping the stale ones on file (a run would drop them, and on
+    another kind of CPU they may only need --crosscheck): how many are stale, and a line per file that has some."""
+    total, lines = 0, []
+    for store in files:
+        if stale := store.load(task, source, keep_stale=True):
+            here = store.stamp(task, source)
+            total += stale
+            lines.append(f"{store.path(source).name}: {stale} rows of another recipe or teacher than here "
+                         f"(recipe {here['recipe']}, teacher {here['teacher_sha']})")
+    return total, lines
+
+
 def stale_on_file(teachers: list[tuple[str, Source]], out: Path) -> list[str]:
     """A line per row file in `out` with rows that look stale here (another recipe or teacher weights), changing
-    none: a run would drop them, and on another kind of CPU they may only need --crosscheck."""
-    lines = []
-    for task, source in teachers:
-        for store in stores(out):
-            if stale := store.load(task, source, keep_stale=True):
-                here = store.stamp(task, source)
-                lines.append(f"{store.path(source).name}: {stale} rows of another recipe or teacher than here "
-                             f"(recipe {here['recipe']}, teacher {here['teacher_sha']})")
-    return lines
+    none."""
+    files = stores(out)
+    return [line for task, source in teachers for line in stale_lines(files, task, source)[1]]
 
 
 def run(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | None, quick: bool, out: Path,
@@ -114,12 +121,13 @@ def plan(teachers: list[tuple[str, Source]], seeds: list[int], budget: int | Non
     run), an upper bound on the rest and the estimated time of the students here."""
     plans, files = searches(teachers, budget, quick, pairs), stores(out)
     store, free, aware, long = files
-    lines = []
+    lines, which = [], []  # which files hold stale rows, so that a new kind of CPU is crosschecked first
     for s in plans:  # every file of the teacher: a run drops the stale rows of each
-        stale = sum(each.load(s.task, s.source, keep_stale=True) for each in files)
+        stale, named = stale_lines(files, s.task, s.source)
         lines.append(f"{s.source}: {sum(len(each.rows[s.source]) for each in files)} rows on file are current, "
                      f"{stale} stale")
-    lines += stale_on_file(teachers, out)  # which files, so that a new kind of CPU is crosschecked first
+        which += named
+    lines += which
     if unfree := notheft.missing(plans, seeds, free):
         lines.append(f"to train first: {unfree} no-theft students (the task's own attacker, no teacher)")
     grids = {s.source: costs_on_file(s, out) for s in plans}
