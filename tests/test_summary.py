@@ -6,6 +6,7 @@ import pytest
 from helpers import CLEAN, ROOT, frame, rows
 
 from app.defense.bound import DERIVATION
+from app.study import field
 from app.study.findings import (THREATS, best, defaults, headline, informed_lines, noise_floors, scenarios, summarise,
                                 theft_values, with_field, with_informed, with_theft)
 from app.study.informed import targets
@@ -68,6 +69,21 @@ def test_a_drop_beyond_the_floor_but_inside_its_own_spread_is_no_effect():
     assert "| 1.00 | no (within its own spread) |" in answer_table(noisy)  # beyond the floor: the spread says no
     assert "| 1.00 | no (within the floor) |" in answer_table(summarise(frame(rows({"a": 2.0}, 0.0, -0.5))))
     assert "| no drop to test |" in answer_table(noisy)  # the field stage (app.study.field) leaves such a pick out
+
+
+def test_the_field_column_tells_a_pick_the_stage_will_reach_from_one_it_leaves_out(monkeypatch):
+    """'-' only where the field stage fields a pick and has not measured it yet; a drop outside its largest few, or
+    in-line under feature KD (the stage fields output KD in-line), says why it never will be."""
+    monkeypatch.setattr(field, "SETTINGS", 1)  # the stage fields one setting: the largest drop in noise floors
+    exposed = {"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1", "a": 100.0}
+    s = summarise(frame(rows({"a": 3.0}, -0.05, -3.0), rows({"a": 3.0, "attack": "fitnet", "attacker": "FitNet MSE"},
+                                                            -0.05, -3.0), rows(exposed, 0.0, -6.0)))
+    assert field.fielded(s) == {("dehaze", "exposed, feature KD")}
+    table = answer_table(s).splitlines()
+    line = {threat: next(row for row in table if f"| {threat} |" in row) for threat in THREATS}
+    assert line["exposed, feature KD"].endswith("| - | 0 (outputs unchanged) | no |")
+    assert "| not fielded (not among the 1 largest drops) |" in line["in-line, output KD"]
+    assert "| not fielded (in-line, the stage fields output KD) |" in line["in-line, feature KD"]
 
 
 def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_who_could_drop_the_signal():

@@ -12,7 +12,7 @@ from app.defense.setting import Setting
 from app.study import field, informed, recipe, runner
 from app.study.crosscheck import SEEDS_APART, crosscheck
 from app.study.engine import Store, Workers, clean_key, ray_session, row_key, run_rows
-from app.study.findings import noise_floors
+from app.study.findings import noise_floors, summarise
 from app.study.protocol import Pairs, Row, clean_student_scores, measure
 from app.study.recipe import recipe_of
 from app.study.runner import after_search
@@ -146,14 +146,19 @@ def test_after_the_search_informed_attackers_and_field_students_meet_its_setting
 
 def test_the_field_stage_takes_the_largest_drops_that_are_effects(monkeypatch, tmp_path):
     """A pick within the noise floor (1 dB here) has no damage for a field student to carry; of the rest, the
-    largest drops in noise floors come first, and SETTINGS of them are fielded."""
+    largest drops in noise floors come first, and SETTINGS of them are fielded (and the report, which tells a pick
+    the stage will reach from one it leaves out, ranks them alike)."""
     exposed = dict(placement="exposed", attack="feature", attacker="feature L1 x1", a=100.0)
     search = Search("dehaze", "dehaze", TINY, Pairs(n=1, crop=64), ["dec1"], quick=False)
     sweeps = Store(tmp_path)
+    threats = {"inline": "in-line, output KD", "exposed": "exposed, feature KD"}
 
     def fielded(inline_drop: float) -> list[tuple[str, str]]:
         sweeps.rows["dehaze"] = frame(rows(exposed, 0.0, -3.0), rows({"a": 3.0}, -0.05, inline_drop)).to_dict("records")
-        return [(row.defense.placement, row.attack.label) for row in field.wanted([search], sweeps)[0]]
+        chosen = [(row.defense.placement, row.attack.label) for row in field.wanted([search], sweeps)[0]]
+        reported = field.fielded(summarise(pd.DataFrame(sweeps.rows["dehaze"])))
+        assert reported == {("dehaze", threats[placement]) for placement, _ in chosen}
+        return chosen
 
     assert fielded(-0.5) == [("exposed", "feature L1 x1")]
     assert fielded(-1.5) == [("exposed", "feature L1 x1"), ("inline", "output L1")]  # 3 floors down, then 1.5

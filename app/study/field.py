@@ -37,16 +37,35 @@ def store(out) -> Store:
 
 
 def picks(sweep: pd.DataFrame) -> list[tuple[Setting, str, float]]:
-    """The answer table's picks of MEASURED (app.study.findings.best at a negligible teacher cost) whose drop is
-    an effect: (setting, attacker, the drop in noise floors), where the search confirmed one."""
-    chosen = best(summarise(sweep), cheap=True).set_index("threat")
-    return [(Setting.from_row(r), r.attacker, r.s_dpsnr / r.noise_floor) for t in MEASURED if t in chosen.index
-            and damaged(r := chosen.loc[t])]
+    """One teacher's picks of MEASURED whose drop is an effect: (setting, attacker, the drop in noise floors)."""
+    return [(Setting.from_row(r), r.attacker, floors(r)) for r in damaged_picks(summarise(sweep))]
+
+
+def damaged_picks(s: pd.DataFrame) -> list:
+    """The summary lines of the answer table's picks of MEASURED (app.study.findings.best at a negligible teacher
+    cost) whose drop is an effect, where the search confirmed one."""
+    return [r for r in best(s, cheap=True).itertuples() if r.threat in MEASURED and damaged(r)]
 
 
 def damaged(pick) -> bool:
     """Whether a summary line's student drop is an effect (a gain beyond the floor is not one to test)."""
     return bool(pick.effect and pick.s_dpsnr < 0)
+
+
+def floors(pick) -> float:
+    """A pick's drop in noise floors: the stage's ranking."""
+    return pick.s_dpsnr / pick.noise_floor
+
+
+def largest(ranked: list[tuple]) -> list[tuple]:
+    """The SETTINGS largest drops of (drop in noise floors, ...) tuples, the largest first."""
+    return sorted(ranked, key=lambda pick: pick[0])[:SETTINGS]
+
+
+def fielded(s: pd.DataFrame) -> set[tuple[str, str]]:
+    """(teacher, threat model) of the summary `s`'s picks that a search of all its teachers fields: a report tells
+    a pick the stage has yet to reach from one it leaves out."""
+    return {(r.teacher, r.threat) for _, r in largest([(floors(r), r) for r in damaged_picks(s)])}
 
 
 def field_rows(search: Search, sweep: pd.DataFrame, steps: int = FIELD_STEPS) -> list[tuple[float, Row, Row]]:
@@ -63,9 +82,8 @@ def field_rows(search: Search, sweep: pd.DataFrame, steps: int = FIELD_STEPS) ->
 def wanted(plans: list[Search], sweeps: Store, steps: int = FIELD_STEPS) -> tuple[list[Row], list[Row]]:
     """(the field rows, the long quick rows) of the SETTINGS largest drops, in noise floors, among the picks of
     the teachers with search rows on file, the largest first."""
-    ranked = sorted((pick for s in plans if sweeps.rows.get(s.source)
-                     for pick in field_rows(s, pd.DataFrame(sweeps.rows[s.source]), steps)), key=lambda p: p[0])
-    top = ranked[:SETTINGS]
+    top = largest([pick for s in plans if sweeps.rows.get(s.source)
+                   for pick in field_rows(s, pd.DataFrame(sweeps.rows[s.source]), steps)])
     return [f for _, f, _ in top], [q for _, _, q in top]
 
 

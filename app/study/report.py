@@ -53,7 +53,7 @@ def _to_teacher(value: float) -> str:
 
 def answer_table(s: pd.DataFrame) -> str:
     """Per task, teacher and threat model: the best confirmed drop at a negligible teacher cost."""
-    found = best(s, cheap=True).set_index(["teacher", "threat"])
+    found, fielded = best(s, cheap=True).set_index(["teacher", "threat"]), field.fielded(s)
     lines = ["| task | teacher | threat model | value of theft (dB) | best setting at a negligible teacher cost | "
              "attacker | scored against | student dPSNR (dB) | student SSIM drop | student dPSNR to the teacher (dB) | "
              "clean student vs input (dB) | noise floor (dB) | effect | against the strongest informed attacker (dB) | "
@@ -70,7 +70,7 @@ def answer_table(s: pd.DataFrame) -> str:
                          f"{r.measure} | "
                          f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
                          f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_informed(r)} | "
-                         f"{_field(r)} | {_bound(r)} | {'YES' if headline(r) else 'no'} |")
+                         f"{_field(r, threat, (teacher, threat) in fielded)} | {_bound(r)} | {'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
 
@@ -86,12 +86,17 @@ def _informed(r) -> str:
     return _left(r, "informed", getattr(r, "informed_attacker", ""))
 
 
-def _field(r) -> str:
+def _field(r, threat: str, fielded: bool) -> str:
     """A line's field student at the long budget (saying so where its clean twins did not learn: then its drop
-    does not count), 'no drop to test' where the field stage leaves it out (app.study.field), or '-' where the
-    stage has not reached it."""
-    if pd.isna(getattr(r, "field_dpsnr", np.nan)) and not field.damaged(r):
-        return "no drop to test"
+    does not count); where it has none, why the field stage (app.study.field) leaves it out, or '-' where the
+    stage fields it (app.study.field.fielded) but has not reached it yet."""
+    if pd.isna(getattr(r, "field_dpsnr", np.nan)):
+        if not field.damaged(r):
+            return "no drop to test"
+        if threat not in field.MEASURED:
+            return "not fielded (in-line, the stage fields output KD)"  # THREATS less field.MEASURED
+        if not fielded:
+            return f"not fielded (not among the {field.SETTINGS} largest drops)"
     learned = getattr(r, "field_learned", np.nan)
     unlearned = "" if pd.isna(learned) or learned else "; its clean twin did not learn: no count"
     return _left(r, "field", f"{getattr(r, 'field_steps', 0):.0f} steps{unlearned}")
@@ -309,8 +314,8 @@ def write_report(out: Path) -> None:
              f"teacher is shown beside either. The value of theft is the clean-taught student's gain over one that "
              f"never asked the teacher (the next section); the last columns give what is left of the drop against "
              f"the strongest attacker who knows the defense and for a field student trained {FIELD_STEPS} steps "
-             f"(their sections below; '-' where not measured: the field stage takes the {field.SETTINGS} largest "
-             f"drops that are effects).\n\n{answer_table(s)}\n",
+             f"(their sections below; '-' where the stage has yet to measure it: the field stage takes the "
+             f"{field.SETTINGS} largest drops that are effects, in noise floors).\n\n{answer_table(s)}\n",
              theft_section(values),
              informed_section(s, aware),
              field_section(s, long),
