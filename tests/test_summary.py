@@ -10,7 +10,8 @@ from app.study import field
 from app.study.findings import (THREATS, best, defaults, headline, informed_lines, noise_floors, scenarios, summarise,
                                 theft_values, with_field, with_informed, with_theft)
 from app.study.informed import targets
-from app.study.report import answer_table, answer_words, measured_verdicts, settings_table, theft_table
+from app.study.report import (answer_table, answer_words, budget_rows, long_quick_lines, measured_verdicts,
+                              settings_table, teacher_section, theft_table)
 from app.ui.demo import build_demo
 
 
@@ -84,6 +85,27 @@ def test_the_field_column_tells_a_pick_the_stage_will_reach_from_one_it_leaves_o
     assert line["exposed, feature KD"].endswith("| - | 0 (outputs unchanged) | no |")
     assert "| not fielded (not among the 1 largest drops) |" in line["in-line, output KD"]
     assert "| not fielded (in-line, the stage fields output KD) |" in line["in-line, feature KD"]
+
+
+def test_the_field_stages_quick_students_extend_the_budget_curve_of_their_setting(tmp_path):
+    """The quick student the field stage trains at its long budget is the budget curve's next point where the
+    stage's pick is the curve's setting and attacker, a point of its own where not, and absent until every seed
+    of the stage has landed."""
+    exposed = {"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1", "a": 100.0}
+    raw = frame(*(rows(dict(exposed, stage="budget", budget=b), 0.0, -6.0 / b ** 0.5) for b in (150, 600, 2400)))
+    s = summarise(raw)
+    long = frame(rows(dict(exposed, stage="field", budget=10_000), 0.0, -0.5),
+                 rows(dict(exposed, stage="field", budget=10_000, student="field student, L1 loss"), 0.0, -2.0),
+                 rows(dict(exposed, stage="field", budget=10_000, attacker="feature MSE x1"), 0.0, -1.0),
+                 rows(dict(exposed, stage="field", budget=10_000, a=30.0), 0.0, -1.0, seeds=(0, 1)))
+    longer = long_quick_lines(s, long)
+    assert sorted(longer.attacker) == ["feature L1 x1", "feature L1 x1", "feature MSE x1"]  # no field student
+    curve = budget_rows(s, longer)
+    assert len(curve) == 5 and set(curve.budget) == {150, 600, 2400, 10_000}  # the two-seed line waits
+    extended = curve[curve.curve == curve.curve.iloc[0]].sort_values("budget")
+    assert extended.budget.tolist() == [150, 600, 2400, 10_000] and extended.s_dpsnr.iloc[-1] == pytest.approx(-0.5)
+    section = teacher_section(s, raw, None, longer, tmp_path)
+    assert "| feature MSE x1 | 10000 | 3 |" in section and (tmp_path / "budget_dehaze.png").stat().st_size > 5000
 
 
 def test_the_headline_holds_only_beyond_the_floor_and_names_an_exposed_attacker_who_could_drop_the_signal():

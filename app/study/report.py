@@ -176,13 +176,26 @@ def settings_table(s: pd.DataFrame, bound: bool = True, steps: bool = False, stu
     return "\n".join(lines)
 
 
-def budget_rows(tt: pd.DataFrame) -> pd.DataFrame:
-    """The budget curve's settings at every budget (each setting's 'curve' names it and its attacker)."""
-    curve = tt[tt.stage == "budget"]
+def budget_rows(tt: pd.DataFrame, longer: pd.DataFrame) -> pd.DataFrame:
+    """The budget curve's settings at every budget, and the quick students the field stage trained at its longer
+    budget (`longer`: its lines with every seed of the stage), which extend the curve of their setting and attacker
+    or, where the stage's pick is another, stand on their own (each line's 'curve' names its setting and
+    attacker)."""
+    curve = pd.concat([tt[tt.stage == "budget"], longer[longer.seeds >= field.SEEDS]], ignore_index=True)
     return curve.assign(curve=[f"{setting_words(r)} / {r.attacker}" for r in curve.itertuples()])
 
 
-def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | None, out: Path) -> str:
+def long_quick_lines(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """The field stage's quick students (the budget curve extended) as summary lines (app.study.findings.stage_lines),
+    empty before the stage ran."""
+    if long.empty:
+        return pd.DataFrame(columns=["teacher", "seeds"])
+    lines = stage_lines(s, long)
+    return lines[~lines.student.str.startswith("field")]
+
+
+def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | None, longer: pd.DataFrame,
+                    out: Path) -> str:
     teacher, family = tt.teacher.iloc[0], tt.teacher_family.iloc[0]
     stem = file_stem(teacher)
     tradeoff(tt, f"{teacher} ({family})", out / f"tradeoff_{stem}.png")
@@ -202,7 +215,7 @@ def teacher_section(tt: pd.DataFrame, raw: pd.DataFrame, costs: pd.DataFrame | N
         part = tt[tt.stage == stage]
         if not part.empty:
             parts.append(f"#### {title}\n\n{settings_table(part, bound)}\n")
-    curve = budget_rows(tt)
+    curve = budget_rows(tt, longer)
     if not curve.empty:
         budget_curve(curve, f"{teacher} ({family})", out / f"budget_{stem}.png")
         parts.append(f"#### Budget curve\n\n![budget curve](budget_{stem}.png)\n\n"
@@ -272,7 +285,8 @@ def field_section(s: pd.DataFrame, long: pd.DataFrame) -> str:
              f"floors (fewer settings before fewer seeds, to fit about 12 hours of two cores), taught to a "
              f"field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small NAFNet for the rest) and "
              f"to the quick student, both for {FIELD_STEPS} steps, the first {field.SEEDS} seeds, each beside its "
-             f"clean twin, the largest drop first; judged by the search's noise floor.\n"]
+             f"clean twin, the largest drop first; judged by the search's noise floor. The quick students extend "
+             f"their teacher's budget curve (its section below).\n"]
     lines = stage_lines(s, long)
     for (task, family), tt in lines.groupby(["task", "teacher_family"], sort=False):
         parts.append(f"### {task}: {family}\n\n{settings_table(tt, bound=False, steps=True, student=True)}\n")
@@ -321,10 +335,12 @@ def write_report(out: Path) -> None:
              field_section(s, long),
              f"## The output-KD bound\n\n{DERIVATION}\n\nEach teacher's figure draws the bound at its in-line "
              f"frontier (left) and plots every in-line student under output KD against its bound (right).\n"]
+    longer = long_quick_lines(s, long)
     for task, ts in s.groupby("task", sort=False):
         parts.append(f"## {task}\n")
         for teacher, tt in ts.groupby("teacher", sort=False):
             costs = out / f"costs_{file_stem(teacher)}.csv"
             parts.append(teacher_section(tt, rows[rows.teacher == teacher],
-                                         pd.read_csv(costs) if costs.exists() else None, out))
+                                         pd.read_csv(costs) if costs.exists() else None,
+                                         longer[longer.teacher == teacher], out))
     (out / "RESULTS.md").write_text("\n".join(parts))
