@@ -41,6 +41,19 @@ def test_swept_defaults_are_read_from_the_file_named_with_the_attacker_they_were
     assert noise_floor("dehaze", path=tmp_path / "absent.json") is None
 
 
+def test_a_swept_pick_says_what_the_informed_attacker_and_the_field_student_left_of_its_drop(tmp_path):
+    path = tmp_path / "defaults.json"
+    measured = dict(informed_attacker="feature ASVP-AWARE x1", informed_dpsnr=0.0123, informed_dpsnr_std=0.004,
+                    field_steps=10_000, field_dpsnr=-2.7764, field_dpsnr_std=0.1049, field_learned=True)
+    path.write_text(json.dumps({"dehaze": dict(negligible=dict(pick("enc2", 3.0), **measured),
+                                               strongest=dict(pick("dec1", 100.0), **{**measured, "field_learned": False}))}))
+    assert preset("dehaze", path=path).source.endswith(
+        "5 seeds; against the strongest attacker who knows the defense (feature ASVP-AWARE x1): +0.01 ± 0.00 dB; "
+        "a field student of 10000 steps: -2.78 ± 0.10 dB)")
+    assert preset("dehaze", pick="strongest", path=path).source.endswith(
+        "-2.78 ± 0.10 dB, its clean twin did not learn: no count)")
+
+
 @pytest.mark.parametrize("content,reason", [
     (None, "no defaults.json yet"),
     ("{not json", "defaults.json is unreadable"),

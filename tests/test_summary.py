@@ -149,6 +149,14 @@ def test_defaults_name_the_strongest_cheap_and_the_strongest_setting_with_their_
     assert picked["strongest"]["seeds"] == 3 and picked["strongest"]["noise_floor"] == picked["noise_floor"] == 1.0
     unlearned = defaults(summarise(frame(rows({}, 0.0, -1.0, learned=False))))
     assert unlearned == {"dehaze": {"noise_floor": 1.0}}  # a floor, but nothing to start from
+    assert "field_dpsnr" not in picked["negligible"] and "informed_dpsnr" not in picked["negligible"]
+    later = summarise(raw).assign(noise_floor=0.11484, field_steps=10_000, field_dpsnr=-2.7764, field_dpsnr_std=0.1049,
+                                  field_learned=True, informed_attacker="feature AFFINITY x1", informed_dpsnr=0.0151,
+                                  informed_dpsnr_std=0.07)
+    kept = defaults(later)["dehaze"]["negligible"]
+    assert (kept["field_steps"], kept["field_learned"], kept["informed_attacker"]) == (10_000, True, "feature AFFINITY x1")
+    for key, value in dict(noise_floor=0.11484, field_dpsnr=-2.7764, informed_dpsnr=0.0151).items():
+        assert f"{kept[key]:.2f}" == f"{value:.2f}"  # the app's two decimals are the report's (0.115 said 0.12)
 
 
 def test_the_about_tab_states_the_answer_and_the_bound_as_results_md_does():

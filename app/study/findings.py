@@ -232,7 +232,7 @@ def defaults(s: pd.DataFrame) -> dict[str, dict]:
     for teacher, floor in s.groupby("teacher", sort=False).noise_floor.first().items():
         ts = one_layer[one_layer.teacher == teacher]
         picks = {"negligible": ts[negligible(ts.t_dpsnr, ts.t_dssim)], "strongest": ts}
-        out[teacher] = ({} if pd.isna(floor) else {"noise_floor": round(float(floor), 3)}) | {
+        out[teacher] = ({} if pd.isna(floor) else {"noise_floor": _kept(floor)}) | {
             name: entry(pool.loc[pool.s_dpsnr.idxmin()]) for name, pool in picks.items() if not pool.empty}
     return out
 
@@ -258,12 +258,30 @@ def setting_words(r) -> str:
 
 
 def entry(r) -> dict:
-    """A summary line as a setting to start from: the defense, its attacker and what it measured."""
+    """A summary line as a setting to start from: the defense, its attacker and what it measured (and, where
+    measured, what the strongest informed attacker and a field student left of its drop)."""
     return dict(defense=Setting.from_row(r).entry(),
-                attacker=r.attacker, student_dpsnr=round(float(r.s_dpsnr), 3),
-                student_dpsnr_std=round(float(r.s_dpsnr_std), 3), noise_floor=round(float(r.noise_floor), 3),
-                teacher_dpsnr=round(float(r.t_dpsnr), 3),
-                teacher_dssim=round(float(r.t_dssim), 4), seeds=int(r.seeds))
+                attacker=r.attacker, student_dpsnr=_kept(r.s_dpsnr), student_dpsnr_std=_kept(r.s_dpsnr_std),
+                noise_floor=_kept(r.noise_floor), teacher_dpsnr=_kept(r.t_dpsnr), teacher_dssim=_kept(r.t_dssim),
+                seeds=int(r.seeds), **_left_of(r))
+
+
+def _kept(value: float) -> float:
+    """A measure as defaults.json keeps it: to 4 decimals, so that the app's 2 show what the report's show (kept
+    to 3, a floor of 0.1148 became 0.115, and the app said 0.12 where the report said 0.11)."""
+    return round(float(value), 4)
+
+
+def _left_of(r) -> dict:
+    """A line's informed and field columns, where those stages measured its setting."""
+    left = {}
+    if pd.notna(getattr(r, "informed_dpsnr", np.nan)):
+        left.update(informed_attacker=r.informed_attacker, informed_dpsnr=_kept(r.informed_dpsnr),
+                    informed_dpsnr_std=_kept(r.informed_dpsnr_std))
+    if pd.notna(getattr(r, "field_dpsnr", np.nan)):
+        left.update(field_steps=int(r.field_steps), field_dpsnr=_kept(r.field_dpsnr),
+                    field_dpsnr_std=_kept(r.field_dpsnr_std), field_learned=bool(r.field_learned))
+    return left
 
 
 def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
