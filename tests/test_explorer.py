@@ -27,6 +27,8 @@ def test_the_explorer_shows_every_measured_setting_in_words_and_filters_them(cli
     summary = pd.read_csv(ROOT / "results" / "summary.csv")
     assert points(figure) == len(table["data"]) == (summary.defense == "asvp").sum()
     assert table["headers"] == list(COLUMNS.values()) and "student ΔPSNR (dB)" in table["headers"]
+    field = [row[table["headers"].index(COLUMNS["field_dpsnr"])] for row in table["data"]]
+    assert sum(isinstance(v, float) and v == v for v in field) == summary[summary.defense == "asvp"].field_dpsnr.count()
     measured = set(summary.task)  # the tasks the search has rows for
     assert {row[0] for row in table["data"]} == {TASKS[t].title for t in measured}  # tasks in words, too
     plot = json.loads(figure["plot"])

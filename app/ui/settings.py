@@ -23,7 +23,8 @@ COLUMNS = {"task": "task", "teacher_family": "family", "stage": "stage", "attack
            "seeds": "seeds", "t_dpsnr": "teacher ΔPSNR (dB)", "t_dssim": "teacher ΔSSIM",
            "s_dpsnr": "student ΔPSNR (dB)", "s_dpsnr_std": "student spread (dB)",
            "ssim_drop_pct": "student SSIM drop (%)", "noise_floor": "noise floor (dB)",
-           "bound_db": "output-KD bound (dB)"}
+           "bound_db": "output-KD bound (dB)", "informed_dpsnr": "strongest informed attacker's student ΔPSNR (dB)",
+           "field_dpsnr": "field student's ΔPSNR, long budget (dB)"}
 
 
 def measured() -> pd.DataFrame:
