@@ -45,8 +45,9 @@ def test_a_swept_pick_says_what_the_informed_attacker_and_the_field_student_left
     path = tmp_path / "defaults.json"
     measured = dict(informed_attacker="feature ASVP-AWARE x1", informed_dpsnr=0.0123, informed_dpsnr_std=0.004,
                     field_steps=10_000, field_dpsnr=-2.7764, field_dpsnr_std=0.1049, field_learned=True)
+    unlearned = {**measured, "field_learned": False}
     path.write_text(json.dumps({"dehaze": dict(negligible=dict(pick("enc2", 3.0), **measured),
-                                               strongest=dict(pick("dec1", 100.0), **{**measured, "field_learned": False}))}))
+                                               strongest=dict(pick("dec1", 100.0), **unlearned))}))
     assert preset("dehaze", path=path).source.endswith(
         "5 seeds; against the strongest attacker who knows the defense (feature ASVP-AWARE x1): +0.01 ± 0.00 dB; "
         "a field student of 10000 steps: -2.78 ± 0.10 dB)")

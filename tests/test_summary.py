@@ -154,7 +154,8 @@ def test_defaults_name_the_strongest_cheap_and_the_strongest_setting_with_their_
                                   field_learned=True, informed_attacker="feature AFFINITY x1", informed_dpsnr=0.0151,
                                   informed_dpsnr_std=0.07)
     kept = defaults(later)["dehaze"]["negligible"]
-    assert (kept["field_steps"], kept["field_learned"], kept["informed_attacker"]) == (10_000, True, "feature AFFINITY x1")
+    assert (kept["field_steps"], kept["field_learned"]) == (10_000, True)
+    assert kept["informed_attacker"] == "feature AFFINITY x1"
     for key, value in dict(noise_floor=0.11484, field_dpsnr=-2.7764, informed_dpsnr=0.0151).items():
         assert f"{kept[key]:.2f}" == f"{value:.2f}"  # the app's two decimals are the report's (0.115 said 0.12)
 

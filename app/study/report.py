@@ -70,7 +70,8 @@ def answer_table(s: pd.DataFrame) -> str:
                          f"{r.measure} | "
                          f"{delta_text(r)} | {r.ssim_drop_pct:.1f} % | {_to_teacher(r.s_fidelity_dpsnr)} | "
                          f"{r.clean_student_gain:+.2f} | {floor_text(r.noise_floor)} | {_effect(r)} | {_informed(r)} | "
-                         f"{_field(r, threat, (teacher, threat) in fielded)} | {_bound(r)} | {'YES' if headline(r) else 'no'} |")
+                         f"{_field(r, threat, (teacher, threat) in fielded)} | {_bound(r)} | "
+                         f"{'YES' if headline(r) else 'no'} |")
     return "\n".join(lines)
 
 
