@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from app.lab.scenes import DuelScores, Scene
 from app.study import thresholds
 
 
-OUTCOMES = ("no reference", "not learned", "costly", "protects", "weak", "none")
+Outcome = Literal["no reference", "not learned", "costly", "protects", "weak", "none"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Verdict:
     """The lab's judgement of one Distill click, with the numbers it rests on (dB; drops and
     costs are positive when the defended side is worse)."""
 
-    outcome: str  # one of OUTCOMES
+    outcome: Outcome
     student_drop: float = float("nan")
     teacher_cost: float = float("nan")
     teacher_ssim_change: float = float("nan")  # defended - clean
