@@ -180,6 +180,11 @@ def test_the_tour_shows_a_paid_drop_a_drop_inside_the_noise_and_the_strongest_re
     assert "untouched" not in strongest_text  # in-line: the served output carries it
     exposed = summarise(frame(rows(dict(placement="exposed", attack="feature", attacker="feature L1 x1"), 0.0, -1.5)))
     assert "this works only against an attacker who reads the exposed features" in scenarios(exposed)[-1][2]
+    assert "field student" not in scenarios(exposed)[-1][2]  # the field stage has not measured it
+    fielded = exposed.assign(field_steps=10_000, field_dpsnr=-1.2, field_dpsnr_std=0.3, field_learned=True,
+                             informed_attacker="feature ASVP-AWARE x1", informed_dpsnr=-0.05, informed_dpsnr_std=0.02)
+    assert ("(noise floor 1.00 dB); against the strongest attacker who knows the defense (feature ASVP-AWARE x1): "
+            "-0.05 ± 0.02 dB; a field student of 10000 steps: -1.20 ± 0.30 dB.") in scenarios(fielded)[-1][2]
 
 
 def test_a_teacher_that_does_not_beat_its_input_is_judged_by_fidelity():

@@ -18,6 +18,7 @@ from pathlib import Path
 from app.attack.attackers import attack_for, attacker, own_attacker
 from app.attack.distill import Attack
 from app.defense.setting import Setting
+from app.study.findings import left_words
 from app.teachers.architectures import ARCHES
 from app.teachers.families import OWN, Family
 from app.teachers.registry import folder_name
@@ -92,18 +93,5 @@ def measured_preset(task_name: str, entry: dict, where: str) -> Preset:
     measured = (f"student {entry['student_dpsnr']:+.2f} ± {entry['student_dpsnr_std']:.2f} dB (noise floor "
                 f"{entry['noise_floor']:.2f}) under "
                 f"{entry['attacker']}, teacher {entry['teacher_dpsnr']:+.2f} dB / SSIM {entry['teacher_dssim']:+.4f}, "
-                f"{entry['seeds']} seeds{_left_words(entry)}")
+                f"{entry['seeds']} seeds{left_words(entry)}")
     return Preset(Setting.from_entry(entry["defense"]), attack, entry["attacker"], f"swept ({where}: {measured})")
-
-
-def _left_words(entry: dict) -> str:
-    """What the strongest informed attacker and a field student left of a pick's drop, where measured."""
-    words = ""
-    if "informed_dpsnr" in entry:
-        words += (f"; against the strongest attacker who knows the defense ({entry['informed_attacker']}): "
-                  f"{entry['informed_dpsnr']:+.2f} ± {entry['informed_dpsnr_std']:.2f} dB")
-    if "field_dpsnr" in entry:
-        unlearned = "" if entry["field_learned"] else ", its clean twin did not learn: no count"
-        words += (f"; a field student of {entry['field_steps']} steps: {entry['field_dpsnr']:+.2f} ± "
-                  f"{entry['field_dpsnr_std']:.2f} dB{unlearned}")
-    return words

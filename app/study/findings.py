@@ -284,6 +284,21 @@ def _left_of(r) -> dict:
     return left
 
 
+def left_words(line) -> str:
+    """What the strongest informed attacker and a field student left of a line's drop, where those stages measured
+    it ('' elsewhere): a summary line, or its defaults.json entry (`entry`: the same names)."""
+    get = line.get if isinstance(line, dict) else lambda name: getattr(line, name, np.nan)
+    words = ""
+    if pd.notna(get("informed_dpsnr")):
+        words += (f"; against the strongest attacker who knows the defense ({get('informed_attacker')}): "
+                  f"{get('informed_dpsnr'):+.2f} ± {get('informed_dpsnr_std'):.2f} dB")
+    if pd.notna(get("field_dpsnr")):
+        unlearned = "" if get("field_learned") else ", its clean twin did not learn: no count"
+        words += (f"; a field student of {int(get('field_steps'))} steps: {get('field_dpsnr'):+.2f} ± "
+                  f"{get('field_dpsnr_std'):.2f} dB{unlearned}")
+    return words
+
+
 def scenarios(s: pd.DataFrame) -> list[tuple[str, int, str]]:
     """Three settings a class can load in one click, each as (title, summary line, what it shows):
     a defense whose student drop is the teacher's own damage, a drop inside the noise, and the
@@ -318,7 +333,7 @@ def _noise_words(r) -> str:
 def _strongest_words(r, s: pd.DataFrame) -> str:
     return (f"{teacher_on_task(r)}, {r.threat}, {r.attacker}: the largest confirmed student drop "
             f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
-            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB)."
+            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB){left_words(r)}."
             + (f" The served output is untouched: this works {EXPOSED_NOTE}{against_normalised(s, r)}."
                if r.placement == "exposed" else ""))
 
