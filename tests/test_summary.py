@@ -7,8 +7,8 @@ from helpers import CLEAN, ROOT, frame, rows
 
 from app.defense.bound import DERIVATION
 from app.study import field
-from app.study.findings import (THREATS, best, defaults, headline, informed_lines, noise_floors, scenarios, summarise,
-                                theft_values, with_field, with_informed, with_theft)
+from app.study.findings import (THREATS, best, defaults, field_lines, headline, informed_lines, noise_floors, scenarios,
+                                summarise, theft_values, with_field, with_informed, with_theft)
 from app.study.informed import targets
 from app.study.report import (answer_table, answer_words, budget_rows, long_quick_lines, measured_verdicts,
                               settings_table, teacher_section, theft_table)
@@ -98,7 +98,7 @@ def test_the_field_stages_quick_students_extend_the_budget_curve_of_their_settin
                  rows(dict(exposed, stage="field", budget=10_000, student="field student, L1 loss"), 0.0, -2.0),
                  rows(dict(exposed, stage="field", budget=10_000, attacker="feature MSE x1"), 0.0, -1.0),
                  rows(dict(exposed, stage="field", budget=10_000, a=30.0), 0.0, -1.0, seeds=(0, 1)))
-    longer = long_quick_lines(s, long)
+    longer = long_quick_lines(field_lines(s, long))
     assert sorted(longer.attacker) == ["feature L1 x1", "feature L1 x1", "feature MSE x1"]  # no field student
     curve = budget_rows(s, longer)
     assert len(curve) == 5 and set(curve.budget) == {150, 600, 2400, 10_000}  # the two-seed line waits

@@ -157,12 +157,18 @@ def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
                    ["teacher", "budget", "setting"], columns)
 
 
+def field_lines(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """The field stage's rows `long` (field and long quick students) as summary lines (`stage_lines`), an empty
+    frame with the columns readers select by before the stage ran."""
+    return stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["teacher", "student", "seeds"])
+
+
 def with_field(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """`s` with, on each line, what the field stage's rows `long` measured for a field student at its setting
     and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread, whether that is an effect and
     whether its clean twins learned (else the drop does not count); empty elsewhere."""
     columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect", "field_learned"]
-    lines = stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["student", "seeds"])
+    lines = field_lines(s, long)
     fields = lines[lines.student.str.startswith("field") & (lines.seeds >= MIN_SEEDS)]
     if fields.empty:
         return s.assign(**{c: np.nan for c in columns})
@@ -284,18 +290,17 @@ def _left_of(r) -> dict:
     return left
 
 
-def left_words(line) -> str:
-    """What the strongest informed attacker and a field student left of a line's drop, where those stages measured
-    it ('' elsewhere): a summary line, or its defaults.json entry (`entry`: the same names)."""
-    get = line.get if isinstance(line, dict) else lambda name: getattr(line, name, np.nan)
+def left_words(entry: dict) -> str:
+    """What the strongest informed attacker and a field student left of a pick's drop, where those stages measured
+    it ('' elsewhere): from its defaults.json entry (`entry`; a summary line's through `_left_of`)."""
     words = ""
-    if pd.notna(get("informed_dpsnr")):
-        words += (f"; against the strongest attacker who knows the defense ({get('informed_attacker')}): "
-                  f"{get('informed_dpsnr'):+.2f} ± {get('informed_dpsnr_std'):.2f} dB")
-    if pd.notna(get("field_dpsnr")):
-        unlearned = "" if get("field_learned") else ", its clean twin did not learn: no count"
-        words += (f"; a field student of {int(get('field_steps'))} steps: {get('field_dpsnr'):+.2f} ± "
-                  f"{get('field_dpsnr_std'):.2f} dB{unlearned}")
+    if "informed_dpsnr" in entry:
+        words += (f"; against the strongest attacker who knows the defense ({entry['informed_attacker']}): "
+                  f"{entry['informed_dpsnr']:+.2f} ± {entry['informed_dpsnr_std']:.2f} dB")
+    if "field_dpsnr" in entry:
+        unlearned = "" if entry["field_learned"] else ", its clean twin did not learn: no count"
+        words += (f"; a field student of {entry['field_steps']} steps: {entry['field_dpsnr']:+.2f} ± "
+                  f"{entry['field_dpsnr_std']:.2f} dB{unlearned}")
     return words
 
 
@@ -333,7 +338,7 @@ def _noise_words(r) -> str:
 def _strongest_words(r, s: pd.DataFrame) -> str:
     return (f"{teacher_on_task(r)}, {r.threat}, {r.attacker}: the largest confirmed student drop "
             f"{'beyond the noise ' if r.effect else ''}at a negligible teacher cost, {r.s_dpsnr:+.2f} ± "
-            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB){left_words(r)}."
+            f"{r.s_dpsnr_std:.2f} dB (noise floor {r.noise_floor:.2f} dB){left_words(_left_of(r))}."
             + (f" The served output is untouched: this works {EXPOSED_NOTE}{against_normalised(s, r)}."
                if r.placement == "exposed" else ""))
 
