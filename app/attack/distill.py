@@ -143,6 +143,12 @@ class FieldAttack(Attack):
     steps: int = FIELD_STEPS
     field: str = "compact for SR, NAFNet otherwise"
 
+    @classmethod
+    def of(cls, quick: Attack, scale: int) -> FieldAttack:
+        """The quick attacker `quick` (its threat model, queries and budget) with the field student of a task of
+        `scale`, at that student's learning rate."""
+        return cls(**{**dataclasses.asdict(quick), "lr": FieldStudent.learning_rate(scale, quick.lr)})
+
     @property
     def student(self) -> str:
         return f"field student ({self.field}), {self.loss.upper()} loss"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from app.attack.attackers import attacker
 from app.attack.distill import FieldAttack
+from app.data.tasks import get_task
 from app.defense.setting import Setting
 from app.devices import machine
 from app.study import notheft, recipe
@@ -49,7 +50,7 @@ def stored_row(search: Search, record: dict) -> tuple[Row, int] | None:
     """The row and seed a stored record measured, rebuilt from its columns: None unless it hashes to the
     record's key (a baseline, say, records the setting it calibrated, not the one it was asked for)."""
     quick = attacker(dataclasses.replace(search.attack, steps=int(record["budget"])), record["attacker"])
-    attack = FieldAttack(**dataclasses.asdict(quick)) if record["student"].startswith("field") else quick
+    attack = FieldAttack.of(quick, get_task(search.task).scale) if record["student"].startswith("field") else quick
     setting = dataclasses.replace(Setting.from_row(pd.Series(record)), directions=record.get("directions") or "top")
     row = search.row(record["stage"], setting, attack, record["defense"])
     return (row, int(record["seed"])) if row_key(row, int(record["seed"])) == record["key"] else None

@@ -16,6 +16,7 @@ import pandas as pd
 
 from app.attack.attackers import attacker
 from app.attack.distill import FIELD_STEPS, FieldAttack
+from app.data.tasks import get_task
 from app.defense.setting import Setting
 from app.study.engine import Store
 from app.study.findings import THREATS, best, summarise
@@ -71,10 +72,10 @@ def fielded(s: pd.DataFrame) -> set[tuple[str, str]]:
 def field_rows(search: Search, sweep: pd.DataFrame, steps: int = FIELD_STEPS) -> list[tuple[float, Row, Row]]:
     """(the drop in noise floors, the field student's row, the long quick student's row) of each of one
     teacher's picks."""
-    out = []
+    out, scale = [], get_task(search.task).scale
     for setting, name, floors in picks(sweep):
         quick = dataclasses.replace(attacker(search.attack, name), steps=steps)
-        out.append((floors, search.row(KIND, setting, FieldAttack(**dataclasses.asdict(quick))),
+        out.append((floors, search.row(KIND, setting, FieldAttack.of(quick, scale)),
                     search.row(KIND, setting, quick)))
     return out
 

@@ -105,7 +105,7 @@ def _numbers(task_name: str, teacher: Source, attackers: tuple[str, ...], field:
     (field students with `field`)."""
     task, layer = get_task(task_name), session_teacher(task_name, teacher, budget=None).default_layer
     inline, exposed = _settings(layer)[0], _settings(layer)[3]
-    base = FieldAttack(**dataclasses.asdict(_probe(task_name))) if field else _probe(task_name)
+    base = FieldAttack.of(_probe(task_name), task.scale) if field else _probe(task_name)
     out, pairs = dict(_teacher_numbers(task_name, teacher)), _held_out_pairs(task_name)
     for name in attackers:
         attack = attacker(base, name)
