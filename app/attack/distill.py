@@ -260,7 +260,8 @@ def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k, c = k / k.sum(), img.shape[1]
     img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(img, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1),
+                    groups=c)
 
 
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str, trim: float = 0.0) -> torch.Tensor:

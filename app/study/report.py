@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from app.attack.distill import FIELD_STEPS
+from app.attack.field import NAFNET_LR
 from app.defense.bound import DERIVATION
 from app.study import field, informed, notheft
 from app.study.figures import budget_curve, tradeoff
@@ -280,10 +281,11 @@ def field_section(lines: pd.DataFrame) -> str:
              f"best exposed setting under feature KD (the answer table's picks, each with the attacker it was found "
              f"with) where the quick student's drop there is an effect, the {field.SETTINGS} largest drops in noise "
              f"floors (fewer settings before fewer seeds, to fit about 12 hours of two cores), taught to a "
-             f"field student (`app.attack.field`: a small Real-ESRGAN Compact for SR, a small NAFNet for the rest) and "
-             f"to the quick student, both for {FIELD_STEPS} steps, the first {field.SEEDS} seeds, each beside its "
-             f"clean twin, the largest drop first; judged by the search's noise floor. The quick students extend "
-             f"their teacher's budget curve (its section below).\n"]
+             f"field student (`app.attack.field`: a small Real-ESRGAN Compact for SR at the attacker's learning rate, "
+             f"a small NAFNet for the rest at NAFNet's own, {NAFNET_LR:g}) and to the quick student, both for "
+             f"{FIELD_STEPS} steps, the first {field.SEEDS} seeds, each beside its clean twin, the largest drop first; "
+             f"judged by the search's noise floor. The quick students extend their teacher's budget curve (its "
+             f"section below).\n"]
     for (task, family), tt in lines.groupby(["task", "teacher_family"], sort=False):
         parts.append(f"### {task}: {family}\n\n{settings_table(tt, bound=False, steps=True, student=True)}\n")
     return "\n".join(parts)
