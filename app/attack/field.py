@@ -41,9 +41,9 @@ class FieldStudent(nn.Module):
             self.width = NAFNET["width"]
 
     @staticmethod
-    def learning_rate(scale: int, attackers: float) -> float:
+    def learning_rate(scale: int, attacker_lr: float) -> float:
         """The rate a field student of a task of `scale` trains at: NAFNet's own, the Compact the attacker's."""
-        return attackers if scale > 1 else NAFNET_LR
+        return attacker_lr if scale > 1 else NAFNET_LR
 
     @property
     def name(self) -> str:
