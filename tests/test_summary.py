@@ -249,13 +249,13 @@ def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_inform
     long = frame(rows(dict(exposed, student=field, stage="field", budget=10_000), 0.0, -1.5),
                  rows(dict(exposed, stage="field", budget=10_000), 0.0, -5.0),  # the quick student at that length
                  rows(dict(exposed, student=field, stage="field", budget=10_000, a=30.0), 0.0, -4.0, seeds=(0, 1)))
-    fielded = with_field(s, long).set_index("threat")
+    fielded = with_field(s, field_lines(s, long)).set_index("threat")
     assert fielded.loc["exposed, feature KD"].field_dpsnr == pytest.approx(-1.5)  # the field student's, not the quick
     assert fielded.loc["exposed, feature KD"].field_steps == 10_000 and fielded.loc["exposed, feature KD"].field_effect
     assert "| -1.50 ± 0.00 (10000 steps) |" in answer_table(fielded.reset_index())  # beyond the 1 dB floor
     assert "| no drop to test |" not in answer_table(fielded.reset_index())  # both picks' drops are effects
-    unlearned = with_field(s, frame(rows(dict(exposed, student=field, stage="field", budget=10_000), 0.0, -1.5,
-                                         learned=False)))  # its clean twins do not beat the input
+    unlearned_rows = frame(rows(dict(exposed, student=field, stage="field", budget=10_000), 0.0, -1.5, learned=False))
+    unlearned = with_field(s, field_lines(s, unlearned_rows))  # its clean twins do not beat the input
     assert "| -1.50 ± 0.00 (10000 steps; its clean twin did not learn: no count) |" in answer_table(unlearned)
     lines = informed_lines(summarise(raw), aware).set_index("attacker")
     assert lines.loc["feature AFFINITY x1"].searched_attacker == "feature L1 x1"

@@ -163,12 +163,11 @@ def field_lines(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     return stage_lines(s, long) if not long.empty else pd.DataFrame(columns=["teacher", "student", "seeds"])
 
 
-def with_field(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    """`s` with, on each line, what the field stage's rows `long` measured for a field student at its setting
-    and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread, whether that is an effect and
-    whether its clean twins learned (else the drop does not count); empty elsewhere."""
+def with_field(s: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """`s` with, on each line, what the field stage's summary lines `lines` (`field_lines`) measured for a field
+    student at its setting and attacker (`field_steps` steps, MIN_SEEDS or more): its mean change, spread, whether
+    that is an effect and whether its clean twins learned (else the drop does not count); empty elsewhere."""
     columns = ["field_steps", "field_dpsnr", "field_dpsnr_std", "field_effect", "field_learned"]
-    lines = field_lines(s, long)
     fields = lines[lines.student.str.startswith("field") & (lines.seeds >= MIN_SEEDS)]
     if fields.empty:
         return s.assign(**{c: np.nan for c in columns})
