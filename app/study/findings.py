@@ -134,7 +134,9 @@ def stage_lines(s: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 def informed_lines(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
     """The informed stage's rows `aware` as summary lines (`stage_lines`), each beside the searched attacker
-    whose students lost most at the same setting and budget."""
+    whose students lost most at the same setting and budget; an empty frame before the stage ran."""
+    if aware.empty:
+        return pd.DataFrame()
     searched = s[s.attacker.isin(ATTACKERS)].assign(setting=_setting_keys(s)).sort_values("s_dpsnr")
     naive = searched.drop_duplicates(["teacher", "budget", "setting"]).rename(columns={
         "attacker": "searched_attacker", "s_dpsnr": "searched_dpsnr", "s_dpsnr_std": "searched_dpsnr_std"})
@@ -142,14 +144,13 @@ def informed_lines(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
                                               "searched_dpsnr_std"]], on=["teacher", "budget", "setting"], how="left")
 
 
-def with_informed(s: pd.DataFrame, aware: pd.DataFrame) -> pd.DataFrame:
-    """`s` with, on each line, the informed attacker its setting withstands worst (`informed_lines`, measured
-    with MIN_SEEDS or more): the one whose students lose least, its mean change, spread and whether that is an
-    effect; empty where no informed attacker met the setting."""
+def with_informed(s: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """`s` with, on each line, the informed attacker its setting withstands worst among the informed stage's
+    summary lines `lines` (`informed_lines`, measured with MIN_SEEDS or more): the one whose students lose least,
+    its mean change, spread and whether that is an effect; empty where no informed attacker met the setting."""
     columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
-    if aware.empty:
+    if lines.empty:
         return s.assign(**{c: np.nan for c in columns})
-    lines = informed_lines(s, aware)
     strongest = lines[lines.seeds >= MIN_SEEDS].sort_values("s_dpsnr").drop_duplicates(
         ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr, with its spread
     return _joined(s, strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
