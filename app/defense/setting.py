@@ -101,7 +101,8 @@ class Setting:
     def from_row(cls, r) -> Setting:
         """The setting of a row, a summary line or a cost-grid line (an attribute each; the tau of a
         fixed k is empty in rows and '-' in summaries; a cost grid's settings are in-line)."""
-        tau = None if r.tau is None or r.tau == "-" or (isinstance(r.tau, float) and math.isnan(r.tau)) else float(r.tau)
+        unset = r.tau is None or r.tau == "-" or (isinstance(r.tau, float) and math.isnan(r.tau))
+        tau = None if unset else float(r.tau)
         return cls(layers=tuple(r.layer.split("+")), layout=r.layout, k=int(r.k), a=float(r.a), tau=tau,
                    placement=getattr(r, "placement", "inline"))
 

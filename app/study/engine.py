@@ -37,7 +37,8 @@ CLEAN_SCORES = ("psnr", "ssim", "rms", "fidelity_psnr", "fidelity_ssim")  # a cl
 @lru_cache(maxsize=None)
 def teacher_checksum(source: Source) -> str:
     """A teacher's weights file, hashed: a retrained or replaced teacher invalidates its rows."""
-    weights = bundled()[source].weights if source in bundled() else shared_teacher(source, CPU, None).loaded.weights_file
+    weights = (bundled()[source].weights if source in bundled()
+               else shared_teacher(source, CPU, None).loaded.weights_file)
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
 
 
@@ -58,8 +59,9 @@ def row_key(row: Row, seed: int) -> str:
 
 def clean_key(row: Row, seed: int) -> str:
     """What a clean-taught student depends on: rows that agree on it share the student."""
-    return _key(dict(task=row.task, teacher=teacher_checksum(row.teacher), defense=dataclasses.asdict(row.defense.clean),
-                     attack=dataclasses.asdict(row.attack), pairs=row.pairs.key(), seed=seed))
+    return _key(dict(task=row.task, teacher=teacher_checksum(row.teacher),
+                     defense=dataclasses.asdict(row.defense.clean), attack=dataclasses.asdict(row.attack),
+                     pairs=row.pairs.key(), seed=seed))
 
 
 def _header(path: Path) -> list[str]:

@@ -40,7 +40,8 @@ def teacher_costs(teacher, task, settings: list[Setting], pairs) -> pd.DataFrame
     rows, clean = [], teacher_score(teacher, settings[0].clean, pairs, task)
     for defense in settings:
         scored = teacher_score(teacher, defense, pairs, task)
-        rows.append(dict({c: defense.row()[c] for c in ("layer", "layout", "k", "tau", "a")}, t_dpsnr=scored["psnr"] - clean["psnr"], t_dssim=scored["ssim"] - clean["ssim"]))
+        rows.append(dict({c: defense.row()[c] for c in ("layer", "layout", "k", "tau", "a")},
+                         t_dpsnr=scored["psnr"] - clean["psnr"], t_dssim=scored["ssim"] - clean["ssim"]))
     return pd.DataFrame(rows)
 
 

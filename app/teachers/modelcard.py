@@ -46,8 +46,8 @@ def write_card(folder: Path, task, family, cls: str, recipe: dict, params: int, 
         task=task.name, title=task.title, family=family.title, cls=cls, licence=family.licence,
         upstream=family.upstream, loader=loader, params=params, mb=params * 4 / 1e6, images=", ".join(TEACHER_IMAGES),
         doc=doc, recipe=json.dumps(recipe),
-        command="python -m app.train " + " ".join(f"--{k} {v}" for k, v in recipe.items()), minutes=train_minutes, quality_start=QUALITY_START,
-        quality_end=QUALITY_END))
+        command="python -m app.train " + " ".join(f"--{k} {v}" for k, v in recipe.items()), minutes=train_minutes,
+        quality_start=QUALITY_START, quality_end=QUALITY_END))
 
 
 def write_quality(folder: Path, markdown: str) -> None:
