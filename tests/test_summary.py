@@ -8,10 +8,10 @@ from helpers import CLEAN, ROOT, frame, rows
 from app.defense.bound import DERIVATION
 from app.study import field
 from app.study.findings import (THREATS, best, defaults, field_lines, headline, informed_lines, noise_floors, scenarios,
-                                summarise, theft_values, with_field, with_informed, with_theft)
+                                strongest_informed, summarise, theft_values, with_field, with_informed, with_theft)
 from app.study.informed import targets
-from app.study.report import (answer_table, answer_words, budget_rows, long_quick_lines, measured_verdicts,
-                              settings_table, teacher_section, theft_table)
+from app.study.report import (answer_table, answer_words, budget_rows, informed_left_words, long_quick_lines,
+                              measured_verdicts, settings_table, teacher_section, theft_table)
 from app.ui.demo import build_demo
 
 
@@ -263,3 +263,19 @@ def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_inform
     assert lines.loc["feature AFFINITY x1"].searched_attacker == "feature L1 x1"
     affinity = lines.loc["feature AFFINITY x1"]
     assert affinity.searched_dpsnr == pytest.approx(-6.0) and affinity.effect
+
+
+def test_the_informed_section_counts_what_the_strongest_informed_attacker_leaves_per_placement():
+    exposed = {"placement": "exposed", "attack": "feature", "attacker": "feature L1 x1", "a": 100.0}
+    informed = {"attack": "feature", "stage": "informed"}
+    raw = frame(rows({"a": 3.0}, -0.05, -4.0), rows(exposed, 0.0, -6.0))
+    aware = frame(rows(dict(exposed, **informed, attacker="feature ASVP-AWARE x1"), 0.0, -2.5),  # what is left here
+                  rows(dict(exposed, **informed, attacker="feature AFFINITY x1"), 0.0, -3.0),
+                  rows(dict(exposed, **informed, attacker="feature AFFINITY x1", a=30.0), 0.0, -0.2),  # within the floor
+                  rows(dict(exposed, **informed, attacker="feature AFFINITY x1", a=10.0), 0.0, +1.5),  # a gain
+                  rows(dict(informed, attacker="feature AFFINITY x1", a=5.0), -6.0, -4.0))  # in-line: paid by the teacher
+    words = informed_left_words(strongest_informed(informed_lines(summarise(raw), aware)))
+    assert ("exposed, 3 settings: a drop beyond the floor left at 1 (the largest -2.50 ± 0.00 dB, U-Net at channel @ "
+            "dec1, k=1, a=100, exposed), a gain beyond it at 1; ") in words
+    assert ("in-line, 1 setting: a drop beyond the floor left at 1 (the largest -4.00 ± 0.00 dB, U-Net at channel @ "
+            "dec1, k=1, a=5, inline; each costs the served teacher 6.00 dB or more), a gain beyond it at 0.") in words

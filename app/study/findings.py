@@ -151,11 +151,16 @@ def with_informed(s: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
     if lines.empty:
         return s.assign(**{c: np.nan for c in columns})
-    strongest = lines[lines.seeds >= MIN_SEEDS].sort_values("s_dpsnr").drop_duplicates(
-        ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr, with its spread
-    return _joined(s, strongest.rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
+    return _joined(s, strongest_informed(lines).rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
                                                 "s_dpsnr_std": columns[2], "effect": columns[3]}),
                    ["teacher", "budget", "setting"], columns)
+
+
+def strongest_informed(lines: pd.DataFrame) -> pd.DataFrame:
+    """Per teacher, setting and budget of the informed stage's summary lines `lines` (`informed_lines`), the
+    informed attacker measured with MIN_SEEDS or more whose students lose least: what the defense has left there."""
+    return lines[lines.seeds >= MIN_SEEDS].sort_values("s_dpsnr").drop_duplicates(
+        ["teacher", "budget", "setting"], keep="last")  # the largest s_dpsnr, with its spread
 
 
 def field_lines(s: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:

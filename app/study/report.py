@@ -22,8 +22,8 @@ from app.defense.bound import DERIVATION
 from app.study import field, informed, notheft
 from app.study.figures import budget_curve, tradeoff
 from app.study.findings import (EXPOSED_NOTE, MIN_SEEDS, THREATS, against_normalised, best, confirmed, defaults,
-                                delta_text, field_lines, floor_text, headline, informed_lines, setting_words, summarise,
-                                theft_values, with_field, with_informed, with_theft)
+                                delta_text, field_lines, floor_text, headline, informed_lines, setting_words,
+                                strongest_informed, summarise, theft_values, with_field, with_informed, with_theft)
 from app.study.grid import frontier
 from app.study.thresholds import HEADLINE, negligible
 from app.teachers.registry import file_stem, teacher_order
@@ -270,7 +270,25 @@ def informed_section(lines: pd.DataFrame) -> str:
             "knowledge of k or a), the affinity attacker matches which positions go together, not the maps "
             "(`app.attack.informed`). Judged by the search's noise floor. The answer table's 'strongest informed "
             "attacker' column is, at its pick, the one of these whose students lose least.\n\n"
-            f"{informed_table(lines)}\n")
+            f"{informed_left_words(strongest_informed(lines))}\n\n{informed_table(lines)}\n")
+
+
+def informed_left_words(strongest: pd.DataFrame) -> str:
+    """Per placement, what the informed attacker each setting withstands worst (findings.strongest_informed) left
+    across every setting it met: drops and gains beyond the floor, the largest drop, and what the teacher itself
+    pays where a drop is left (in-line, the served output carries it: no attacker can undo that)."""
+    words = []
+    for placement, g in strongest.groupby("placement"):  # exposed first, the stage's own question
+        drops, gains = g[g.effect & (g.s_dpsnr < 0)], g[g.effect & (g.s_dpsnr > 0)]
+        inline = placement == "inline"
+        said = f"{'in-line' if inline else placement}, {len(g)} setting{'s' * (len(g) != 1)}: a drop beyond the floor left at {len(drops)}"
+        if len(drops):
+            worst = drops.loc[drops.s_dpsnr.idxmin()]
+            paid = f"; each costs the served teacher {-drops.t_dpsnr.max():.2f} dB or more" if inline else ""
+            said += f" (the largest {delta_text(worst)} dB, {worst.teacher_family} at {setting_words(worst)}{paid})"
+        words.append(f"{said}, a gain beyond it at {len(gains)}")
+    return (f"Over every setting this stage met with at least {MIN_SEEDS} seeds, against the informed attacker "
+            f"each withstands worst: " + "; ".join(words) + ".")
 
 
 def field_section(lines: pd.DataFrame) -> str:
