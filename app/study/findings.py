@@ -151,9 +151,9 @@ def with_informed(s: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     columns = ["informed_attacker", "informed_dpsnr", "informed_dpsnr_std", "informed_effect"]
     if lines.empty:
         return s.assign(**{c: np.nan for c in columns})
-    return _joined(s, strongest_informed(lines).rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
-                                                "s_dpsnr_std": columns[2], "effect": columns[3]}),
-                   ["teacher", "budget", "setting"], columns)
+    strongest = strongest_informed(lines).rename(columns={"attacker": columns[0], "s_dpsnr": columns[1],
+                                                          "s_dpsnr_std": columns[2], "effect": columns[3]})
+    return _joined(s, strongest, ["teacher", "budget", "setting"], columns)
 
 
 def strongest_informed(lines: pd.DataFrame) -> pd.DataFrame:

@@ -281,14 +281,15 @@ def informed_left_words(strongest: pd.DataFrame) -> str:
     for placement, g in strongest.groupby("placement"):  # exposed first, the stage's own question
         drops, gains = g[g.effect & (g.s_dpsnr < 0)], g[g.effect & (g.s_dpsnr > 0)]
         inline = placement == "inline"
-        said = f"{'in-line' if inline else placement}, {len(g)} setting{'s' * (len(g) != 1)}: a drop beyond the floor left at {len(drops)}"
+        counted = f"{len(g)} setting{'s' * (len(g) != 1)}"
+        said = f"{'in-line' if inline else placement}, {counted}: a drop beyond the floor left at {len(drops)}"
         if len(drops):
             worst = drops.loc[drops.s_dpsnr.idxmin()]
             paid = f"; each costs the served teacher {-drops.t_dpsnr.max():.2f} dB or more" if inline else ""
             said += f" (the largest {delta_text(worst)} dB, {worst.teacher_family} at {setting_words(worst)}{paid})"
         words.append(f"{said}, a gain beyond it at {len(gains)}")
     return (f"Over every setting this stage met with at least {MIN_SEEDS} seeds, against the informed attacker "
-            f"each withstands worst: " + "; ".join(words) + ".")
+            "each withstands worst: " + "; ".join(words) + ".")
 
 
 def field_section(lines: pd.DataFrame) -> str:
