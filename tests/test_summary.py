@@ -242,7 +242,7 @@ def test_the_answer_table_shows_the_value_of_theft_and_what_the_strongest_inform
     assert picked.informed_attacker == "feature ASVP-AWARE x1" and picked.informed_dpsnr == pytest.approx(-0.2)
     assert not picked.informed_effect  # 0.2 dB: within the 1 dB floor of the search
     assert np.isnan(s.set_index("threat").loc["in-line, output KD"].informed_dpsnr)  # no informed row there
-    before = with_informed(summarise(raw), informed_lines(summarise(raw), pd.DataFrame()))  # the stage yet to run
+    before = with_informed(s, informed_lines(s, pd.DataFrame()))  # the stage yet to run
     assert before.informed_attacker.isna().all() and before.informed_dpsnr.isna().all()
     table = answer_table(s)
     assert "| exposed, feature KD | +3.00 ± 1.00 | " in table
