@@ -279,3 +279,5 @@ def test_the_informed_section_counts_what_the_strongest_informed_attacker_leaves
             "dec1, k=1, a=100, exposed), a gain beyond it at 1; ") in words
     assert ("in-line, 1 setting: a drop beyond the floor left at 1 (the largest -4.00 ± 0.00 dB, U-Net at channel @ "
             "dec1, k=1, a=5, inline; each costs the served teacher 6.00 dB or more), a gain beyond it at 0.") in words
+    early = informed_lines(summarise(raw), frame(rows(dict(exposed, **informed), 0.0, -2.5, seeds=(0,))))
+    assert informed_left_words(strongest_informed(early)) == "No setting has met an informed attacker with 3 seeds yet."

@@ -288,6 +288,8 @@ def informed_left_words(strongest: pd.DataFrame) -> str:
             paid = f"; each costs the served teacher {-drops.t_dpsnr.max():.2f} dB or more" if inline else ""
             said += f" (the largest {delta_text(worst)} dB, {worst.teacher_family} at {setting_words(worst)}{paid})"
         words.append(f"{said}, a gain beyond it at {len(gains)}")
+    if not words:
+        return f"No setting has met an informed attacker with {MIN_SEEDS} seeds yet."
     return (f"Over every setting this stage met with at least {MIN_SEEDS} seeds, against the informed attacker "
             "each withstands worst: " + "; ".join(words) + ".")
 
