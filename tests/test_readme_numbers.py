@@ -38,3 +38,13 @@ def test_the_readme_verdict_gives_each_headline_its_new_columns():
                               (r.field_dpsnr, r.field_dpsnr_std)):
             if not pd.isna(value):
                 assert f"{value:+.2f} ± {spread:.2f}" in verdict, (r.teacher, r.threat, value)
+
+
+def test_the_readme_verdict_counts_the_informed_stage_as_the_report_does():
+    """The informed stage's count (how many settings per placement, how many keep a drop) is a pair of integers the
+    decimal check above cannot see: each placement's count clause in the verdict must be the report's, verbatim."""
+    report, verdict = (ROOT / "results" / "RESULTS.md").read_text(), " ".join(short_verdict().split())
+    clauses = re.findall(r"(?:exposed|in-line), \d+ settings: a drop beyond the floor left at \d+", verdict)
+    assert clauses, "the README's verdict does not count what the informed attackers left"
+    missing = [c for c in clauses if not re.search(rf"{re.escape(c)}(?!\d)", report)]
+    assert not missing, f"informed counts not in results/RESULTS.md: {missing}"
