@@ -279,8 +279,8 @@ def informed_left_words(strongest: pd.DataFrame) -> str:
     pays where a drop is left (in-line, the served output carries it: no attacker can undo that)."""
     words = []
     for placement, g in strongest.groupby("placement"):  # exposed first, the stage's own question
-        drops = g[g.apply(field.damaged, axis=1)]
-        gains = g[g.effect & ~g.index.isin(drops.index)]
+        dropped = g.apply(field.damaged, axis=1)
+        drops, gains = g[dropped], g[g.effect & ~dropped]
         inline = placement == "inline"
         counted = f"{len(g)} setting{'s' * (len(g) != 1)}"
         said = f"{'in-line' if inline else placement}, {counted}: a drop beyond the floor left at {len(drops)}"
